@@ -2,7 +2,7 @@
 //!
 //! - tch's own rpath applies only to tch's targets; this one makes our binaries and test executables find
 //!   `$LIBTORCH/lib` at run time without `LD_LIBRARY_PATH`.
-//! - It records the libtorch version built against (`$LIBTORCH/build-version`) as `DELF_LIBTORCH_VERSION`.
+//! - It records the libtorch version built against (`$LIBTORCH/build-version`) as `DELFRS_LIBTORCH_VERSION`.
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     let mut version = String::from("unknown");
@@ -15,5 +15,5 @@ fn main() {
             version = v.trim().to_string();
         }
     }
-    println!("cargo:rustc-env=DELF_LIBTORCH_VERSION={version}");
+    println!("cargo:rustc-env=DELFRS_LIBTORCH_VERSION={version}");
 }

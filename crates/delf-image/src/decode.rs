@@ -38,16 +38,10 @@ impl DecodedImage {
 
 /// Reads and decodes an image file; see the crate documentation for the rules.
 pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
-    let io_err = |source| ImageError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = |source| ImageError::Io { path: path.to_path_buf(), source };
     let len = std::fs::metadata(path).map_err(io_err)?.len();
     if len > limits.max_file_bytes {
-        return Err(ImageError::FileTooLarge {
-            bytes: len,
-            limit: limits.max_file_bytes,
-        });
+        return Err(ImageError::FileTooLarge { bytes: len, limit: limits.max_file_bytes });
     }
     let bytes = std::fs::read(path).map_err(io_err)?;
     decode_bytes(&bytes, limits)
@@ -56,14 +50,10 @@ pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<DecodedImage, I
 /// Decodes an encoded image held in memory; see the crate documentation for the rules.
 pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
     if bytes.len() as u64 > limits.max_file_bytes {
-        return Err(ImageError::FileTooLarge {
-            bytes: bytes.len() as u64,
-            limit: limits.max_file_bytes,
-        });
+        return Err(ImageError::FileTooLarge { bytes: bytes.len() as u64, limit: limits.max_file_bytes });
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    let mut reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ImageError::Corrupt(e.to_string()))?;
     let format = reader.format().ok_or(ImageError::UnsupportedFormat)?;
     if format == image::ImageFormat::Jpeg && !has_jpeg_end_marker(bytes) {
         // The JPEG decoder fills a truncated scan with grey instead of failing; we refuse instead.
@@ -92,18 +82,10 @@ fn check_size(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), Imag
         return Err(ImageError::Empty { width, height });
     }
     if width > limits.max_side || height > limits.max_side {
-        return Err(ImageError::TooLarge {
-            width,
-            height,
-            limit: format!("{} px per side", limits.max_side),
-        });
+        return Err(ImageError::TooLarge { width, height, limit: format!("{} px per side", limits.max_side) });
     }
     if u64::from(width) * u64::from(height) > limits.max_pixels {
-        return Err(ImageError::TooLarge {
-            width,
-            height,
-            limit: format!("{} pixels", limits.max_pixels),
-        });
+        return Err(ImageError::TooLarge { width, height, limit: format!("{} pixels", limits.max_pixels) });
     }
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// The file could not be read.
-    #[error("cannot read image {path}: {source}")]
+    #[error("cannot read image {path}")]
     Io {
         /// The path that failed.
         path: PathBuf,
@@ -53,11 +53,7 @@ impl ImageError {
                 image::error::UnsupportedErrorKind::Format(_) => ImageError::UnsupportedFormat,
                 _ => ImageError::Corrupt(e.to_string()),
             },
-            image::ImageError::Limits(e) => ImageError::TooLarge {
-                width: 0,
-                height: 0,
-                limit: e.to_string(),
-            },
+            image::ImageError::Limits(e) => ImageError::TooLarge { width: 0, height: 0, limit: e.to_string() },
             other => ImageError::Corrupt(other.to_string()),
         }
     }

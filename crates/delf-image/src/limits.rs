@@ -13,11 +13,7 @@ impl Default for DecodeLimits {
     /// 16384 px per side, 64 megapixels, 64 MiB per file: far above any photo worth indexing, far below what
     /// would exhaust memory (64 MP of RGB8 is 192 MiB).
     fn default() -> Self {
-        Self {
-            max_side: 16_384,
-            max_pixels: 64 * 1024 * 1024,
-            max_file_bytes: 64 * 1024 * 1024,
-        }
+        Self { max_side: 16_384, max_pixels: 64 * 1024 * 1024, max_file_bytes: 64 * 1024 * 1024 }
     }
 }
 

@@ -61,28 +61,19 @@ fn crc32(data: &[u8]) -> u32 {
 #[test]
 fn decompression_bomb_is_rejected_from_the_header() {
     let err = decode_bytes(&png_bomb(100_000, 100_000), &DecodeLimits::default()).unwrap_err();
-    assert!(
-        matches!(err, ImageError::TooLarge { width: 100_000, height: 100_000, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, ImageError::TooLarge { width: 100_000, height: 100_000, .. }), "{err:?}");
 }
 
 #[test]
 fn pixel_count_limit_applies_below_the_side_limit() {
-    let limits = DecodeLimits {
-        max_pixels: 1000,
-        ..DecodeLimits::default()
-    };
+    let limits = DecodeLimits { max_pixels: 1000, ..DecodeLimits::default() };
     let err = decode_bytes(&encode(&gradient(40, 40), ImageFormat::Png), &limits).unwrap_err();
     assert!(matches!(err, ImageError::TooLarge { width: 40, height: 40, .. }), "{err:?}");
 }
 
 #[test]
 fn file_size_limit() {
-    let limits = DecodeLimits {
-        max_file_bytes: 10,
-        ..DecodeLimits::default()
-    };
+    let limits = DecodeLimits { max_file_bytes: 10, ..DecodeLimits::default() };
     let err = decode_bytes(&encode(&gradient(8, 8), ImageFormat::Png), &limits).unwrap_err();
     assert!(matches!(err, ImageError::FileTooLarge { limit: 10, .. }), "{err:?}");
 }
@@ -195,7 +186,8 @@ fn real_photo_decodes_when_installed() {
 
 #[test]
 fn missing_file_is_io_error() {
-    let err = delf_image::decode_file(std::path::Path::new("/nonexistent/x.jpg"), &DecodeLimits::default()).unwrap_err();
+    let err =
+        delf_image::decode_file(std::path::Path::new("/nonexistent/x.jpg"), &DecodeLimits::default()).unwrap_err();
     assert!(matches!(err, ImageError::Io { .. }), "{err:?}");
     assert!(err.to_string().contains("/nonexistent/x.jpg"));
 }

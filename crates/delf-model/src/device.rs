@@ -55,10 +55,7 @@ impl DeviceSpec {
                 if (n as i64) < count {
                     Ok(tch::Device::Cuda(n))
                 } else {
-                    Err(ModelError::Device(
-                        self.to_string(),
-                        format!("this process sees {count} CUDA device(s)"),
-                    ))
+                    Err(ModelError::Device(self.to_string(), format!("this process sees {count} CUDA device(s)")))
                 }
             }
         }

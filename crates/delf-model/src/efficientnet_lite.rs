@@ -147,12 +147,8 @@ impl MbConvBlock {
     fn new(vs: nn::Path, args: BlockArgs) -> Self {
         let hidden = args.c_in * args.expand;
         let pointwise = nn::ConvConfig { bias: false, ..Default::default() };
-        let expand = (args.expand != 1).then(|| {
-            (
-                nn::conv2d(&vs / "_expand_conv", args.c_in, hidden, 1, pointwise),
-                bn(&vs / "_bn0", hidden),
-            )
-        });
+        let expand = (args.expand != 1)
+            .then(|| (nn::conv2d(&vs / "_expand_conv", args.c_in, hidden, 1, pointwise), bn(&vs / "_bn0", hidden)));
         Self {
             args,
             expand,
@@ -174,11 +170,7 @@ impl MbConvBlock {
     fn forward_from_expanded(&self, input: &Tensor, hidden: &Tensor, train: bool) -> Tensor {
         let x = relu6(&self.depthwise.forward(hidden).apply_t(&self.bn1, train));
         let x = x.apply(&self.project).apply_t(&self.bn2, train);
-        if self.args.stride == 1 && self.args.c_in == self.args.c_out {
-            x + input
-        } else {
-            x
-        }
+        if self.args.stride == 1 && self.args.c_in == self.args.c_out { x + input } else { x }
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
@@ -216,20 +208,20 @@ impl EfficientNetLite {
         let blocks_vs = vs / "_blocks";
         let block_args = variant.blocks();
         let last_channels = block_args.last().map_or(STEM_CHANNELS, |b| b.c_out);
-        let blocks = block_args
-            .into_iter()
-            .enumerate()
-            .map(|(i, args)| MbConvBlock::new(&blocks_vs / i, args))
-            .collect();
+        let blocks =
+            block_args.into_iter().enumerate().map(|(i, args)| MbConvBlock::new(&blocks_vs / i, args)).collect();
         Self {
             variant,
             stem: SameConv2d::new(vs / "_conv_stem", 3, STEM_CHANNELS, 3, 2, 1),
             bn0: bn(vs / "_bn0", STEM_CHANNELS),
             blocks,
-            head: nn::conv2d(vs / "_conv_head", last_channels, HEAD_CHANNELS, 1, nn::ConvConfig {
-                bias: false,
-                ..Default::default()
-            }),
+            head: nn::conv2d(
+                vs / "_conv_head",
+                last_channels,
+                HEAD_CHANNELS,
+                1,
+                nn::ConvConfig { bias: false, ..Default::default() },
+            ),
             bn1: bn(vs / "_bn1", HEAD_CHANNELS),
             fc: nn::linear(vs / "_fc", HEAD_CHANNELS, NUM_CLASSES, Default::default()),
         }

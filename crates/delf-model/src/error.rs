@@ -4,7 +4,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// A weights file is missing, unreadable, or lacks a tensor the network needs.
-    #[error("cannot load weights from {path}: {source} (run scripts/setup.sh to install the default weights)")]
+    #[error("cannot load weights from {path} (run scripts/setup.sh to install the default weights)")]
     Weights {
         /// The weights file.
         path: PathBuf,

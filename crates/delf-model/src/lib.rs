@@ -19,4 +19,4 @@ pub use efficientnet_lite::{EfficientNetLite, LiteVariant};
 pub use error::ModelError;
 
 /// The libtorch version this binary was built against (from `$LIBTORCH/build-version`).
-pub const LIBTORCH_VERSION: &str = env!("DELF_LIBTORCH_VERSION");
+pub const LIBTORCH_VERSION: &str = env!("DELFRS_LIBTORCH_VERSION");

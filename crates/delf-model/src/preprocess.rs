@@ -50,7 +50,11 @@ mod tests {
 
     #[test]
     fn normalises_in_rgb_order() {
-        let img = RgbImage::from_fn(2, 1, |x, _| if x == 0 { image::Rgb([255, 127, 0]) } else { image::Rgb([127, 127, 127]) });
+        let img = RgbImage::from_fn(
+            2,
+            1,
+            |x, _| if x == 0 { image::Rgb([255, 127, 0]) } else { image::Rgb([127, 127, 127]) },
+        );
         let t = to_tensor(&img, Normalization::EFFICIENTNET_LITE, Device::Cpu);
         assert_eq!(t.size(), [1, 3, 1, 2]);
         let v: Vec<f32> = t.flatten(0, -1).try_into().unwrap();

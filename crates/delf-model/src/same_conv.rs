@@ -25,11 +25,7 @@ impl SameConv2d {
             bias: false,
             ..Default::default()
         };
-        Self {
-            conv: nn::conv2d(vs, c_in, c_out, kernel, config),
-            kernel,
-            stride,
-        }
+        Self { conv: nn::conv2d(vs, c_in, c_out, kernel, config), kernel, stride }
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Tensor {

@@ -51,7 +51,7 @@ fn logits_match_independent_numpy_reference() {
     let pixels: Vec<f32> = input.flatten(0, -1).try_into().unwrap();
     std::fs::write(&inp, pixels.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
 
-    let python = std::env::var("DELF_PYTHON").expect("DELF_PYTHON is set by .cargo/config.toml");
+    let python = std::env::var("DELFRS_PYTHON").expect("DELFRS_PYTHON is set by .cargo/config.toml");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/python/efficientnet_lite_numpy.py");
     let side = LiteVariant::LITE0.resolution.to_string();
     let status = Command::new(&python)
@@ -61,11 +61,8 @@ fn logits_match_independent_numpy_reference() {
         .status()
         .unwrap_or_else(|e| panic!("cannot run {python}: {e} (run scripts/setup.sh)"));
     assert!(status.success(), "numpy reference failed");
-    let reference: Vec<f32> = std::fs::read(&out)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let reference: Vec<f32> =
+        std::fs::read(&out).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     std::fs::remove_dir_all(&dir).ok();
 
     assert_eq!(reference.len(), 1000);

@@ -1,0 +1,238 @@
+//! Command-line syntax of `delf`. Every subcommand of the mission exists here with its real flags; those whose
+//! implementation has not landed yet say so and exit with code 2 (see [`crate::exit`]).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Configuration: defaults < config file (--config / DELF_CONFIG) < environment (DELF_HOME, DELF_DEVICE,
+DELF_LOG__FORMAT, ...: DELF_ + key, sections joined by __) < flags. `delf config` prints the result.
+
+Exit codes: 0 success; 1 runtime failure; 2 usage error or command not implemented yet;
+3 bad input (unreadable or corrupt image, missing file); 4 configuration error; 5 model or weights unavailable.";
+
+/// delf: large-scale image retrieval with attentive deep local features (DELF).
+#[derive(Debug, Parser)]
+#[command(name = "delf", version, about, long_about = None, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "DELF_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only warnings and errors in the log.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines for a terminal.
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the installation: libtorch, device, default backbone and weights, on a real photo.
+    Doctor(DoctorArgs),
+    /// Print the effective configuration (defaults, file and environment merged) as TOML.
+    Config,
+    /// Extract DELF features (keypoints, scales, attention, 40-d descriptors) from images.
+    Extract(ExtractArgs),
+    /// Build and inspect ANN indexes (IVF + product quantization) over DELF features.
+    #[command(subcommand)]
+    Index(IndexCommand),
+    /// Search an index with query photos: ANN votes, geometric verification, ranked matches or "no match".
+    Search(SearchArgs),
+    /// Match two images: putative matches, RANSAC verification, inlier count, and a picture of the inliers.
+    Match(MatchArgs),
+    /// Run a cluster role: coordinator, index node or worker.
+    Serve(ServeArgs),
+    /// Evaluate retrieval: Revisited Oxford/Paris, Google Landmarks v2, or our own pairs format.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+    /// Train the descriptor (stage 1) or the attention head (stage 2) from image-level labels.
+    #[command(subcommand)]
+    Train(TrainCommand),
+}
+
+/// `delf doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Photo to classify (default: opencv-doc's squirrel photo in the data folder).
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<PathBuf>,
+    /// Device to run on: cpu, cuda, cuda:N or auto (overrides the config).
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+/// `delf extract`.
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    /// Images to extract.
+    #[arg(required_unless_present = "list")]
+    pub images: Vec<PathBuf>,
+    /// An image list (text, CSV or Parquet with image_id,uri) to extract in batch.
+    #[arg(long, value_name = "URI")]
+    pub list: Option<String>,
+    /// Output file or object-store prefix for Parquet feature shards.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<String>,
+    /// Print features as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// This worker's shard of the list (Kubernetes Indexed Jobs: JOB_COMPLETION_INDEX).
+    #[arg(long, env = "JOB_COMPLETION_INDEX")]
+    pub shard_index: Option<u32>,
+    /// Number of shards the list is split into.
+    #[arg(long)]
+    pub num_shards: Option<u32>,
+    /// Device to run on: cpu, cuda, cuda:N or auto.
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+/// `delf index ...`.
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Build an index from a folder, an image list or an object-store prefix.
+    Build {
+        /// Folder, text list of paths/URIs, or object-store prefix.
+        source: String,
+        /// Index directory to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of shards.
+        #[arg(long, default_value_t = 1)]
+        shards: u32,
+    },
+    /// Print an index's manifest, parameters and sizes.
+    Inspect {
+        /// Index directory.
+        index: PathBuf,
+    },
+}
+
+/// `delf search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Index directory.
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Query images.
+    #[arg(required = true)]
+    pub queries: Vec<PathBuf>,
+    /// Number of results per query.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// One JSON object per query on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Write an HTML report with thumbnails and inlier lines.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+/// `delf match`.
+#[derive(Debug, Args)]
+pub struct MatchArgs {
+    /// First image.
+    pub a: PathBuf,
+    /// Second image.
+    pub b: PathBuf,
+    /// Draw both images side by side with the inlier correspondences.
+    #[arg(long, value_name = "PNG")]
+    pub out: Option<PathBuf>,
+}
+
+/// `delf serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The role to run.
+    #[arg(value_enum)]
+    pub role: Role,
+}
+
+/// A cluster role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Fans queries out to index nodes, merges, aggregates, assigns verification; keeps metadata under Raft.
+    Coordinator,
+    /// Holds one PQ shard and answers batched descriptor searches.
+    IndexNode,
+    /// Extracts features and verifies candidates.
+    Worker,
+}
+
+/// `delf eval ...`.
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Revisited Oxford/Paris: mAP and mP@1/5/10 for Easy, Medium and Hard.
+    Revisitop {
+        /// Ground-truth pickle (gnd_roxford5k.pkl, gnd_rparis6k.pkl).
+        #[arg(long)]
+        gnd: PathBuf,
+        /// Folder with the dataset's images.
+        #[arg(long)]
+        images: PathBuf,
+        /// Existing index of the database images.
+        #[arg(long)]
+        index: Option<PathBuf>,
+    },
+    /// Google Landmarks v2: retrieval mAP@100 and recognition GAP from Kaggle CSVs.
+    Gldv2 {
+        /// Solution CSV.
+        #[arg(long)]
+        solution: PathBuf,
+        /// Predictions CSV.
+        #[arg(long)]
+        predictions: PathBuf,
+    },
+    /// Our own pairs format: mAP, recall@k and the distractor false-positive curve.
+    Pairs {
+        /// Ground truth JSON.
+        #[arg(long)]
+        gt: PathBuf,
+    },
+}
+
+/// `delf train ...`.
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// Stage 1: fine-tune the backbone with a softmax classifier on image-level labels.
+    Descriptor {
+        /// Labels CSV (image id or path/URI, label).
+        #[arg(long)]
+        labels: String,
+        /// Output checkpoint directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Stage 2: train the attention head on a frozen backbone.
+    Attention {
+        /// Labels CSV (image id or path/URI, label).
+        #[arg(long)]
+        labels: String,
+        /// Output checkpoint directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}

@@ -1,0 +1,3 @@
+//! One module per implemented subcommand.
+
+pub mod doctor;

@@ -1,0 +1,169 @@
+//! The `delf` configuration: built-in defaults, then a TOML file, then `DELF_*` environment variables.
+//!
+//! Environment keys are `DELF_` + the key, with `__` between section and key: `DELF_HOME`, `DELF_DEVICE`,
+//! `DELF_LOG__FORMAT=json`, `DELF_MODEL__WEIGHTS=/path`. Unknown keys in the file are an error, so a typo
+//! cannot silently fall back to a default.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::LogFormat;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Folder with models and data installed by `scripts/setup.sh` (env `DELF_HOME`).
+    pub home: PathBuf,
+    /// Compute device: `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// CPU threads for libtorch and our own kernels (0 = all cores).
+    pub threads: usize,
+    /// Logging.
+    pub log: LogConfig,
+    /// The network.
+    pub model: ModelConfig,
+}
+
+/// `[log]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `delf=debug,tower=warn` (`RUST_LOG` overrides it).
+    pub level: String,
+}
+
+/// `[model]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Backbone name; the embedded default is `efficientnet-lite0`.
+    pub backbone: String,
+    /// Backbone weights (safetensors); empty = `<home>/models/<backbone>.safetensors`.
+    pub weights: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let home = std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".cache/delf"))
+            .unwrap_or_else(|| PathBuf::from(".delf"));
+        Self { home, device: "auto".into(), threads: 0, log: LogConfig::default(), model: ModelConfig::default() }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Human, level: "info".into() }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self { backbone: "efficientnet-lite0".into(), weights: None }
+    }
+}
+
+/// A configuration that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The named file does not exist.
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    /// Parsing or merging failed.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+}
+
+impl Config {
+    /// Merges defaults, the optional file, and `DELF_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Missing(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("DELF_").split("__").ignore(&["config"]));
+        figment.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+
+    /// The weights file of the configured backbone.
+    pub fn weights_path(&self) -> PathBuf {
+        self.model
+            .weights
+            .clone()
+            .unwrap_or_else(|| self.home.join("models").join(format!("{}.safetensors", self.model.backbone)))
+    }
+
+    /// The folder of test and demo photos installed by `scripts/setup.sh`.
+    pub fn photos_dir(&self) -> PathBuf {
+        self.home.join("data/opencv-doc")
+    }
+
+    /// The ImageNet class-name list installed by `scripts/setup.sh`.
+    pub fn imagenet_classes_path(&self) -> PathBuf {
+        self.home.join("data/imagenet_classes.txt")
+    }
+
+    /// As TOML, for `delf config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature is fixed by figment.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_and_environment_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "delf.toml",
+                "device = \"cpu\"\n[log]\nformat = \"json\"\n[model]\nweights = \"/w.safetensors\"\n",
+            )?;
+            jail.set_env("DELF_HOME", "/data/delf");
+            jail.set_env("DELF_LOG__LEVEL", "debug");
+            let c = Config::load(Some(Path::new("delf.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.device, "cpu");
+            assert_eq!(c.home, PathBuf::from("/data/delf"));
+            assert_eq!(c.log.format, LogFormat::Json);
+            assert_eq!(c.log.level, "debug");
+            assert_eq!(c.weights_path(), PathBuf::from("/w.safetensors"));
+            jail.set_env("DELF_DEVICE", "cuda:1");
+            let c = Config::load(Some(Path::new("delf.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.device, "cuda:1");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "devcie = \"cpu\"\n")?;
+            let err = Config::load(Some(Path::new("typo.toml"))).unwrap_err().to_string();
+            assert!(err.contains("devcie"), "{err}");
+            let err = Config::load(Some(Path::new("nope.toml"))).unwrap_err();
+            assert!(matches!(err, ConfigError::Missing(_)));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn default_weights_live_under_home() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("DELF_HOME", "/h");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.weights_path(), PathBuf::from("/h/models/efficientnet-lite0.safetensors"));
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,70 @@
+//! Exit codes of `delf`, and how errors map to them. Documented in `delf --help` and docs/cli.md.
+
+use std::process::ExitCode;
+
+/// Success.
+pub const OK: u8 = 0;
+/// A runtime failure not covered below.
+pub const FAILURE: u8 = 1;
+/// Usage error (clap's own code) or a command that is not implemented yet.
+pub const USAGE: u8 = 2;
+/// Bad input: unreadable, corrupt or oversized image, missing input file.
+pub const BAD_INPUT: u8 = 3;
+/// Invalid configuration.
+pub const CONFIG: u8 = 4;
+/// The model or its weights are unavailable (run scripts/setup.sh), or the requested device is absent.
+pub const MODEL: u8 = 5;
+
+/// A subcommand whose implementation has not landed yet.
+#[derive(Debug, thiserror::Error)]
+#[error("`delf {command}` is not implemented yet (tracked in issue #{issue})")]
+pub struct NotImplemented {
+    /// The subcommand.
+    pub command: &'static str,
+    /// The issue number that tracks it.
+    pub issue: u32,
+}
+
+/// The exit code for an error, from the most specific typed cause in its chain.
+pub fn code_for(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.is::<NotImplemented>() {
+            return USAGE;
+        }
+        if cause.is::<crate::config::ConfigError>() {
+            return CONFIG;
+        }
+        if cause.is::<delf_image::ImageError>() {
+            return BAD_INPUT;
+        }
+        if let Some(e) = cause.downcast_ref::<delf_model::ModelError>() {
+            return match e {
+                delf_model::ModelError::Image(_) => BAD_INPUT,
+                delf_model::ModelError::Torch(_) => FAILURE,
+                _ => MODEL,
+            };
+        }
+    }
+    FAILURE
+}
+
+/// Converts a code to a process exit code.
+pub fn exit(code: u8) -> ExitCode {
+    ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_causes_map_to_documented_codes() {
+        let e = anyhow::Error::new(NotImplemented { command: "serve", issue: 8 });
+        assert_eq!(code_for(&e), USAGE);
+        let e = anyhow::Error::new(delf_image::ImageError::UnsupportedFormat).context("reading query");
+        assert_eq!(code_for(&e), BAD_INPUT);
+        let e = anyhow::Error::new(delf_model::ModelError::UnknownDevice("tpu".into()));
+        assert_eq!(code_for(&e), MODEL);
+        assert_eq!(code_for(&anyhow::anyhow!("something else")), FAILURE);
+    }
+}

@@ -1,0 +1,70 @@
+//! `delf`: the one binary of delf-rs. It parses the command line, loads the configuration, starts logging and
+//! dispatches to the crates that do the work. Errors are reported once, on stderr, with a documented exit code.
+
+mod cli;
+mod commands;
+mod config;
+mod exit;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::exit(exit::CONFIG);
+        }
+    };
+    let level = if cli.quiet {
+        "warn"
+    } else {
+        match cli.verbose {
+            0 => config.log.level.as_str(),
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    logging::init(cli.log_format.unwrap_or(config.log.format), level);
+    if config.threads > 0 {
+        tch::set_num_threads(config.threads as i32);
+    }
+
+    match run(&cli, &config) {
+        Ok(()) => exit::exit(exit::OK),
+        Err(err) => {
+            tracing::debug!(error = ?err, "command failed");
+            eprintln!("error: {err:#}");
+            exit::exit(exit::code_for(&err))
+        }
+    }
+}
+
+fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Doctor(args) => commands::doctor::run(args, config),
+        Command::Config => {
+            print!("{}", config.to_toml());
+            Ok(())
+        }
+        Command::Extract(_) => pending("extract", 3),
+        Command::Match(_) => pending("match", 4),
+        Command::Index(_) => pending("index", 6),
+        Command::Search(_) => pending("search", 6),
+        Command::Serve(_) => pending("serve", 8),
+        Command::Train(_) => pending("train", 10),
+        Command::Eval(_) => pending("eval", 11),
+    }
+}
+
+/// A subcommand whose implementation has not landed: a clear error, exit code 2, never a fake result.
+fn pending(command: &'static str, issue: u32) -> anyhow::Result<()> {
+    Err(exit::NotImplemented { command, issue }.into())
+}

@@ -1,0 +1,113 @@
+//! The `delf` binary as a user runs it: real process, real weights, real photo, documented exit codes.
+
+use std::process::{Command, Output};
+
+fn delf(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_delf")).args(args).output().expect("run delf")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn doctor_classifies_the_squirrel_photo() {
+    let out = delf(&["doctor", "--device", "cpu"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", text(&out.stderr));
+    assert!(stdout.contains("libtorch 2.11.0"), "{stdout}");
+    let first = stdout.lines().find(|l| l.trim_start().starts_with("1.")).expect("a top-5 table");
+    assert!(first.contains("fox squirrel") && first.contains("class 335"), "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.trim_start().starts_with(char::is_numeric)).count(), 5);
+}
+
+#[test]
+fn commands_not_built_yet_exit_2_with_a_clear_message() {
+    let cases: [&[&str]; 8] = [
+        &["extract", "a.jpg"],
+        &["index", "build", "photos", "--out", "idx"],
+        &["search", "--index", "idx", "q.jpg"],
+        &["match", "a.jpg", "b.jpg"],
+        &["serve", "coordinator"],
+        &["eval", "pairs", "--gt", "gt.json"],
+        &["train", "attention", "--labels", "l.csv", "--out", "ckpt"],
+        &["index", "inspect", "idx"],
+    ];
+    for args in cases {
+        let out = delf(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains("is not implemented yet") && err.contains("issue #"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} printed a result");
+    }
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for cmd in ["doctor", "config", "extract", "index", "search", "match", "serve", "eval", "train"] {
+        let out = delf(&[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd}");
+        assert!(text(&out.stdout).contains("Usage: delf"), "{cmd}");
+    }
+    let top = text(&delf(&["--help"]).stdout);
+    assert!(top.contains("Exit codes"), "{top}");
+}
+
+#[test]
+fn unreadable_image_is_bad_input() {
+    let out = delf(&["doctor", "--device", "cpu", "--image", "/etc/hostname"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("/etc/hostname"));
+    let out = delf(&["doctor", "--device", "cpu", "--image", "/no/such/photo.jpg"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+}
+
+#[test]
+fn missing_weights_and_absent_devices_are_model_errors() {
+    let out = Command::new(env!("CARGO_BIN_EXE_delf"))
+        .args(["doctor", "--device", "cpu"])
+        .env("DELF_HOME", "/nonexistent/delf-home")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert!(text(&out.stderr).contains("scripts/setup.sh"), "{}", text(&out.stderr));
+    let out = delf(&["doctor", "--device", "tpu"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+}
+
+#[test]
+fn bad_configuration_exits_4() {
+    let dir = std::env::temp_dir().join(format!("delf-cli-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "devcie = \"cpu\"\n").unwrap();
+    let out = delf(&["--config", bad.to_str().unwrap(), "config"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(text(&out.stderr).contains("devcie"));
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "device = \"cpu\"\nthreads = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_delf"))
+        .args(["--config", good.to_str().unwrap(), "config"])
+        .env("DELF_LOG__LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let shown: toml::Value = toml::from_str(&text(&out.stdout)).expect("config prints TOML");
+    assert_eq!(shown["device"].as_str(), Some("cpu"));
+    assert_eq!(shown["threads"].as_integer(), Some(1));
+    assert_eq!(shown["log"]["level"].as_str(), Some("warn"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let out = delf(&["--log-format", "json", "doctor", "--device", "cpu"]);
+    assert!(out.status.success());
+    let stderr = text(&out.stderr);
+    let lines: Vec<_> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log lines");
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v.get("level").is_some() && v.get("message").is_some(), "{line}");
+    }
+}
