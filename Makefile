@@ -8,8 +8,11 @@
 setup:
 	@bash scripts/setup.sh
 
+PHOTOS := .cache/delf/data/opencv-doc
+
 demo: setup
 	cargo run -q -p delf-cli --bin delf -- doctor
+	cargo run -q -p delf-cli --bin delf -- extract $(PHOTOS)/graf1.png $(PHOTOS)/graf3.png $(PHOTOS)/box_in_scene.png
 
 test: setup
 	cargo test -q --workspace --doc

@@ -56,6 +56,9 @@ pub enum Command {
     Config,
     /// Extract DELF features (keypoints, scales, attention, 40-d descriptors) from images.
     Extract(ExtractArgs),
+    /// Fit the descriptor PCA on sample images.
+    #[command(subcommand)]
+    Pca(PcaCommand),
     /// Build and inspect ANN indexes (IVF + product quantization) over DELF features.
     #[command(subcommand)]
     Index(IndexCommand),
@@ -108,6 +111,38 @@ pub struct ExtractArgs {
     /// Device to run on: cpu, cuda, cuda:N or auto.
     #[arg(long)]
     pub device: Option<String>,
+    /// PCA file (from `delf pca fit`); overrides `model.pca`. Without one, descriptors keep the backbone's width.
+    #[arg(long, value_name = "FILE")]
+    pub pca: Option<PathBuf>,
+    /// Features kept per image (overrides `extract.max_features`).
+    #[arg(long)]
+    pub max_features: Option<usize>,
+    /// Longest image side before the pyramid (overrides `extract.max_side`).
+    #[arg(long)]
+    pub max_side: Option<u32>,
+}
+
+/// `delf pca ...`.
+#[derive(Debug, Subcommand)]
+pub enum PcaCommand {
+    /// Fit a PCA on the raw descriptors of sample images and write it as safetensors.
+    Fit {
+        /// Sample images (their raw top-N descriptors are pooled).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Output dimensions (reference: 40).
+        #[arg(long, default_value_t = 40)]
+        dim: usize,
+        /// Whiten the projected components.
+        #[arg(long)]
+        whiten: bool,
+        /// Device to run on: cpu, cuda, cuda:N or auto.
+        #[arg(long)]
+        device: Option<String>,
+    },
 }
 
 /// `delf index ...`.

@@ -26,6 +26,47 @@ pub struct Config {
     pub log: LogConfig,
     /// The network.
     pub model: ModelConfig,
+    /// Extraction settings.
+    pub extract: ExtractSettings,
+}
+
+/// `[extract]` section; defaults are the reference's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExtractSettings {
+    /// Image pyramid scales.
+    pub scales: Vec<f64>,
+    /// Longest side before the pyramid (0 = no limit).
+    pub max_side: u32,
+    /// Features kept per image.
+    pub max_features: usize,
+    /// Minimum attention score (unset = keep all; the feature-norm default has no calibrated threshold).
+    pub score_threshold: Option<f32>,
+}
+
+impl Default for ExtractSettings {
+    fn default() -> Self {
+        let d = delf_model::ExtractConfig::default();
+        Self {
+            scales: d.scales,
+            max_side: d.max_side.unwrap_or(0),
+            max_features: d.max_features,
+            score_threshold: d.score_threshold,
+        }
+    }
+}
+
+impl ExtractSettings {
+    /// As the model crate's configuration.
+    pub fn to_config(&self) -> delf_model::ExtractConfig {
+        delf_model::ExtractConfig {
+            scales: self.scales.clone(),
+            max_side: (self.max_side > 0).then_some(self.max_side),
+            max_features: self.max_features,
+            score_threshold: self.score_threshold,
+            ..delf_model::ExtractConfig::default()
+        }
+    }
 }
 
 /// `[log]` section.
@@ -46,6 +87,12 @@ pub struct ModelConfig {
     pub backbone: String,
     /// Backbone weights (safetensors); empty = `<home>/models/<backbone>.safetensors`.
     pub weights: Option<PathBuf>,
+    /// Feature layer of the backbone (`blockN`, `blockN.expand`, `head`); empty = the backbone's default.
+    pub layer: Option<String>,
+    /// Descriptor PCA (from `delf pca fit`); empty = no reduction.
+    pub pca: Option<PathBuf>,
+    /// Trained attention head (safetensors); empty = feature-norm scores (docs/extraction.md).
+    pub attention: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -53,7 +100,14 @@ impl Default for Config {
         let home = std::env::var_os("HOME")
             .map(|h| PathBuf::from(h).join(".cache/delf"))
             .unwrap_or_else(|| PathBuf::from(".delf"));
-        Self { home, device: "auto".into(), threads: 0, log: LogConfig::default(), model: ModelConfig::default() }
+        Self {
+            home,
+            device: "auto".into(),
+            threads: 0,
+            log: LogConfig::default(),
+            model: ModelConfig::default(),
+            extract: ExtractSettings::default(),
+        }
     }
 }
 
@@ -65,7 +119,7 @@ impl Default for LogConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { backbone: "efficientnet-lite0".into(), weights: None }
+        Self { backbone: "efficientnet-lite0".into(), weights: None, layer: None, pca: None, attention: None }
     }
 }
 

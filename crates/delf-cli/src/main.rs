@@ -54,7 +54,8 @@ fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
             print!("{}", config.to_toml());
             Ok(())
         }
-        Command::Extract(_) => pending("extract", 3),
+        Command::Extract(args) => commands::extract::run(args, config),
+        Command::Pca(command) => commands::pca::run(command, config),
         Command::Match(_) => pending("match", 4),
         Command::Index(_) => pending("index", 6),
         Command::Search(_) => pending("search", 6),

@@ -24,7 +24,7 @@ fn doctor_classifies_the_squirrel_photo() {
 #[test]
 fn commands_not_built_yet_exit_2_with_a_clear_message() {
     let cases: [&[&str]; 8] = [
-        &["extract", "a.jpg"],
+        &["extract", "--list", "images.txt"],
         &["index", "build", "photos", "--out", "idx"],
         &["search", "--index", "idx", "q.jpg"],
         &["match", "a.jpg", "b.jpg"],
@@ -44,7 +44,7 @@ fn commands_not_built_yet_exit_2_with_a_clear_message() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for cmd in ["doctor", "config", "extract", "index", "search", "match", "serve", "eval", "train"] {
+    for cmd in ["doctor", "config", "extract", "pca", "index", "search", "match", "serve", "eval", "train"] {
         let out = delf(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd}");
         assert!(text(&out.stdout).contains("Usage: delf"), "{cmd}");
@@ -110,4 +110,59 @@ fn json_logs_are_one_object_per_line() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v.get("level").is_some() && v.get("message").is_some(), "{line}");
     }
+}
+
+fn photo(name: &str) -> String {
+    let home = std::env::var("DELF_HOME").expect("DELF_HOME is set by .cargo/config.toml");
+    format!("{home}/data/opencv-doc/{name}")
+}
+
+#[test]
+fn pca_fit_then_extract_json_with_40_dims() {
+    let dir = std::env::temp_dir().join(format!("delf-cli-extract-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pca = dir.join("pca.safetensors");
+    let out = delf(&[
+        "pca",
+        "fit",
+        "--device",
+        "cpu",
+        "--out",
+        pca.to_str().unwrap(),
+        "--dim",
+        "40",
+        &photo("messi5.jpg"),
+        &photo("baboon.jpg"),
+        &photo("fruits.jpg"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("-> 40 dims"), "{}", text(&out.stdout));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_delf"))
+        .args(["extract", "--json", "--device", "cpu", "--max-side", "320", "--max-features", "200"])
+        .args(["--pca", pca.to_str().unwrap(), &photo("graf1.png"), &photo("box.png")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    assert_eq!(lines.len(), 2);
+    for v in &lines {
+        let f = &v["features"];
+        assert_eq!(f["dim"], 40);
+        assert_eq!(f["keypoints"].as_array().unwrap().len(), 200);
+        assert_eq!(f["descriptors"].as_array().unwrap().len(), 200 * 40);
+        assert!(f["fingerprint"].as_str().unwrap().starts_with("delf/"));
+    }
+    assert_eq!(lines[0]["features"]["fingerprint"], lines[1]["features"]["fingerprint"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn extract_reports_bad_images_and_keeps_the_good_ones() {
+    let out = delf(&["extract", "--device", "cpu", "--max-side", "256", &photo("box.png"), "/etc/hostname"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("box.png") && stdout.contains("fingerprint: delf/"), "{stdout}");
+    assert!(text(&out.stderr).contains("/etc/hostname"));
 }

@@ -11,6 +11,7 @@ use std::path::Path;
 use tch::{Device, Tensor, nn, nn::Module};
 
 use crate::ModelError;
+use crate::geometry::{LayerGeometry, Padding};
 use crate::same_conv::SameConv2d;
 
 const BN_EPS: f64 = 1e-3;
@@ -246,6 +247,37 @@ impl EfficientNetLite {
         self.blocks.iter().map(|b| b.args).collect()
     }
 
+    /// Channels of the feature map at `tap`.
+    pub fn channels(&self, tap: FeatureTap) -> i64 {
+        let blocks = self.block_args();
+        match tap {
+            FeatureTap::BlockOutput(n) => blocks.get(n).map_or(0, |b| b.c_out),
+            FeatureTap::BlockExpansion(n) => blocks.get(n).map_or(0, |b| b.c_in * b.expand),
+            FeatureTap::Head => HEAD_CHANNELS,
+        }
+    }
+
+    /// The convolution layers from the input to the feature map at `tap`, from the network's own definition.
+    pub fn layers(&self, tap: FeatureTap) -> Vec<LayerGeometry> {
+        let same = |k, s| LayerGeometry::new(k, s, Padding::TfSame);
+        let mut layers = vec![same(3, 2)];
+        for (i, b) in self.block_args().iter().enumerate() {
+            let expand = (b.expand != 1).then_some(LayerGeometry::POINTWISE);
+            if tap == FeatureTap::BlockExpansion(i) {
+                layers.extend(expand);
+                return layers;
+            }
+            layers.extend(expand);
+            layers.push(same(b.kernel, b.stride));
+            layers.push(LayerGeometry::POINTWISE);
+            if tap == FeatureTap::BlockOutput(i) {
+                return layers;
+            }
+        }
+        layers.push(LayerGeometry::POINTWISE);
+        layers
+    }
+
     fn stem(&self, x: &Tensor, train: bool) -> Tensor {
         relu6(&self.stem.forward(x).apply_t(&self.bn0, train))
     }
@@ -267,6 +299,33 @@ impl EfficientNetLite {
     pub fn logits(&self, x: &Tensor) -> Tensor {
         let head = self.features(x, FeatureTap::Head, false);
         head.mean_dim(&[2i64, 3][..], false, tch::Kind::Float).apply(&self.fc)
+    }
+}
+
+impl std::fmt::Display for FeatureTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FeatureTap::BlockOutput(n) => write!(f, "block{n}"),
+            FeatureTap::BlockExpansion(n) => write!(f, "block{n}.expand"),
+            FeatureTap::Head => f.write_str("head"),
+        }
+    }
+}
+
+impl std::str::FromStr for FeatureTap {
+    type Err = String;
+
+    /// Parses `block10`, `block11.expand` or `head`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("unknown feature tap {s:?} (expected blockN, blockN.expand or head)");
+        if s == "head" {
+            return Ok(Self::Head);
+        }
+        let rest = s.strip_prefix("block").ok_or_else(bad)?;
+        match rest.strip_suffix(".expand") {
+            Some(n) => n.parse().map(Self::BlockExpansion).map_err(|_| bad()),
+            None => rest.parse().map(Self::BlockOutput).map_err(|_| bad()),
+        }
     }
 }
 

@@ -26,6 +26,9 @@ pub enum ModelError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An invalid model or extraction setting.
+    #[error("invalid model configuration: {0}")]
+    Config(String),
     /// An input image could not be decoded.
     #[error(transparent)]
     Image(#[from] delf_image::ImageError),

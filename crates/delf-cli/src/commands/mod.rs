@@ -1,3 +1,6 @@
-//! One module per implemented subcommand.
+//! One module per implemented subcommand, and the model setup they share.
 
 pub mod doctor;
+pub mod extract;
+pub mod model;
+pub mod pca;

@@ -1,0 +1,77 @@
+//! `delf extract IMAGE...`: DELF features of each image, as a table, JSON lines on stdout, or a JSON-lines file.
+//! Batch extraction from image lists into Parquet shards is issue 7.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use delf_core::FeatureSet;
+use delf_image::{DecodeLimits, decode_file};
+
+use crate::cli::ExtractArgs;
+use crate::commands::model;
+use crate::config::Config;
+use crate::exit;
+
+/// Extracts every image; a failing image is reported and skipped, and the command then exits with code 3.
+pub fn run(args: &ExtractArgs, config: &Config) -> Result<()> {
+    if args.list.is_some() {
+        return Err(exit::NotImplemented { command: "extract --list", issue: 7 }.into());
+    }
+    let mut settings = config.extract.to_config();
+    if let Some(n) = args.max_features {
+        settings.max_features = n;
+    }
+    if let Some(m) = args.max_side {
+        settings.max_side = (m > 0).then_some(m);
+    }
+    let device = model::device(args.device.as_deref(), config)?;
+    let extractor = model::extractor(config, settings, args.pca.as_deref(), device)?;
+    tracing::info!(fingerprint = %extractor.fingerprint(), dim = extractor.dim(), "extractor ready");
+
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(path) => {
+            Box::new(std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {path}"))?))
+        }
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let json = args.json || args.out.is_some();
+    if !json {
+        writeln!(out, "{:<48} {:>11} {:>8} {:>5} {:>9}", "image", "size", "features", "dim", "ms")?;
+    }
+    let mut failed: Option<anyhow::Error> = None;
+    for path in &args.images {
+        let start = Instant::now();
+        match extract_one(&extractor, path) {
+            Ok(features) => {
+                let ms = start.elapsed().as_secs_f64() * 1e3;
+                if json {
+                    serde_json::to_writer(&mut out, &serde_json::json!({ "path": path, "features": features }))?;
+                    writeln!(out)?;
+                } else {
+                    let size = format!("{}x{}", features.width, features.height);
+                    let name = path.display().to_string();
+                    writeln!(out, "{name:<48} {size:>11} {:>8} {:>5} {ms:>9.0}", features.len(), features.dim)?;
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                failed = Some(e);
+            }
+        }
+    }
+    if !json {
+        writeln!(out, "fingerprint: {}", extractor.fingerprint())?;
+    }
+    out.flush()?;
+    match failed {
+        Some(e) => Err(e.context("some images could not be extracted")),
+        None => Ok(()),
+    }
+}
+
+fn extract_one(extractor: &delf_model::Extractor, path: &Path) -> Result<FeatureSet> {
+    let img = decode_file(path, &DecodeLimits::default()).with_context(|| format!("reading {}", path.display()))?;
+    Ok(extractor.extract(&img.rgb).with_context(|| format!("extracting {}", path.display()))?)
+}

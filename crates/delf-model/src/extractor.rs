@@ -1,0 +1,238 @@
+//! DELF extraction (paper sections 4.1-4.3): an image pyramid through the backbone, attention scores per cell,
+//! keypoints at receptive-field centres, global top-N by score, then L2 -> PCA -> L2.
+
+use delf_core::{FeatureSet, Fingerprint, Keypoint};
+use delf_image::RgbImage;
+use tch::{Device, Kind, Tensor};
+
+use crate::ModelError;
+use crate::attention::Attention;
+use crate::backbone::Backbone;
+use crate::geometry::AxisGeometry;
+use crate::pca::Pca;
+use crate::preprocess::to_tensor;
+
+/// Extraction settings; defaults are the reference's (`../shared/reference/DELF.md` section 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtractConfig {
+    /// Pyramid scales, applied after the `max_side` downscale.
+    pub scales: Vec<f64>,
+    /// Longest image side before the pyramid (larger images are downscaled first); `None` = no limit.
+    pub max_side: Option<u32>,
+    /// Scaled images smaller than this on either side give no features at that scale.
+    pub min_side: u32,
+    /// Features kept over all scales (highest scores).
+    pub max_features: usize,
+    /// Cells scoring below this are dropped at every scale; `None` keeps all (the right choice for
+    /// [`Attention::FeatureNorm`], whose scale is not the trained head's).
+    pub score_threshold: Option<f32>,
+}
+
+impl Default for ExtractConfig {
+    fn default() -> Self {
+        Self {
+            scales: vec![0.25, 0.3536, 0.5, 0.7071, 1.0, 1.4142, 2.0],
+            max_side: Some(1024),
+            min_side: 10,
+            max_features: 1000,
+            score_threshold: None,
+        }
+    }
+}
+
+/// Backbone + attention + optional PCA on one device.
+pub struct Extractor {
+    backbone: Box<dyn Backbone>,
+    attention: Attention,
+    pca: Option<Pca>,
+    config: ExtractConfig,
+    device: Device,
+    fingerprint: Fingerprint,
+}
+
+impl std::fmt::Debug for Extractor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extractor")
+            .field("backbone", &self.backbone.name())
+            .field("attention", &self.attention.describe())
+            .field("pca", &self.pca.as_ref().map(Pca::dim_out))
+            .field("config", &self.config)
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
+/// One candidate cell before the global top-N.
+struct Candidate {
+    keypoint: Keypoint,
+    descriptor: Vec<f32>,
+}
+
+impl Extractor {
+    /// Assembles an extractor. A PCA must have been fitted on this backbone's descriptors.
+    pub fn new(
+        backbone: Box<dyn Backbone>,
+        attention: Attention,
+        pca: Option<Pca>,
+        config: ExtractConfig,
+        device: Device,
+    ) -> Result<Self, ModelError> {
+        if let Some(p) = &pca {
+            if p.dim_in() != backbone.channels() || (!p.source().is_empty() && p.source() != backbone.name()) {
+                return Err(ModelError::Config(format!(
+                    "PCA fitted on {} ({}-d) cannot reduce {} ({}-d) descriptors",
+                    p.source(),
+                    p.dim_in(),
+                    backbone.name(),
+                    backbone.channels()
+                )));
+            }
+        }
+        if config.scales.is_empty() || config.scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(ModelError::Config(format!("invalid pyramid scales {:?}", config.scales)));
+        }
+        let pca_digest = pca.as_ref().map(Pca::digest).unwrap_or_default();
+        let scales = format!("{:?}/{:?}/{}", config.scales, config.max_side, config.min_side);
+        let fingerprint = Fingerprint::of(
+            "delf",
+            &[
+                backbone.name().as_bytes(),
+                backbone.weights_digest(),
+                attention.describe().as_bytes(),
+                &pca_digest,
+                scales.as_bytes(),
+            ],
+        );
+        Ok(Self { backbone, attention, pca, config, device, fingerprint })
+    }
+
+    /// The fingerprint every feature set from this extractor carries.
+    pub fn fingerprint(&self) -> &Fingerprint {
+        &self.fingerprint
+    }
+
+    /// Descriptor dimension of the output.
+    pub fn dim(&self) -> usize {
+        self.pca.as_ref().map_or(self.backbone.channels(), Pca::dim_out) as usize
+    }
+
+    /// The backbone.
+    pub fn backbone(&self) -> &dyn Backbone {
+        self.backbone.as_ref()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ExtractConfig {
+        &self.config
+    }
+
+    /// Extracts the features of one image.
+    pub fn extract(&self, rgb: &RgbImage) -> Result<FeatureSet, ModelError> {
+        let raw = self.raw_features(rgb)?;
+        let n = raw.len();
+        let channels = self.backbone.channels();
+        let (keypoints, descriptors): (Vec<Keypoint>, Vec<f32>) = if n == 0 {
+            (Vec::new(), Vec::new())
+        } else {
+            let flat: Vec<f32> = raw.iter().flat_map(|c| c.descriptor.iter().copied()).collect();
+            let mut d = Tensor::from_slice(&flat).view([n as i64, channels]);
+            if let Some(pca) = &self.pca {
+                d = l2_normalize(&pca.project(&l2_normalize(&d))?);
+            }
+            (raw.into_iter().map(|c| c.keypoint).collect(), d.flatten(0, -1).try_into()?)
+        };
+        let features = FeatureSet {
+            width: rgb.width(),
+            height: rgb.height(),
+            dim: self.dim(),
+            keypoints,
+            descriptors,
+            fingerprint: self.fingerprint.clone(),
+        };
+        debug_assert!(features.validate().is_ok());
+        Ok(features)
+    }
+
+    /// Raw (un-reduced) L2-normalised descriptors of a sample of images, for fitting a PCA: `[N, C]`.
+    pub fn raw_descriptors(&self, rgb: &RgbImage) -> Result<Tensor, ModelError> {
+        let raw = self.raw_features(rgb)?;
+        let flat: Vec<f32> = raw.iter().flat_map(|c| c.descriptor.iter().copied()).collect();
+        Ok(l2_normalize(&Tensor::from_slice(&flat).view([raw.len() as i64, self.backbone.channels()])))
+    }
+
+    /// Top-N cells over all pyramid levels, with raw descriptors (L2-normalised when there is no PCA).
+    fn raw_features(&self, rgb: &RgbImage) -> Result<Vec<Candidate>, ModelError> {
+        let (w, h) = (f64::from(rgb.width()), f64::from(rgb.height()));
+        let base = match self.config.max_side {
+            Some(m) if w.max(h) > f64::from(m) => f64::from(m) / w.max(h),
+            _ => 1.0,
+        };
+        let image = to_tensor(rgb, self.backbone.normalization(), self.device);
+        let layers = self.backbone.layers();
+        let keep = self.config.max_features;
+        let mut candidates = Vec::new();
+        tch::no_grad(|| -> Result<(), ModelError> {
+            for &s in &self.config.scales {
+                let scale = base * s;
+                let (sh, sw) = ((h * scale).round() as i64, (w * scale).round() as i64);
+                if sh < i64::from(self.config.min_side) || sw < i64::from(self.config.min_side) {
+                    continue;
+                }
+                let x = if (sh, sw) == (h as i64, w as i64) {
+                    image.shallow_clone()
+                } else {
+                    image.f_upsample_bilinear2d([sh, sw], false, None, None)?
+                };
+                let feats = self.backbone.features(&x);
+                let scores = self.attention.scores(&feats).flatten(0, -1);
+                let (fh, fw) = (feats.size()[2], feats.size()[3]);
+                let gy = AxisGeometry::compute(&layers, sh);
+                let gx = AxisGeometry::compute(&layers, sw);
+                debug_assert_eq!((gy.cells, gx.cells), (fh, fw));
+                let k = (keep as i64).min(fh * fw);
+                let (top_scores, top_idx) = scores.f_topk(k, 0, true, true)?;
+                let mut descs = feats.squeeze_dim(0).view([-1, fh * fw]).index_select(1, &top_idx).tr();
+                if self.pca.is_none() {
+                    descs = l2_normalize(&descs);
+                }
+                let descs: Vec<f32> = descs.to_device(Device::Cpu).contiguous().flatten(0, -1).try_into()?;
+                let top_scores: Vec<f32> = top_scores.to_device(Device::Cpu).try_into()?;
+                let top_idx: Vec<i64> = top_idx.to_device(Device::Cpu).try_into()?;
+                let c = self.backbone.channels() as usize;
+                for (r, (&score, &cell)) in top_scores.iter().zip(&top_idx).enumerate() {
+                    if self.config.score_threshold.is_some_and(|t| score < t) {
+                        continue;
+                    }
+                    let (row, col) = (cell / fw, cell % fw);
+                    candidates.push(Candidate {
+                        keypoint: Keypoint {
+                            x: ((gx.center(col) + 0.5) / scale) as f32,
+                            y: ((gy.center(row) + 0.5) / scale) as f32,
+                            scale: (1.0 / scale) as f32,
+                            score,
+                        },
+                        descriptor: descs[r * c..(r + 1) * c].to_vec(),
+                    });
+                }
+            }
+            Ok(())
+        })?;
+        // Highest score first; ties broken by position so the order is deterministic.
+        candidates.sort_by(|a, b| {
+            b.keypoint
+                .score
+                .total_cmp(&a.keypoint.score)
+                .then(a.keypoint.scale.total_cmp(&b.keypoint.scale))
+                .then(a.keypoint.y.total_cmp(&b.keypoint.y))
+                .then(a.keypoint.x.total_cmp(&b.keypoint.x))
+        });
+        candidates.truncate(keep);
+        Ok(candidates)
+    }
+}
+
+/// Rows scaled to unit L2 norm (zero rows stay zero).
+pub fn l2_normalize(x: &Tensor) -> Tensor {
+    let norm = x.norm_scalaropt_dim(2, [-1i64].as_slice(), true).clamp_min(1e-12);
+    (x / norm).to_kind(Kind::Float)
+}

@@ -1,0 +1,140 @@
+//! DELF extraction on real photos with the real Lite0 weights: geometry, determinism, pyramid and top-N.
+
+mod common;
+
+use common::{backbone, extractor, photo};
+use delf_image::RgbImage;
+use delf_model::geometry::AxisGeometry;
+use delf_model::preprocess::to_tensor;
+use delf_model::{Backbone, ExtractConfig, FeatureTap, LiteBackbone};
+use tch::{Device, Kind, Tensor};
+
+/// Back-propagates from one feature-map cell and returns the inclusive pixel range (rows, cols) that receives
+/// gradient, next to the range our geometry computes for that cell.
+fn gradient_support(tap: FeatureTap, h: i64, w: i64, cell: (i64, i64)) -> ((i64, i64, i64, i64), (f64, f64, f64, f64)) {
+    let net = backbone(tap);
+    let img = photo("graf1.png");
+    let img = image::imageops::resize(&img, w as u32, h as u32, image::imageops::FilterType::Triangle);
+    let x = to_tensor(&img, net.normalization(), Device::Cpu).set_requires_grad(true);
+    let f = net.features(&x);
+    f.get(0).select(1, cell.0).select(1, cell.1).sum(Kind::Float).backward();
+    let g = x.grad().abs().sum_dim_intlist([0i64, 1].as_slice(), false, Kind::Float); // [H, W]
+    let rows: Vec<f32> = g.sum_dim_intlist([1i64].as_slice(), false, Kind::Float).try_into().unwrap();
+    let cols: Vec<f32> = g.sum_dim_intlist([0i64].as_slice(), false, Kind::Float).try_into().unwrap();
+    let range = |v: &[f32]| {
+        let first = v.iter().position(|&a| a > 0.0).unwrap() as i64;
+        let last = v.iter().rposition(|&a| a > 0.0).unwrap() as i64;
+        (first, last)
+    };
+    let ((r0, r1), (c0, c1)) = (range(&rows), range(&cols));
+    let gy = AxisGeometry::compute(&net.layers(), h);
+    let gx = AxisGeometry::compute(&net.layers(), w);
+    assert_eq!((gy.cells, gx.cells), (f.size()[2], f.size()[3]), "geometry predicts the feature-map size");
+    let (sy0, sy1) = gy.span(cell.0);
+    let (sx0, sx1) = gx.span(cell.1);
+    ((r0, r1, c0, c1), (sy0, sy1, sx0, sx1))
+}
+
+#[test]
+fn receptive_field_matches_back_propagation() {
+    // Odd and even sizes: TF "SAME" padding differs between them, and so does the geometry.
+    for (tap, h, w) in [
+        (LiteBackbone::DEFAULT_TAP, 512, 481),
+        (FeatureTap::BlockOutput(10), 481, 512),
+        (FeatureTap::BlockOutput(4), 160, 161),
+    ] {
+        let f = backbone(tap).features(&Tensor::zeros([1, 3, h, w], (Kind::Float, Device::Cpu)));
+        let cell = (f.size()[2] / 2, f.size()[3] / 2);
+        let (support, span) = gradient_support(tap, h, w, cell);
+        // The computed span, clipped to the image, is exactly the set of pixels that influence the cell.
+        let clip = |a: f64, n: i64| a.clamp(0.0, (n - 1) as f64) as i64;
+        let expected = (clip(span.0, h), clip(span.1, h), clip(span.2, w), clip(span.3, w));
+        assert_eq!(support, expected, "{tap} at {h}x{w}, cell {cell:?}: gradient support vs computed span {span:?}");
+    }
+}
+
+#[test]
+fn extraction_is_deterministic_on_cpu() {
+    let ex = extractor(LiteBackbone::DEFAULT_TAP, ExtractConfig { max_side: Some(320), ..Default::default() });
+    let img = photo("box.png");
+    let a = ex.extract(&img).unwrap();
+    let b = ex.extract(&img).unwrap();
+    assert_eq!(a, b);
+    assert!(a.validate().is_ok());
+}
+
+#[test]
+fn pyramid_and_top_n() {
+    let config = ExtractConfig { max_side: Some(400), max_features: 300, ..Default::default() };
+    let ex = extractor(LiteBackbone::DEFAULT_TAP, config.clone());
+    let img = photo("aero1.jpg");
+    let f = ex.extract(&img).unwrap();
+    assert_eq!(f.len(), 300);
+    assert_eq!(f.dim, 672);
+    assert!(f.keypoints.windows(2).all(|w| w[0].score >= w[1].score), "sorted by score");
+    let base = 400.0 / f64::from(img.width().max(img.height()));
+    let allowed: Vec<f32> = config.scales.iter().map(|s| (1.0 / (base * s)) as f32).collect();
+    let mut used = std::collections::BTreeSet::new();
+    for k in &f.keypoints {
+        let i = allowed.iter().position(|a| (a - k.scale).abs() < 1e-4).expect("scale is 1/s of a pyramid level");
+        used.insert(i);
+        assert!(k.x >= 0.0 && k.x <= img.width() as f32 && k.y >= 0.0 && k.y <= img.height() as f32, "{k:?}");
+    }
+    assert!(used.len() >= 3, "features come from several pyramid levels: {used:?}");
+    for i in 0..f.len() {
+        let norm: f32 = f.descriptor(i).iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn tiny_images_give_no_features_not_errors() {
+    let ex = extractor(LiteBackbone::DEFAULT_TAP, ExtractConfig::default());
+    // Under 10 px on a side at every pyramid level (the largest is x2): no features, and no error.
+    for (w, h) in [(4, 4), (1, 300), (300, 1)] {
+        let f = ex.extract(&RgbImage::from_pixel(w, h, image::Rgb([120, 30, 200]))).unwrap();
+        assert!(f.is_empty() && f.validate().is_ok(), "{w}x{h}");
+    }
+    // 8x8 reaches 10 px only at scales 1.4142 (11x11) and 2.0 (16x16): features come from those levels only.
+    let img = RgbImage::from_fn(8, 8, |x, y| image::Rgb([(x * 30) as u8, (y * 30) as u8, 99]));
+    let f = ex.extract(&img).unwrap();
+    assert!(!f.is_empty());
+    assert!(f.keypoints.iter().all(|k| (k.scale - 0.5).abs() < 1e-4 || (k.scale - 1.0 / 1.4142).abs() < 1e-4));
+}
+
+#[test]
+fn keypoints_follow_a_known_crop_offset() {
+    // The same content seen in the full image and in a crop shifted by (48, 32): matching features must sit
+    // 48 px / 32 px apart in the two images' coordinates. Sizes keep the stride-16 grids aligned.
+    let full = image::imageops::resize(&photo("graf1.png"), 640, 512, image::imageops::FilterType::Triangle);
+    let crop = image::imageops::crop_imm(&full, 48, 32, 512, 416).to_image();
+    let config = ExtractConfig { scales: vec![1.0], max_side: None, max_features: 400, ..Default::default() };
+    let ex = extractor(LiteBackbone::DEFAULT_TAP, config);
+    let (a, b) = (ex.extract(&full).unwrap(), ex.extract(&crop).unwrap());
+    let mut offsets = Vec::new();
+    for i in 0..b.len() {
+        let d = b.descriptor(i);
+        let (best, sim) = (0..a.len())
+            .map(|j| (j, a.descriptor(j).iter().zip(d).map(|(x, y)| x * y).sum::<f32>()))
+            .max_by(|p, q| p.1.total_cmp(&q.1))
+            .unwrap();
+        if sim > 0.9 {
+            offsets.push((a.keypoints[best].x - b.keypoints[i].x, a.keypoints[best].y - b.keypoints[i].y));
+        }
+    }
+    assert!(offsets.len() > 50, "only {} confident matches", offsets.len());
+    let exact = offsets.iter().filter(|(dx, dy)| (dx - 48.0).abs() < 0.01 && (dy - 32.0).abs() < 0.01).count();
+    assert!(exact * 10 >= offsets.len() * 8, "{exact} of {} matches at exactly (+48, +32)", offsets.len());
+}
+
+#[test]
+fn true_pairs_share_far_more_mutual_matches_than_unrelated_pairs() {
+    // The default layer and a 40-d PCA fitted on other photos (common::PCA_PHOTOS).
+    let ex = common::extractor_with_pca(LiteBackbone::DEFAULT_TAP, common::quality_config(), 40);
+    assert_eq!(ex.dim(), 40);
+    let (t, u) = common::pair_scores(&ex);
+    eprintln!("mutual matches, true pairs {t:?}, unrelated pairs {u:?}");
+    let mean = |v: &[usize]| v.iter().sum::<usize>() as f64 / v.len() as f64;
+    assert!(t.iter().min() > u.iter().max(), "every true pair beats every unrelated pair: {t:?} vs {u:?}");
+    assert!(mean(&t) > 4.0 * mean(&u), "true pairs {t:?} vs unrelated {u:?}");
+}
