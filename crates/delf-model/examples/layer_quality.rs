@@ -1,6 +1,10 @@
 //! Which Lite0 layer gives the best local features? For each candidate feature layer, prints the mutual
 //! nearest neighbours (distance <= 0.8) of true multi-view pairs and of unrelated pairs of real photos.
-//! Run: `cargo run -p delf-model --example layer_quality` (after scripts/setup.sh). Results: docs/extraction.md.
+//! Run: `cargo run -p delf-model --example layer_quality [layers|attention]` (after scripts/setup.sh; both parts
+//! by default). Results: docs/extraction.md.
+
+// A measurement tool run by hand after scripts/setup.sh: failing loudly on a missing photo is what we want.
+#![allow(clippy::unwrap_used)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -8,6 +12,16 @@ mod common;
 use delf_model::{Attention, AttentionHead, Extractor, FeatureTap, LiteBackbone};
 
 fn main() {
+    let part = std::env::args().nth(1).unwrap_or_default();
+    if part != "attention" {
+        layers();
+    }
+    if part != "layers" {
+        attention();
+    }
+}
+
+fn layers() {
     let taps = [
         FeatureTap::BlockOutput(7),
         FeatureTap::BlockOutput(10),
@@ -36,7 +50,9 @@ fn main() {
             u.iter().sum::<usize>() as f64 / u.len() as f64,
         );
     }
+}
 
+fn attention() {
     // Keypoint scores at the default layer: feature norm (the default until a trained head ships) against an
     // untrained, randomly initialised DELF head, which ranks cells without any knowledge of what matches.
     let tap = LiteBackbone::DEFAULT_TAP;
@@ -50,7 +66,7 @@ fn main() {
     let pca = delf_model::Pca::fit(&tch::Tensor::cat(&samples, 0), 40, false, &raw.backbone().name()).unwrap();
     let with_random = Extractor::new(
         Box::new(common::backbone(tap)),
-        Attention::Head(head),
+        Attention::Head(Box::new(head)),
         Some(pca),
         common::quality_config(),
         tch::Device::Cpu,

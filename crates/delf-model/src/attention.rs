@@ -10,7 +10,7 @@ use crate::ModelError;
 #[derive(Debug)]
 pub enum Attention {
     /// The DELF head (paper section 4.3): conv1x1 C->512, BatchNorm, ReLU, conv1x1 512->1, softplus.
-    Head(AttentionHead),
+    Head(Box<AttentionHead>),
     /// No trained head: the L2 norm of each feature vector. Strongly activated cells are the textured, distinctive
     /// ones; this is the honest stand-in until a trained head ships (issue 10), and its measured effect is in
     /// docs/extraction.md.

@@ -29,6 +29,8 @@ pub struct ExtractConfig {
 }
 
 impl Default for ExtractConfig {
+    // The reference configuration's literal scales (sqrt(2) apart, written to 4 decimals), kept as published.
+    #[allow(clippy::approx_constant)]
     fn default() -> Self {
         Self {
             scales: vec![0.25, 0.3536, 0.5, 0.7071, 1.0, 1.4142, 2.0],
@@ -77,16 +79,17 @@ impl Extractor {
         config: ExtractConfig,
         device: Device,
     ) -> Result<Self, ModelError> {
-        if let Some(p) = &pca {
-            if p.dim_in() != backbone.channels() || (!p.source().is_empty() && p.source() != backbone.name()) {
-                return Err(ModelError::Config(format!(
-                    "PCA fitted on {} ({}-d) cannot reduce {} ({}-d) descriptors",
-                    p.source(),
-                    p.dim_in(),
-                    backbone.name(),
-                    backbone.channels()
-                )));
-            }
+        if let Some(p) = pca
+            .as_ref()
+            .filter(|p| p.dim_in() != backbone.channels() || (!p.source().is_empty() && p.source() != backbone.name()))
+        {
+            return Err(ModelError::Config(format!(
+                "PCA fitted on {} ({}-d) cannot reduce {} ({}-d) descriptors",
+                p.source(),
+                p.dim_in(),
+                backbone.name(),
+                backbone.channels()
+            )));
         }
         if config.scales.is_empty() || config.scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return Err(ModelError::Config(format!("invalid pyramid scales {:?}", config.scales)));

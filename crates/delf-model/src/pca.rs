@@ -45,7 +45,7 @@ impl Pca {
         // Fix each eigenvector's sign (largest-magnitude coordinate positive) so fits are reproducible.
         let argmax = components.abs().argmax(1, true);
         let signs = components.gather(1, &argmax, false).sign();
-        components = components * signs;
+        components *= signs;
         let eigenvalues = evals.index_select(0, &idx).clamp_min(0.0);
         Ok(Self {
             mean: mean.to_kind(Kind::Float),

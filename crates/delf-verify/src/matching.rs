@@ -73,15 +73,11 @@ pub fn putative_matches(a: &FeatureSet, b: &FeatureSet, config: &MatchConfig) ->
         if config.max_distance.is_some_and(|t| d1 > t) {
             continue;
         }
-        if let Some(r) = config.ratio {
-            if dot2.is_finite() && d1 >= r * distance(dot2) {
-                continue;
-            }
+        if config.ratio.is_some_and(|r| dot2.is_finite() && d1 >= r * distance(dot2)) {
+            continue;
         }
-        if let Some(back) = &backward {
-            if back[j as usize].0 != i as u32 {
-                continue;
-            }
+        if backward.as_ref().is_some_and(|back| back[j as usize].0 != i as u32) {
+            continue;
         }
         out.push(Match { query: i as u32, train: j, distance: d1 });
     }

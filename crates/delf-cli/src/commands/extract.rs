@@ -73,5 +73,5 @@ pub fn run(args: &ExtractArgs, config: &Config) -> Result<()> {
 
 fn extract_one(extractor: &delf_model::Extractor, path: &Path) -> Result<FeatureSet> {
     let img = decode_file(path, &DecodeLimits::default()).with_context(|| format!("reading {}", path.display()))?;
-    Ok(extractor.extract(&img.rgb).with_context(|| format!("extracting {}", path.display()))?)
+    extractor.extract(&img.rgb).with_context(|| format!("extracting {}", path.display()))
 }

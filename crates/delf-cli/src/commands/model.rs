@@ -46,7 +46,7 @@ pub fn extractor(
 ) -> Result<Extractor> {
     let backbone = backbone(config, device)?;
     let attention = match &config.model.attention {
-        Some(path) => Attention::Head(AttentionHead::load(path, backbone.channels(), device)?),
+        Some(path) => Attention::Head(Box::new(AttentionHead::load(path, backbone.channels(), device)?)),
         None => Attention::FeatureNorm,
     };
     let pca = match pca.or(config.model.pca.as_deref()) {

@@ -1,5 +1,5 @@
 //! Shared helpers of the delf-model integration tests: installed photos and weights (scripts/setup.sh).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::PathBuf;
 
