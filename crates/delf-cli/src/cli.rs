@@ -189,13 +189,37 @@ pub struct SearchArgs {
 /// `delf match`.
 #[derive(Debug, Args)]
 pub struct MatchArgs {
-    /// First image.
+    /// First image (the query).
     pub a: PathBuf,
-    /// Second image.
+    /// Second image (the database image).
     pub b: PathBuf,
-    /// Draw both images side by side with the inlier correspondences.
+    /// Draw both images side by side with the inlier correspondences (PNG).
     #[arg(long, value_name = "PNG")]
     pub out: Option<PathBuf>,
+    /// Print the result, with every correspondence, as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Geometric model (overrides `verify.model`).
+    #[arg(long, value_enum)]
+    pub model: Option<ModelArg>,
+    /// Leave outlier correspondences out of the picture.
+    #[arg(long)]
+    pub no_outliers: bool,
+    /// PCA file (overrides `model.pca`).
+    #[arg(long, value_name = "FILE")]
+    pub pca: Option<PathBuf>,
+    /// Device to run on: cpu, cuda, cuda:N or auto.
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+/// A geometric model on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelArg {
+    /// 6 DoF (the reference).
+    Affine,
+    /// 8 DoF.
+    Homography,
 }
 
 /// `delf serve`.

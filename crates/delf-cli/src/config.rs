@@ -28,6 +28,95 @@ pub struct Config {
     pub model: ModelConfig,
     /// Extraction settings.
     pub extract: ExtractSettings,
+    /// Matching and geometric verification.
+    pub verify: VerifySettings,
+}
+
+/// `[verify]` section: matching, RANSAC, model bounds and the match threshold (docs/verification.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifySettings {
+    /// `affine` or `homography`.
+    pub model: delf_verify::ModelKind,
+    /// Largest descriptor distance of a putative match (reference 0.8).
+    pub max_distance: f32,
+    /// Lowe ratio test (unset = off).
+    pub ratio: Option<f32>,
+    /// Keep only mutual nearest neighbours.
+    pub mutual: bool,
+    /// Keep each keypoint and location at most once per side.
+    pub one_to_one: bool,
+    /// Inlier residual, pixels (reference 20).
+    pub residual_threshold: f64,
+    /// RANSAC trials at most (reference 1000).
+    pub max_trials: u32,
+    /// Early-stop confidence.
+    pub confidence: f64,
+    /// RANSAC seed.
+    pub seed: u64,
+    /// LO-RANSAC refinement.
+    pub local_optimization: bool,
+    /// Largest scale change either way.
+    pub max_scale: f64,
+    /// Largest singular-value ratio of the local linear map.
+    pub max_anisotropy: f64,
+    /// Accept mirrored models.
+    pub allow_reflection: bool,
+    /// Fewest inliers of a match; below it the answer is "no match".
+    pub min_inliers: usize,
+}
+
+impl Default for VerifySettings {
+    fn default() -> Self {
+        Self::from_config(&delf_verify::VerifyConfig::robust())
+    }
+}
+
+impl VerifySettings {
+    fn from_config(c: &delf_verify::VerifyConfig) -> Self {
+        Self {
+            model: c.model,
+            max_distance: c.matching.max_distance.unwrap_or(f32::INFINITY),
+            ratio: c.matching.ratio,
+            mutual: c.matching.mutual,
+            one_to_one: c.one_to_one,
+            residual_threshold: c.ransac.residual_threshold,
+            max_trials: c.ransac.max_trials,
+            confidence: c.ransac.confidence,
+            seed: c.ransac.seed,
+            local_optimization: c.ransac.local_optimization,
+            max_scale: c.ransac.bounds.max_scale,
+            max_anisotropy: c.ransac.bounds.max_anisotropy,
+            allow_reflection: c.ransac.bounds.allow_reflection,
+            min_inliers: c.policy.min_inliers,
+        }
+    }
+
+    /// As the verification crate's configuration.
+    pub fn to_config(&self) -> delf_verify::VerifyConfig {
+        delf_verify::VerifyConfig {
+            matching: delf_verify::MatchConfig {
+                max_distance: self.max_distance.is_finite().then_some(self.max_distance),
+                ratio: self.ratio,
+                mutual: self.mutual,
+            },
+            one_to_one: self.one_to_one,
+            model: self.model,
+            ransac: delf_verify::RansacConfig {
+                residual_threshold: self.residual_threshold,
+                max_trials: self.max_trials,
+                confidence: self.confidence,
+                seed: self.seed,
+                local_optimization: self.local_optimization,
+                bounds: delf_verify::ModelBounds {
+                    max_scale: self.max_scale,
+                    max_anisotropy: self.max_anisotropy,
+                    allow_reflection: self.allow_reflection,
+                },
+            },
+            policy: delf_verify::ScoringPolicy { min_inliers: self.min_inliers, ..Default::default() },
+        }
+    }
 }
 
 /// `[extract]` section; defaults are the reference's.
@@ -107,6 +196,7 @@ impl Default for Config {
             log: LogConfig::default(),
             model: ModelConfig::default(),
             extract: ExtractSettings::default(),
+            verify: VerifySettings::default(),
         }
     }
 }

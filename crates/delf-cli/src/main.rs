@@ -56,7 +56,7 @@ fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
         }
         Command::Extract(args) => commands::extract::run(args, config),
         Command::Pca(command) => commands::pca::run(command, config),
-        Command::Match(_) => pending("match", 4),
+        Command::Match(args) => commands::matching::run(args, config),
         Command::Index(_) => pending("index", 6),
         Command::Search(_) => pending("search", 6),
         Command::Serve(_) => pending("serve", 8),

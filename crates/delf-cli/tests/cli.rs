@@ -27,7 +27,7 @@ fn commands_not_built_yet_exit_2_with_a_clear_message() {
         &["extract", "--list", "images.txt"],
         &["index", "build", "photos", "--out", "idx"],
         &["search", "--index", "idx", "q.jpg"],
-        &["match", "a.jpg", "b.jpg"],
+        &["index", "build", "a", "--out", "b", "--shards", "2"],
         &["serve", "coordinator"],
         &["eval", "pairs", "--gt", "gt.json"],
         &["train", "attention", "--labels", "l.csv", "--out", "ckpt"],
@@ -165,4 +165,35 @@ fn extract_reports_bad_images_and_keeps_the_good_ones() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("box.png") && stdout.contains("fingerprint: delf/"), "{stdout}");
     assert!(text(&out.stderr).contains("/etc/hostname"));
+}
+
+#[test]
+fn match_draws_the_picture_and_reports_json() {
+    let dir = std::env::temp_dir().join(format!("delf-cli-match-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = dir.join("graf.png");
+    let out = delf(&[
+        "match",
+        "--device",
+        "cpu",
+        "--json",
+        "--out",
+        png.to_str().unwrap(),
+        &photo("graf1.png"),
+        &photo("graf3.png"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(v["is_match"], true, "{v}");
+    assert_eq!(v["model"]["kind"], "affine");
+    let inliers = v["inliers"].as_u64().unwrap() as usize;
+    let listed = v["correspondences"].as_array().unwrap().iter().filter(|c| c["inlier"] == true).count();
+    assert_eq!(inliers, listed);
+    let picture = image::open(&png).unwrap();
+    assert!(picture.width() > picture.height() && picture.height() == 600);
+
+    let out = delf(&["match", "--device", "cpu", &photo("squirrel_cls.jpg"), &photo("graf3.png")]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("-> no match"), "{}", text(&out.stdout));
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -2,5 +2,6 @@
 
 pub mod doctor;
 pub mod extract;
+pub mod matching;
 pub mod model;
 pub mod pca;
