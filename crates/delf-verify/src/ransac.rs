@@ -178,14 +178,15 @@ pub fn ransac<M: GeometricModel>(src: &[Point], dst: &[Point], config: &RansacCo
     }
 
     // Final least-squares refit on all inliers; kept only when it does not lose inliers.
-    if best.model.is_some() && best.num_inliers > k {
-        if let Some(m) = refit::<M>(src, dst, &best.inliers, &mut bs, &mut bd).filter(plausible) {
-            let c = score(&m, src, dst, t2, &mut mask);
-            if c >= best.num_inliers {
-                best.model = Some(m);
-                best.num_inliers = c;
-                best.inliers.copy_from_slice(&mask);
-            }
+    if best.model.is_some()
+        && best.num_inliers > k
+        && let Some(m) = refit::<M>(src, dst, &best.inliers, &mut bs, &mut bd).filter(plausible)
+    {
+        let c = score(&m, src, dst, t2, &mut mask);
+        if c >= best.num_inliers {
+            best.model = Some(m);
+            best.num_inliers = c;
+            best.inliers.copy_from_slice(&mask);
         }
     }
     best

@@ -1,25 +1,9 @@
 //! RANSAC on synthetic correspondences from known maps, with outliers and noise.
 #![allow(clippy::unwrap_used)]
 
+use delf_verify::synthetic::{self, SyntheticRng as Gen};
 use delf_verify::{Affine, GeometricModel, Homography, Point, RansacConfig, ransac};
 
-/// SplitMix64 for reproducible test data.
-struct Gen(u64);
-impl Gen {
-    fn uniform(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform().max(1e-12), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-}
-
-/// `n` correspondences, a fraction `outliers` of them random, the rest `truth` plus Gaussian noise (sigma px).
 fn scene<M: GeometricModel>(
     truth: &M,
     n: usize,
@@ -27,23 +11,8 @@ fn scene<M: GeometricModel>(
     sigma: f64,
     seed: u64,
 ) -> (Vec<Point>, Vec<Point>, Vec<bool>) {
-    let mut g = Gen(seed);
-    let n_out = (n as f64 * outliers).round() as usize;
-    let (mut src, mut dst, mut is_in) = (vec![], vec![], vec![]);
-    for i in 0..n {
-        let p = Point::new(g.uniform() * 800.0, g.uniform() * 600.0);
-        if i < n_out {
-            src.push(p);
-            dst.push(Point::new(g.uniform() * 800.0, g.uniform() * 600.0));
-            is_in.push(false);
-        } else {
-            let q = truth.map(p);
-            src.push(p);
-            dst.push(Point::new(q.x + sigma * g.normal(), q.y + sigma * g.normal()));
-            is_in.push(true);
-        }
-    }
-    (src, dst, is_in)
+    let s = synthetic::scene(truth, n, outliers, sigma, (800.0, 600.0), seed);
+    (s.src, s.dst, s.is_inlier)
 }
 
 /// Largest distance between the two maps over a grid covering the query image.
