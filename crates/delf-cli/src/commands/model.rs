@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use delf_model::{
     Attention, AttentionHead, Backbone, DeviceSpec, ExtractConfig, Extractor, FeatureTap, LiteBackbone, LiteVariant,
-    Pca,
+    Pca, ResNet50Conv4,
 };
 
 use crate::config::Config;
@@ -17,7 +17,7 @@ pub fn lite_variant(config: &Config) -> Result<LiteVariant> {
         "efficientnet-lite1" => LiteVariant::LITE1,
         "efficientnet-lite2" => LiteVariant::LITE2,
         other => bail!(delf_model::ModelError::Config(format!(
-            "unknown backbone {other:?} (available: efficientnet-lite0, efficientnet-lite1, efficientnet-lite2)"
+            "{other:?} is not an EfficientNet-Lite backbone (available: efficientnet-lite0, -lite1, -lite2, resnet50)"
         ))),
     })
 }
@@ -29,12 +29,24 @@ pub fn device(flag: Option<&str>, config: &Config) -> Result<tch::Device> {
 }
 
 /// The configured backbone, cut at its feature layer.
-pub fn backbone(config: &Config, device: tch::Device) -> Result<LiteBackbone> {
+pub fn backbone(config: &Config, device: tch::Device) -> Result<Box<dyn Backbone>> {
+    if config.model.backbone == "resnet50" {
+        if config.model.layer.as_deref().is_some_and(|l| l != "conv4") {
+            bail!(delf_model::ModelError::Config("resnet50 offers only the conv4 feature layer".into()));
+        }
+        let weights = config.model.weights.as_deref().ok_or_else(|| {
+            delf_model::ModelError::Config(
+                "resnet50 needs model.weights: no weights ship with delf-rs (docs/models.md explains the conversion)"
+                    .into(),
+            )
+        })?;
+        return Ok(Box::new(ResNet50Conv4::load(weights, device)?));
+    }
     let tap = match &config.model.layer {
         Some(layer) => layer.parse::<FeatureTap>().map_err(delf_model::ModelError::Config)?,
         None => LiteBackbone::DEFAULT_TAP,
     };
-    Ok(LiteBackbone::load(&config.weights_path(), lite_variant(config)?, tap, device)?)
+    Ok(Box::new(LiteBackbone::load(&config.weights_path(), lite_variant(config)?, tap, device)?))
 }
 
 /// The configured extractor; `pca` overrides `model.pca`.
@@ -53,5 +65,5 @@ pub fn extractor(
         Some(path) => Some(Pca::load(path).with_context(|| format!("loading PCA {}", path.display()))?),
         None => None,
     };
-    Ok(Extractor::new(Box::new(backbone), attention, pca, settings, device)?)
+    Ok(Extractor::new(backbone, attention, pca, settings, device)?)
 }
