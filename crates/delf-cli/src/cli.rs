@@ -100,6 +100,20 @@ pub enum BenchCommand {
         #[arg(long, env = "DELFRS_PYTHON", default_value = ".cache/venv/bin/python")]
         python: String,
     },
+    /// Extraction images/s and peak memory per maximum image side, on real photos.
+    Extract {
+        /// Photos to extract (default: the 12 largest opencv-doc photos in the data folder).
+        images: Vec<PathBuf>,
+        /// Maximum image sides to measure.
+        #[arg(long, value_delimiter = ',', default_value = "512,1024")]
+        sizes: Vec<u32>,
+        /// Passes over the photos per size (after one warm-up image).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Device to run on: cpu, cuda, cuda:N or auto.
+        #[arg(long)]
+        device: Option<String>,
+    },
 }
 
 /// `delf doctor`.

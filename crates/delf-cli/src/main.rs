@@ -61,7 +61,7 @@ fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
         Command::Search(_) => pending("search", 6),
         Command::Serve(_) => pending("serve", 8),
         Command::Train(_) => pending("train", 10),
-        Command::Bench(command) => commands::bench::run(command),
+        Command::Bench(command) => commands::bench::run(command, config),
         Command::Eval(_) => pending("eval", 11),
     }
 }

@@ -233,3 +233,12 @@ fn resnet50_needs_user_weights_and_extracts_1024_d_with_them() {
     assert_eq!(v["features"]["dim"], 1024);
     assert_eq!(v["features"]["keypoints"].as_array().unwrap().len(), 50);
 }
+
+#[test]
+fn bench_extract_prints_speed_and_memory() {
+    let out = delf(&["bench", "extract", "--device", "cpu", "--sizes", "128", &photo("box.png")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let row = stdout.lines().find(|l| l.starts_with("| 128 |")).unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(row.split('|').count(), 7, "{row}");
+}

@@ -10,12 +10,16 @@ use delf_verify::synthetic::{Scene, SyntheticRng, scene};
 use delf_verify::{Affine, RansacConfig, ransac};
 
 use crate::cli::BenchCommand;
+use crate::config::Config;
 
 /// Runs a benchmark.
-pub fn run(command: &BenchCommand) -> Result<()> {
+pub fn run(command: &BenchCommand, config: &Config) -> Result<()> {
     match command {
         BenchCommand::Verify { matches, outliers, scenes, runs, python } => {
             verify(*matches, *outliers, *scenes, *runs, python)
+        }
+        BenchCommand::Extract { images, sizes, runs, device } => {
+            crate::commands::bench_extract::run(images, sizes, *runs, device.as_deref(), config)
         }
     }
 }

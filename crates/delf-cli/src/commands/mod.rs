@@ -1,6 +1,7 @@
 //! One module per implemented subcommand, and the model setup they share.
 
 pub mod bench;
+pub mod bench_extract;
 pub mod doctor;
 pub mod extract;
 pub mod matching;

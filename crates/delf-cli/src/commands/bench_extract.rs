@@ -1,0 +1,93 @@
+//! `delf bench extract`: extraction speed and peak memory per maximum image side.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use delf_image::{DecodeLimits, decode_file};
+
+use crate::commands::model;
+use crate::config::Config;
+
+/// Peak resident memory of this process (VmHWM), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Resets the peak-RSS counter (Linux >= 4.0); returns false where that is not possible.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn default_photos(config: &Config) -> Result<Vec<PathBuf>> {
+    let dir = config.photos_dir();
+    let mut photos: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {} (run scripts/setup.sh)", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg" || x == "png"))
+        .filter_map(|p| std::fs::metadata(&p).ok().map(|m| (m.len(), p)))
+        .collect();
+    photos.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    Ok(photos.into_iter().take(12).map(|(_, p)| p).collect())
+}
+
+/// Runs the benchmark and prints a table.
+pub fn run(images: &[PathBuf], sizes: &[u32], runs: usize, device: Option<&str>, config: &Config) -> Result<()> {
+    let images = if images.is_empty() { default_photos(config)? } else { images.to_vec() };
+    if images.is_empty() || sizes.is_empty() || runs == 0 {
+        bail!("need at least one image, one size and one run");
+    }
+    let dev = model::device(device, config)?;
+    let decoded: Vec<_> = images
+        .iter()
+        .map(|p| decode_file(p, &DecodeLimits::default()).with_context(|| format!("reading {}", p.display())))
+        .collect::<Result<_>>()?;
+    let t = Instant::now();
+    for p in &images {
+        decode_file(p, &DecodeLimits::default())?;
+    }
+    let decode_ms = t.elapsed().as_secs_f64() * 1e3 / images.len() as f64;
+    let mean_px = decoded.iter().map(|d| f64::from(d.width() * d.height())).sum::<f64>() / decoded.len() as f64;
+
+    println!(
+        "extraction on {}: {} photos (mean {:.2} MP, decode {decode_ms:.1} ms each), scales {:?}, top {} features, \
+         {} libtorch threads",
+        delf_model::device::describe(dev),
+        images.len(),
+        mean_px / 1e6,
+        config.extract.scales,
+        config.extract.max_features,
+        tch::get_num_threads()
+    );
+    println!("| max side | images | images/s | ms/image (network + selection) | peak RSS MiB |");
+    println!("|---|---|---|---|---|");
+    let resettable = reset_peak_rss();
+    for &size in sizes {
+        let mut settings = config.extract.to_config();
+        settings.max_side = Some(size);
+        let extractor = model::extractor(config, settings, None, dev)?;
+        extractor.extract(&decoded[0].rgb)?; // warm-up
+        reset_peak_rss();
+        let start = Instant::now();
+        let mut n = 0usize;
+        for _ in 0..runs {
+            for d in &decoded {
+                extractor.extract(&d.rgb)?;
+                n += 1;
+            }
+        }
+        if let tch::Device::Cuda(i) = dev {
+            tch::Cuda::synchronize(i as i64);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let peak = peak_rss_mib().map_or("n/a".to_string(), |m| format!("{m:.0}"));
+        println!("| {size} | {n} | {:.2} | {:.0} | {peak} |", n as f64 / secs, secs * 1e3 / n as f64);
+    }
+    if !resettable {
+        println!("(peak RSS could not be reset between sizes: each figure is the peak so far)");
+    }
+    Ok(())
+}
