@@ -16,6 +16,7 @@ pub mod models;
 pub mod pairwise;
 mod point;
 pub mod ransac;
+pub mod rng;
 pub mod scoring;
 pub mod synthetic;
 

@@ -2,27 +2,7 @@
 
 use crate::models::GeometricModel;
 use crate::point::Point;
-
-/// SplitMix64 uniform and Gaussian numbers, reproducible everywhere.
-#[derive(Debug, Clone)]
-pub struct SyntheticRng(pub u64);
-
-impl SyntheticRng {
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box-Muller).
-    pub fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform().max(1e-12), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-}
+use crate::rng::SplitMix64;
 
 /// Correspondences in a `width x height` image pair and which of them follow the map.
 #[derive(Debug, Clone)]
@@ -37,7 +17,7 @@ pub struct Scene {
 
 /// `n` correspondences: a fraction `outliers` of them random, the rest `truth` plus Gaussian noise of `sigma` px.
 pub fn scene<M: GeometricModel>(truth: &M, n: usize, outliers: f64, sigma: f64, size: (f64, f64), seed: u64) -> Scene {
-    let mut g = SyntheticRng(seed);
+    let mut g = SplitMix64(seed);
     let n_out = (n as f64 * outliers).round() as usize;
     let mut s = Scene { src: Vec::with_capacity(n), dst: Vec::with_capacity(n), is_inlier: Vec::with_capacity(n) };
     for i in 0..n {

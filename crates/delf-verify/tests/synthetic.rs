@@ -1,7 +1,8 @@
 //! RANSAC on synthetic correspondences from known maps, with outliers and noise.
 #![allow(clippy::unwrap_used)]
 
-use delf_verify::synthetic::{self, SyntheticRng as Gen};
+use delf_verify::rng::SplitMix64 as Gen;
+use delf_verify::synthetic;
 use delf_verify::{Affine, GeometricModel, Homography, Point, RansacConfig, ransac};
 
 fn scene<M: GeometricModel>(

@@ -6,7 +6,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use delf_verify::synthetic::{Scene, SyntheticRng, scene};
+use delf_verify::rng::SplitMix64;
+use delf_verify::synthetic::{Scene, scene};
 use delf_verify::{Affine, RansacConfig, ransac};
 
 use crate::cli::BenchCommand;
@@ -29,7 +30,7 @@ const MAX_TRIALS: u32 = 1000;
 const CONFIDENCE: f64 = 0.99;
 
 fn scenes(count: usize, matches: usize, outliers: f64) -> Vec<Scene> {
-    let mut g = SyntheticRng(2024);
+    let mut g = SplitMix64(2024);
     (0..count)
         .map(|i| {
             // A plausible viewpoint change: rotation up to 30 degrees, scale 0.6-1.4, mild shear, a shift.

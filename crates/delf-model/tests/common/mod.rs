@@ -30,31 +30,18 @@ pub fn extractor(tap: FeatureTap, config: ExtractConfig) -> Extractor {
     Extractor::new(Box::new(backbone(tap)), Attention::FeatureNorm, None, config, Device::Cpu).unwrap()
 }
 
-/// Multi-view pairs of the same scene or object (opencv-doc, DATA.md).
-pub const TRUE_PAIRS: [(&str, &str); 9] = [
-    ("graf1.png", "graf3.png"),
-    ("aero1.jpg", "aero3.jpg"),
-    ("leuvenA.jpg", "leuvenB.jpg"),
-    ("box.png", "box_in_scene.png"),
-    ("aloeL.jpg", "aloeR.jpg"),
-    ("basketball1.png", "basketball2.png"),
-    ("rubberwhale1.png", "rubberwhale2.png"),
-    ("ela_original.jpg", "ela_modified.jpg"),
-    ("Blender_Suzanne1.jpg", "Blender_Suzanne2.jpg"),
-];
-
-/// Pairs of photos that show different things.
-pub const UNRELATED_PAIRS: [(&str, &str); 9] = [
-    ("graf1.png", "aero3.jpg"),
-    ("aero1.jpg", "leuvenB.jpg"),
-    ("leuvenA.jpg", "box_in_scene.png"),
-    ("box.png", "aloeR.jpg"),
-    ("aloeL.jpg", "basketball2.png"),
-    ("basketball1.png", "rubberwhale2.png"),
-    ("rubberwhale1.png", "ela_modified.jpg"),
-    ("ela_original.jpg", "Blender_Suzanne2.jpg"),
-    ("squirrel_cls.jpg", "graf3.png"),
-];
+/// Pairs of `kind` (`true` or `unrelated`) from the shared fixture `tests/fixtures/opencv_doc_pairs.txt`.
+pub fn pairs(kind: &str) -> Vec<(String, String)> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/opencv_doc_pairs.txt");
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [k, a, b] if k == kind => Some((a.to_string(), b.to_string())),
+            _ => None,
+        })
+        .collect()
+}
 
 /// Mutual nearest neighbours within the reference distance (0.8) between two photos.
 pub fn mutual_matches(ex: &Extractor, a: &str, b: &str) -> usize {
@@ -64,10 +51,10 @@ pub fn mutual_matches(ex: &Extractor, a: &str, b: &str) -> usize {
     delf_verify::putative_matches(&fa, &fb, &config).unwrap().len()
 }
 
-/// Mutual matches of every true and unrelated pair, in the order of the lists.
+/// Mutual matches of every true and unrelated pair, in the order of the fixture.
 pub fn pair_scores(ex: &Extractor) -> (Vec<usize>, Vec<usize>) {
-    let score = |pairs: &[(&str, &str)]| pairs.iter().map(|(a, b)| mutual_matches(ex, a, b)).collect::<Vec<_>>();
-    (score(&TRUE_PAIRS), score(&UNRELATED_PAIRS))
+    let score = |kind: &str| pairs(kind).iter().map(|(a, b)| mutual_matches(ex, a, b)).collect::<Vec<_>>();
+    (score("true"), score("unrelated"))
 }
 
 /// The extraction setting of the quality checks: the reference pyramid on images of at most 512 px.
