@@ -140,7 +140,7 @@ impl Extractor {
             let flat: Vec<f32> = raw.iter().flat_map(|c| c.descriptor.iter().copied()).collect();
             let mut d = Tensor::from_slice(&flat).view([n as i64, channels]);
             if let Some(pca) = &self.pca {
-                d = l2_normalize(&pca.project(&l2_normalize(&d))?);
+                d = l2_normalize(&pca.project(&d)?);
             }
             (raw.into_iter().map(|c| c.keypoint).collect(), d.flatten(0, -1).try_into()?)
         };
@@ -160,10 +160,11 @@ impl Extractor {
     pub fn raw_descriptors(&self, rgb: &RgbImage) -> Result<Tensor, ModelError> {
         let raw = self.raw_features(rgb)?;
         let flat: Vec<f32> = raw.iter().flat_map(|c| c.descriptor.iter().copied()).collect();
-        Ok(l2_normalize(&Tensor::from_slice(&flat).view([raw.len() as i64, self.backbone.channels()])))
+        Ok(Tensor::from_slice(&flat).view([raw.len() as i64, self.backbone.channels()]))
     }
 
-    /// Top-N cells over all pyramid levels, with raw descriptors (L2-normalised when there is no PCA).
+    /// Top-N cells over all pyramid levels, with their raw descriptors L2-normalised (the first step of the
+    /// reference post-processing, whether or not a PCA follows).
     fn raw_features(&self, rgb: &RgbImage) -> Result<Vec<Candidate>, ModelError> {
         let (w, h) = (f64::from(rgb.width()), f64::from(rgb.height()));
         let base = match self.config.max_side {
@@ -194,10 +195,7 @@ impl Extractor {
                 debug_assert_eq!((gy.cells, gx.cells), (fh, fw));
                 let k = (keep as i64).min(fh * fw);
                 let (top_scores, top_idx) = scores.f_topk(k, 0, true, true)?;
-                let mut descs = feats.squeeze_dim(0).view([-1, fh * fw]).index_select(1, &top_idx).tr();
-                if self.pca.is_none() {
-                    descs = l2_normalize(&descs);
-                }
+                let descs = l2_normalize(&feats.squeeze_dim(0).view([-1, fh * fw]).index_select(1, &top_idx).tr());
                 let descs: Vec<f32> = descs.to_device(Device::Cpu).contiguous().flatten(0, -1).try_into()?;
                 let top_scores: Vec<f32> = top_scores.to_device(Device::Cpu).try_into()?;
                 let top_idx: Vec<i64> = top_idx.to_device(Device::Cpu).try_into()?;

@@ -116,14 +116,12 @@ pub fn verify_pair(a: &FeatureSet, b: &FeatureSet, config: &VerifyConfig) -> Res
         matches = one_to_one(&matches, a, b);
     }
     let (src, dst) = points(&matches, a, b);
-    let (model, mut inliers, trials) = if matches.len() > config.policy.min_putative {
+    // RANSAC leaves every inlier flag false when it finds no model.
+    let (model, inliers, trials) = if matches.len() > config.policy.min_putative {
         verify_points(&src, &dst, config)
     } else {
         (None, vec![false; matches.len()], 0)
     };
-    if model.is_none() {
-        inliers.iter_mut().for_each(|m| *m = false);
-    }
     let num_inliers = inliers.iter().filter(|&&m| m).count();
     Ok(PairVerification { matches, inliers, num_inliers, model, trials, is_match: config.policy.is_match(num_inliers) })
 }

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use delf_image::{DecodeLimits, decode_file};
 
 use crate::commands::model;
 use crate::config::Config;
@@ -41,14 +40,8 @@ pub fn run(images: &[PathBuf], sizes: &[u32], runs: usize, device: Option<&str>,
         bail!("need at least one image, one size and one run");
     }
     let dev = model::device(device, config)?;
-    let decoded: Vec<_> = images
-        .iter()
-        .map(|p| decode_file(p, &DecodeLimits::default()).with_context(|| format!("reading {}", p.display())))
-        .collect::<Result<_>>()?;
     let t = Instant::now();
-    for p in &images {
-        decode_file(p, &DecodeLimits::default())?;
-    }
+    let decoded: Vec<_> = images.iter().map(|p| model::read_image(p)).collect::<Result<_>>()?;
     let decode_ms = t.elapsed().as_secs_f64() * 1e3 / images.len() as f64;
     let mean_px = decoded.iter().map(|d| f64::from(d.width() * d.height())).sum::<f64>() / decoded.len() as f64;
 

@@ -5,8 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-use delf_image::{DecodeLimits, decode_file};
+use anyhow::Result;
 use delf_model::imagenet::ImagenetClasses;
 use delf_model::preprocess::{Normalization, center_crop_resize, to_tensor};
 use delf_model::{EfficientNetLite, device};
@@ -47,8 +46,7 @@ pub fn run(args: &DoctorArgs, config: &Config) -> Result<()> {
     );
 
     let image_path: PathBuf = args.image.clone().unwrap_or_else(|| config.photos_dir().join("squirrel_cls.jpg"));
-    let img = decode_file(&image_path, &DecodeLimits::default())
-        .with_context(|| format!("reading {}", image_path.display()))?;
+    let img = model::read_image(&image_path)?;
     let crop = center_crop_resize(&img.rgb, variant.resolution);
     let input = to_tensor(&crop, Normalization::EFFICIENTNET_LITE, dev);
     println!("image: {} ({}x{})", image_path.display(), img.width(), img.height());

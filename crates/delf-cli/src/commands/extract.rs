@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use delf_core::FeatureSet;
-use delf_image::{DecodeLimits, decode_file};
 
 use crate::cli::ExtractArgs;
 use crate::commands::model;
@@ -72,6 +71,6 @@ pub fn run(args: &ExtractArgs, config: &Config) -> Result<()> {
 }
 
 fn extract_one(extractor: &delf_model::Extractor, path: &Path) -> Result<FeatureSet> {
-    let img = decode_file(path, &DecodeLimits::default()).with_context(|| format!("reading {}", path.display()))?;
+    let img = model::read_image(path)?;
     extractor.extract(&img.rgb).with_context(|| format!("extracting {}", path.display()))
 }

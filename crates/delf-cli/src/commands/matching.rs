@@ -1,10 +1,8 @@
 //! `delf match A B`: extract both images, match, verify, print the inliers and the model, and draw the picture.
 
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use delf_image::{DecodeLimits, DecodedImage, decode_file};
 use delf_verify::draw::{DrawOptions, draw_matches};
 use delf_verify::{FittedModel, ModelKind, verify_pair};
 
@@ -12,13 +10,9 @@ use crate::cli::{MatchArgs, ModelArg};
 use crate::commands::model;
 use crate::config::Config;
 
-fn read(path: &Path) -> Result<DecodedImage> {
-    decode_file(path, &DecodeLimits::default()).with_context(|| format!("reading {}", path.display()))
-}
-
 /// Runs `delf match`.
 pub fn run(args: &MatchArgs, config: &Config) -> Result<()> {
-    let (img_a, img_b) = (read(&args.a)?, read(&args.b)?);
+    let (img_a, img_b) = (model::read_image(&args.a)?, model::read_image(&args.b)?);
     let device = model::device(args.device.as_deref(), config)?;
     let extractor = model::extractor(config, config.extract.to_config(), args.pca.as_deref(), device)?;
     let mut verify = config.verify.to_config();

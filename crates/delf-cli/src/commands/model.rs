@@ -1,8 +1,9 @@
-//! Building the network and the extractor from the configuration, shared by the commands that extract.
+//! Reading images and building the network and the extractor from the configuration, shared by the commands.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use delf_image::{DecodeLimits, DecodedImage, decode_file};
 use delf_model::{
     Attention, AttentionHead, Backbone, DeviceSpec, ExtractConfig, Extractor, FeatureTap, LiteBackbone, LiteVariant,
     Pca, ResNet50Conv4,
@@ -20,6 +21,11 @@ pub fn lite_variant(config: &Config) -> Result<LiteVariant> {
             "{other:?} is not an EfficientNet-Lite backbone (available: efficientnet-lite0, -lite1, -lite2, resnet50)"
         ))),
     })
+}
+
+/// Decodes an input image with the default limits; the error names the file.
+pub fn read_image(path: &Path) -> Result<DecodedImage> {
+    decode_file(path, &DecodeLimits::default()).with_context(|| format!("reading {}", path.display()))
 }
 
 /// The device from a flag, else the config.

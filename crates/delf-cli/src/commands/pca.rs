@@ -1,7 +1,6 @@
 //! `delf pca fit IMAGE... --out FILE`: fits the descriptor PCA on the raw top-N descriptors of sample images.
 
-use anyhow::{Context, Result, bail};
-use delf_image::{DecodeLimits, decode_file};
+use anyhow::{Result, bail};
 use delf_model::Pca;
 
 use crate::cli::PcaCommand;
@@ -18,7 +17,7 @@ pub fn run(command: &PcaCommand, config: &Config) -> Result<()> {
     }
     let mut samples = Vec::new();
     for path in images {
-        let img = decode_file(path, &DecodeLimits::default()).with_context(|| format!("reading {}", path.display()))?;
+        let img = model::read_image(path)?;
         samples.push(extractor.raw_descriptors(&img.rgb)?);
     }
     let samples = tch::Tensor::cat(&samples, 0);
