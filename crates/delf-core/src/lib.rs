@@ -13,6 +13,7 @@
 
 mod features;
 mod fingerprint;
+pub mod rng;
 
 pub use features::{FeatureError, FeatureSet, Keypoint};
 pub use fingerprint::Fingerprint;

@@ -16,7 +16,7 @@ pub mod models;
 pub mod pairwise;
 mod point;
 pub mod ransac;
-pub mod rng;
+pub use delf_core::rng;
 pub mod scoring;
 pub mod synthetic;
 
