@@ -113,6 +113,12 @@ pub enum BenchCommand {
         /// Device to run on: cpu, cuda, cuda:N or auto.
         #[arg(long)]
         device: Option<String>,
+        /// Half precision (fp16 autocast; CUDA only).
+        #[arg(long)]
+        half: bool,
+        /// CPU threads decoding files for the "from files" column.
+        #[arg(long, default_value_t = 4)]
+        decode_threads: usize,
     },
 }
 

@@ -132,6 +132,8 @@ pub struct ExtractSettings {
     pub max_features: usize,
     /// Minimum attention score (unset = keep all; the feature-norm default has no calibrated threshold).
     pub score_threshold: Option<f32>,
+    /// Run the network in half precision under CUDA autocast (CUDA devices only).
+    pub half_precision: bool,
 }
 
 impl Default for ExtractSettings {
@@ -142,6 +144,7 @@ impl Default for ExtractSettings {
             max_side: d.max_side.unwrap_or(0),
             max_features: d.max_features,
             score_threshold: d.score_threshold,
+            half_precision: d.half_precision,
         }
     }
 }
@@ -154,6 +157,7 @@ impl ExtractSettings {
             max_side: (self.max_side > 0).then_some(self.max_side),
             max_features: self.max_features,
             score_threshold: self.score_threshold,
+            half_precision: self.half_precision,
             ..delf_model::ExtractConfig::default()
         }
     }

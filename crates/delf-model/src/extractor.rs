@@ -26,6 +26,9 @@ pub struct ExtractConfig {
     /// Cells scoring below this are dropped at every scale; `None` keeps all (the right choice for
     /// [`Attention::FeatureNorm`], whose scale is not the trained head's).
     pub score_threshold: Option<f32>,
+    /// Run the network under CUDA autocast (fp16 convolutions, fp32 accumulation and outputs). CUDA only;
+    /// descriptors are normalised and reduced in fp32 either way.
+    pub half_precision: bool,
 }
 
 impl Default for ExtractConfig {
@@ -38,6 +41,7 @@ impl Default for ExtractConfig {
             min_side: 10,
             max_features: 1000,
             score_threshold: None,
+            half_precision: false,
         }
     }
 }
@@ -91,6 +95,9 @@ impl Extractor {
                 backbone.channels()
             )));
         }
+        if config.half_precision && !device.is_cuda() {
+            return Err(ModelError::Config("half precision (autocast) needs a CUDA device".into()));
+        }
         if config.scales.is_empty() || config.scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return Err(ModelError::Config(format!("invalid pyramid scales {:?}", config.scales)));
         }
@@ -122,6 +129,11 @@ impl Extractor {
     /// The backbone.
     pub fn backbone(&self) -> &dyn Backbone {
         self.backbone.as_ref()
+    }
+
+    /// The device the network runs on.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// The settings.
@@ -187,8 +199,13 @@ impl Extractor {
                 } else {
                     image.f_upsample_bilinear2d([sh, sw], false, None, None)?
                 };
-                let feats = self.backbone.features(&x);
-                let scores = self.attention.scores(&feats).flatten(0, -1);
+                let forward = || {
+                    let feats = self.backbone.features(&x);
+                    let scores = self.attention.scores(&feats);
+                    (feats.to_kind(Kind::Float), scores.to_kind(Kind::Float).flatten(0, -1))
+                };
+                // Only enter autocast when asked: toggling it costs a call and a deprecation warning per level.
+                let (feats, scores) = if self.config.half_precision { tch::autocast(true, forward) } else { forward() };
                 let (fh, fw) = (feats.size()[2], feats.size()[3]);
                 let gy = AxisGeometry::compute(&layers, sh);
                 let gx = AxisGeometry::compute(&layers, sw);

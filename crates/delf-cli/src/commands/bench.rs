@@ -19,8 +19,8 @@ pub fn run(command: &BenchCommand, config: &Config) -> Result<()> {
         BenchCommand::Verify { matches, outliers, scenes, runs, python } => {
             verify(*matches, *outliers, *scenes, *runs, python)
         }
-        BenchCommand::Extract { images, sizes, runs, device } => {
-            crate::commands::bench_extract::run(images, sizes, *runs, device.as_deref(), config)
+        BenchCommand::Extract { images, sizes, runs, device, half, decode_threads } => {
+            crate::commands::bench_extract::run(images, sizes, *runs, device.as_deref(), *half, *decode_threads, config)
         }
     }
 }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Device checks for a lent GPU machine (no cargo, no network there). Build here first:
+#   scripts/gpu/build_cuda.sh            # release binary linked against the full torch 2.11.0 wheel
+# then run this script on the device with the binary, the Lite0 weights and the photos carried:
+#   carry: target-cuda/delf, .cache/delf/models, .cache/delf/data
+# It points LD_LIBRARY_PATH at the machine's preinstalled PyTorch (torch/lib + nvidia/*/lib), checks the device,
+# and runs the extraction benchmark on CUDA (fp32 and fp16 autocast) and on the CPU cores for comparison.
+# Output: $OUT/device-report.md (or stdout when OUT is unset).
+set -euo pipefail
+BIN=${BIN:-target-cuda/delf}
+OUT=${OUT:-}
+export DELF_HOME=${DELF_HOME:-$PWD/.cache/delf}
+PY=$(command -v python3 || command -v python)
+TORCH_LIB=$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+NV=$("$PY" -c 'import glob, os, nvidia; print(":".join(sorted(glob.glob(os.path.join(list(nvidia.__path__)[0], "*", "lib")) + glob.glob(os.path.join(list(nvidia.__path__)[0], "*", "*", "lib")))))' 2>/dev/null || true)
+export LD_LIBRARY_PATH="$TORCH_LIB:$NV:${LD_LIBRARY_PATH:-}"
+report() { if [[ -n "$OUT" ]]; then tee -a "$OUT/device-report.md"; else cat; fi; }
+{
+  echo "# device checks $(date -u +%FT%TZ)"
+  echo; echo '```'; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; echo '```'
+  echo; echo "## doctor (cuda)"; echo '```'; "$BIN" doctor --device cuda 2>&1; echo '```'
+  echo; echo "## bench extract, cuda fp32"; "$BIN" bench extract --device cuda --sizes 512,1024 --runs 3 --decode-threads 8 2>&1
+  # libtorch prints a deprecation warning per autocast toggle (tch uses the old API); keep the report readable.
+  echo; echo "## bench extract, cuda fp16 autocast"; "$BIN" bench extract --device cuda --half --sizes 512,1024 --runs 3 --decode-threads 8 2>&1 | grep -v 'autocast_mode.h'
+  if [[ ${SKIP_CPU:-0} != 1 ]]; then
+    echo; echo "## bench extract, cpu ($(nproc) cores)"; "$BIN" bench extract --device cpu --sizes 512,1024 --runs 1 --decode-threads 4 2>&1
+  fi
+} 2>&1 | report
