@@ -100,6 +100,36 @@ pub enum BenchCommand {
         #[arg(long, env = "DELFRS_PYTHON", default_value = ".cache/venv/bin/python")]
         python: String,
     },
+    /// IVF-PQ training, encoding, batched search and recall against exact search, beside FAISS IndexIVFPQ.
+    Index {
+        /// Vectors as a .npy float32 array; the last --queries rows are held out as queries (default: synthetic).
+        #[arg(long)]
+        vectors: Option<PathBuf>,
+        /// Size of the synthetic database when no file is given.
+        #[arg(long, default_value_t = 1_000_000)]
+        synthetic: usize,
+        /// Index structure, e.g. IVF4096,PQ20x8r (default: chosen from the database size).
+        #[arg(long)]
+        spec: Option<String>,
+        /// Cells probed per query descriptor.
+        #[arg(long, default_value_t = 16)]
+        nprobe: usize,
+        /// Neighbours per query descriptor.
+        #[arg(long, default_value_t = 60)]
+        k: usize,
+        /// Query descriptors, searched as one batch (a query image has about 1000).
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        /// Threads for every stage, ours and FAISS's.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Database size to project the measured per-code cost to.
+        #[arg(long, default_value_t = 100_000_000)]
+        project: usize,
+        /// Python with faiss-cpu for the baseline (scripts/setup.sh installs one); `none` skips it.
+        #[arg(long, env = "DELFRS_PYTHON", default_value = ".cache/venv/bin/python")]
+        python: String,
+    },
     /// Extraction images/s and peak memory per maximum image side, on real photos.
     Extract {
         /// Photos to extract (default: the 12 largest opencv-doc photos in the data folder).

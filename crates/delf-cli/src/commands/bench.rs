@@ -19,6 +19,19 @@ pub fn run(command: &BenchCommand, config: &Config) -> Result<()> {
         BenchCommand::Verify { matches, outliers, scenes, runs, python } => {
             verify(*matches, *outliers, *scenes, *runs, python)
         }
+        BenchCommand::Index { vectors, synthetic, spec, nprobe, k, queries, threads, project, python } => {
+            crate::commands::bench_index::run(&crate::commands::bench_index::BenchIndexArgs {
+                vectors: vectors.clone(),
+                synthetic: *synthetic,
+                spec: spec.as_deref().map(str::parse).transpose()?,
+                nprobe: *nprobe,
+                k: *k,
+                queries: *queries,
+                threads: *threads,
+                python: python.clone(),
+                project: *project,
+            })
+        }
         BenchCommand::Extract { images, sizes, runs, device, half, decode_threads } => {
             crate::commands::bench_extract::run(images, sizes, *runs, device.as_deref(), *half, *decode_threads, config)
         }

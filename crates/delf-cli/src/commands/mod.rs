@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_extract;
+pub mod bench_index;
 pub mod doctor;
 pub mod extract;
 pub mod matching;

@@ -1,0 +1,242 @@
+//! `delf bench index`: training time, encode rate, batched search speed, recall against exact search and bytes
+//! per descriptor of our IVF-PQ, beside FAISS `IndexIVFPQ` on the same vectors, parameters and threads, plus a
+//! projection to a larger index from the measured cost per scanned code.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use delf_index::{
+    Codebooks, IndexSpec, Neighbor, NewImage, ScanKernel, SearchParams, ShardedIndex, SyntheticDescriptors,
+    TrainConfig, exact_search, npy,
+};
+
+/// Vectors per pseudo-image when adding (feature numbers are u16).
+const PER_IMAGE: usize = 1000;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchIndexArgs {
+    /// `.npy` float32 vectors (the last `queries` rows are held out as queries); `None` = synthetic.
+    pub vectors: Option<PathBuf>,
+    /// Synthetic database size when no file is given.
+    pub synthetic: usize,
+    /// Index structure; `None` = [`IndexSpec::auto`].
+    pub spec: Option<IndexSpec>,
+    /// Cells probed per query descriptor.
+    pub nprobe: usize,
+    /// Neighbours per query descriptor.
+    pub k: usize,
+    /// Query descriptors, searched as one batch (one query image is about 1000).
+    pub queries: usize,
+    /// Threads for every stage, ours and FAISS's.
+    pub threads: usize,
+    /// Python with faiss-cpu, or `none`.
+    pub python: String,
+    /// Database size to project to.
+    pub project: usize,
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let t = Instant::now();
+    let r = f();
+    (r, t.elapsed().as_secs_f64())
+}
+
+fn recall(found: &[Vec<Neighbor>], exact: &[Vec<Neighbor>], r: usize) -> f64 {
+    let hit = |(f, e): (&Vec<Neighbor>, &Vec<Neighbor>)| {
+        e.first().is_some_and(|nn| f.iter().take(r).any(|n| (n.image, n.feature) == (nn.image, nn.feature)))
+    };
+    found.iter().zip(exact).filter(|p| hit(*p)).count() as f64 / found.len().max(1) as f64
+}
+
+fn load(args: &BenchIndexArgs) -> Result<(Vec<f32>, Vec<f32>, usize, String)> {
+    match &args.vectors {
+        Some(path) => {
+            let (all, dim) = npy::read_f32(path)?;
+            let n = all.len() / dim;
+            if n <= args.queries {
+                bail!("{} holds {n} vectors: need more than the {} held-out queries", path.display(), args.queries);
+            }
+            let split = (n - args.queries) * dim;
+            Ok((all[..split].to_vec(), all[split..].to_vec(), dim, path.display().to_string()))
+        }
+        None => {
+            let mixture = SyntheticDescriptors::new(40, 4096, 0.35, 0xDE1F);
+            let label = "synthetic: 4096-blob mixture of unit 40-d vectors, seed 0xDE1F".to_string();
+            Ok((mixture.sample(args.synthetic, 1), mixture.sample(args.queries, 2), 40, label))
+        }
+    }
+}
+
+/// Runs the benchmark and prints a table.
+pub fn run(args: &BenchIndexArgs) -> Result<()> {
+    if args.threads == 0 || args.queries == 0 {
+        bail!("need at least one thread and one query");
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build()?;
+    pool.install(|| run_in_pool(args))
+}
+
+fn run_in_pool(args: &BenchIndexArgs) -> Result<()> {
+    let (base, queries, dim, label) = load(args)?;
+    let n = base.len() / dim;
+    let spec = args.spec.unwrap_or_else(|| IndexSpec::auto(n, dim));
+    spec.validate(dim)?;
+    let params = SearchParams { k: args.k, nprobe: args.nprobe, max_distance: None };
+    params.validate(&spec)?;
+    let kernel = ScanKernel::detect();
+    println!(
+        "{label}: {n} database vectors, {} queries ({dim}-d) | {spec} | {params} | {} threads | scan kernel {}",
+        args.queries,
+        args.threads,
+        kernel.name()
+    );
+
+    let (codebooks, train_s) = timed(|| Codebooks::train(&base, dim, spec, &TrainConfig::default()));
+    let codebooks = Arc::new(codebooks?);
+    let mut index = ShardedIndex::new(Arc::clone(&codebooks), "bench", 1)?;
+    let names: Vec<String> = (0..n.div_ceil(PER_IMAGE)).map(|i| i.to_string()).collect();
+    let zeros = vec![[0.0f32; 2]; PER_IMAGE];
+    let (added, add_s) = timed(|| -> Result<()> {
+        for (chunk, group) in base.chunks(PER_IMAGE * dim * 64).enumerate() {
+            let batch: Vec<NewImage<'_>> = group
+                .chunks(PER_IMAGE * dim)
+                .enumerate()
+                .map(|(j, d)| {
+                    let number = chunk * 64 + j;
+                    NewImage {
+                        number: number as u32,
+                        name: &names[number],
+                        descriptors: d,
+                        keypoints: &zeros[..d.len() / dim],
+                    }
+                })
+                .collect();
+            index.add_images(&batch, dim)?;
+        }
+        Ok(())
+    });
+    added?;
+    let shard = &index.shards()[0];
+
+    // Search: the whole query set as one batch, repeated for at least two seconds.
+    index.search(&queries, dim, &params, kernel)?;
+    let (mut reps, t) = (0usize, Instant::now());
+    let found = loop {
+        let r = index.search(&queries, dim, &params, kernel)?;
+        reps += 1;
+        if t.elapsed().as_secs_f64() >= 2.0 {
+            break r;
+        }
+    };
+    let search_s = t.elapsed().as_secs_f64() / reps as f64;
+    let (_, probe_s) = timed(|| codebooks.probe(&queries, args.nprobe));
+    let (probes, _) = codebooks.probe(&queries, args.nprobe);
+    let scanned: usize = probes.iter().map(|&l| shard.list_len(l as usize)).sum();
+
+    let labels: Vec<(u32, u16)> = (0..n).map(|r| ((r / PER_IMAGE) as u32, (r % PER_IMAGE) as u16)).collect();
+    let (exact, exact_s) = timed(|| exact_search(&base, &labels, &queries, dim, args.k));
+    let rec = [recall(&found, &exact, 1), recall(&found, &exact, 10), recall(&found, &exact, args.k)];
+
+    println!(
+        "| implementation | train s | add vectors/s | search descriptors/s | ms per {}-descriptor batch | recall@1 | recall@10 | recall@{} | bytes/descriptor |",
+        args.queries, args.k
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| delf-index | {train_s:.1} | {:.0} | {:.0} | {:.1} | {:.3} | {:.3} | {:.3} | {:.1} (code {} + ids 6 + keypoint 4) |",
+        n as f64 / add_s,
+        args.queries as f64 / search_s,
+        search_s * 1e3,
+        rec[0],
+        rec[1],
+        rec[2],
+        shard.bytes_per_descriptor(),
+        spec.code_bytes()
+    );
+    if args.python != "none" {
+        let gt: Vec<i64> = exact
+            .iter()
+            .map(|e| e.first().map_or(-1, |nn| (nn.image as usize * PER_IMAGE + nn.feature as usize) as i64))
+            .collect();
+        match faiss(&base, &queries, &gt, dim, &spec, args) {
+            Ok(f) => println!(
+                "| FAISS {} IndexIVFPQ | {:.1} | {:.0} | {:.0} | {:.1} | {:.3} | {:.3} | {:.3} | {} (code + int64 id; no keypoint) |",
+                f["faiss"].as_str().unwrap_or("?"),
+                f["train_s"].as_f64().unwrap_or(f64::NAN),
+                f["add_vectors_per_s"].as_f64().unwrap_or(f64::NAN),
+                args.queries as f64 / f["search_s_per_batch"].as_f64().unwrap_or(f64::NAN),
+                f["search_s_per_batch"].as_f64().unwrap_or(f64::NAN) * 1e3,
+                f["recall"][0].as_f64().unwrap_or(f64::NAN),
+                f["recall"][1].as_f64().unwrap_or(f64::NAN),
+                f["recall"][2].as_f64().unwrap_or(f64::NAN),
+                f["bytes_per_descriptor"].as_u64().unwrap_or(0),
+            ),
+            Err(e) => println!("| FAISS | failed: {e:#} | | | | | | | |"),
+        }
+    }
+    let ns_per_code = (search_s - probe_s).max(0.0) * 1e9 / scanned.max(1) as f64;
+    println!(
+        "\nexact search (SGEMM brute force) took {exact_s:.1} s; coarse assignment {:.1} ms of each batch; \
+         {:.0} codes scanned per query descriptor, {ns_per_code:.2} ns per scanned code (LUTs, scan, top-k)",
+        probe_s * 1e3,
+        scanned as f64 / args.queries as f64
+    );
+    if args.project > n {
+        let big = IndexSpec::auto(args.project, dim);
+        let codes = args.nprobe as f64 * args.project as f64 / big.nlist as f64;
+        let coarse_ms = probe_s * 1e3 * big.nlist as f64 / spec.nlist as f64;
+        let scan_ms = codes * args.queries as f64 * ns_per_code / 1e6;
+        println!(
+            "projection to {} vectors with {big}: {codes:.0} codes per query descriptor; per {}-descriptor batch \
+             {:.0} ms = coarse {coarse_ms:.0} + scan {scan_ms:.0} on {} threads (assumes cost per code stays as \
+             measured, i.e. lists still stream from memory at this rate); {:.1} GB of codes + ids + keypoints",
+            args.project,
+            args.queries,
+            coarse_ms + scan_ms,
+            args.threads,
+            shard.bytes_per_descriptor() * args.project as f64 / 1e9
+        );
+    }
+    Ok(())
+}
+
+fn faiss(
+    base: &[f32],
+    queries: &[f32],
+    gt: &[i64],
+    dim: usize,
+    spec: &IndexSpec,
+    args: &BenchIndexArgs,
+) -> Result<serde_json::Value> {
+    let dir = std::env::temp_dir().join(format!("delf-bench-index-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    npy::write_f32(&dir.join("base.npy"), base, dim)?;
+    npy::write_f32(&dir.join("queries.npy"), queries, dim)?;
+    npy::write_i64(&dir.join("gt.npy"), gt, 1)?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/python/bench_faiss_ivfpq.py");
+    let out = Command::new(&args.python)
+        .arg(&script)
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--nlist", &spec.nlist.to_string(), "--m", &spec.m.to_string(), "--nbits", &spec.nbits.to_string()])
+        .args([
+            "--nprobe",
+            &args.nprobe.to_string(),
+            "--k",
+            &args.k.to_string(),
+            "--threads",
+            &args.threads.to_string(),
+        ])
+        .output()
+        .with_context(|| format!("running {} (scripts/setup.sh installs faiss-cpu in .cache/venv)", args.python));
+    std::fs::remove_dir_all(&dir).ok();
+    let out = out?;
+    if !out.status.success() {
+        bail!("FAISS baseline failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}

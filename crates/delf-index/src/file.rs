@@ -1,0 +1,331 @@
+//! The shard file: a versioned, checksummed container that is memory-mapped at load. Layout (little-endian; see
+//! `docs/index.md`):
+//!
+//! ```text
+//! 0      magic  b"DELFSHRD"
+//! 8      format version (u32) = 1
+//! 12     section count (u32)
+//! 16     section table: per section  tag [u8; 8] | offset u64 | length u64 | crc32 u32 | reserved u32
+//! ...    crc32 of bytes 0..here (u32), zero padding to 64
+//! ...    sections, each starting at a multiple of 64, zero padding between them; the file ends with the last one
+//! ```
+//!
+//! Sections: `meta` (JSON: spec, dim, shard identity, fingerprints, counts), `coarse` (f32, nlist x dim), `pq`
+//! (f32, m x 256 x dsub), `lists` (u64 entries per list), `codes` (per list, blocked codes), `imgids` (u32 per entry),
+//! `featids` (u16 per entry), `images` (24-byte records), `names` (UTF-8), `keypts` (u16 x, y in half pixels).
+//! Every section's CRC-32 is checked at load, padding must be zero, and every length must agree with the others.
+
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use serde::{Deserialize, Serialize};
+
+use crate::codebooks::Codebooks;
+use crate::error::{IndexError, Result};
+use crate::pq::ProductQuantizer;
+use crate::scan::blocked_len;
+use crate::shard::{ImageEntry, InvList, Shard, ShardInfo};
+use crate::spec::IndexSpec;
+use crate::storage::Storage;
+
+/// First eight bytes of every shard file.
+pub const MAGIC: &[u8; 8] = b"DELFSHRD";
+/// Format version written by this build; loading another version is refused.
+pub const FORMAT_VERSION: u32 = 1;
+const ALIGN: usize = 64;
+const ENTRY: usize = 32;
+const IMAGE_RECORD: usize = 24;
+const TAGS: [&str; 10] = ["meta", "coarse", "pq", "lists", "codes", "imgids", "featids", "images", "names", "keypts"];
+
+/// The `meta` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    format: u32,
+    spec: String,
+    dim: usize,
+    info: ShardInfo,
+    codebooks_fingerprint: String,
+    images: usize,
+    entries: usize,
+    keypoints: usize,
+    names_bytes: usize,
+}
+
+fn tag_bytes(tag: &str) -> [u8; 8] {
+    let mut t = [0u8; 8];
+    t[..tag.len()].copy_from_slice(tag.as_bytes());
+    t
+}
+
+struct CrcWriter<W: Write> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    written: u64,
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn pad_to(w: &mut impl Write, pos: u64) -> std::io::Result<u64> {
+    let pad = (ALIGN as u64 - pos % ALIGN as u64) % ALIGN as u64;
+    w.write_all(&vec![0u8; pad as usize])?;
+    Ok(pos + pad)
+}
+
+/// Writes a shard to `path` (atomically: a temporary file renamed into place).
+pub fn save(shard: &Shard, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    write_to(shard, &tmp).map_err(|e| IndexError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| IndexError::io(path, e))
+}
+
+fn write_to(shard: &Shard, path: &Path) -> std::io::Result<()> {
+    let cb = &shard.codebooks;
+    let meta = Meta {
+        format: FORMAT_VERSION,
+        spec: cb.spec.to_string(),
+        dim: cb.dim,
+        info: shard.info.clone(),
+        codebooks_fingerprint: cb.fingerprint().to_string(),
+        images: shard.images.len(),
+        entries: shard.stored_vectors(),
+        keypoints: shard.keypoints.len() / 2,
+        names_bytes: shard.images.iter().map(|e| e.name.len()).sum(),
+    };
+    let meta_json = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
+    let mut file = BufWriter::new(File::create(path)?);
+    let table_end = 16 + TAGS.len() * ENTRY + 4;
+    file.write_all(&vec![0u8; table_end])?;
+    let mut pos = pad_to(&mut file, table_end as u64)?;
+    let mut table = Vec::with_capacity(TAGS.len());
+    for tag in TAGS {
+        let mut w = CrcWriter { inner: &mut file, crc: crc32fast::Hasher::new(), written: 0 };
+        match tag {
+            "meta" => w.write_all(&meta_json)?,
+            "coarse" => w.write_all(bytemuck::cast_slice(&cb.coarse))?,
+            "pq" => w.write_all(bytemuck::cast_slice(&cb.pq.centroids))?,
+            "lists" => {
+                for l in &shard.lists {
+                    w.write_all(&(l.len as u64).to_le_bytes())?;
+                }
+            }
+            "codes" => {
+                for l in &shard.lists {
+                    w.write_all(l.codes.as_slice())?;
+                }
+            }
+            "imgids" => {
+                for l in &shard.lists {
+                    w.write_all(bytemuck::cast_slice(l.images.as_slice()))?;
+                }
+            }
+            "featids" => {
+                for l in &shard.lists {
+                    w.write_all(bytemuck::cast_slice(l.features.as_slice()))?;
+                }
+            }
+            "images" => {
+                for e in &shard.images {
+                    w.write_all(&e.number.to_le_bytes())?;
+                    w.write_all(&u32::from(e.deleted).to_le_bytes())?;
+                    w.write_all(&e.features.to_le_bytes())?;
+                    w.write_all(&(e.name.len() as u32).to_le_bytes())?;
+                    w.write_all(&e.keypoint_offset.to_le_bytes())?;
+                }
+            }
+            "names" => {
+                for e in &shard.images {
+                    w.write_all(e.name.as_bytes())?;
+                }
+            }
+            "keypts" => w.write_all(bytemuck::cast_slice(shard.keypoints.as_slice()))?,
+            _ => unreachable!("every tag is handled"),
+        }
+        let (len, crc) = (w.written, w.crc.finalize());
+        table.push((tag, pos, len, crc));
+        pos += len;
+        if table.len() < TAGS.len() {
+            pos = pad_to(&mut file, pos)?;
+        }
+    }
+    let mut head = Vec::with_capacity(table_end);
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    head.extend_from_slice(&(TAGS.len() as u32).to_le_bytes());
+    for (tag, off, len, crc) in table {
+        head.extend_from_slice(&tag_bytes(tag));
+        head.extend_from_slice(&off.to_le_bytes());
+        head.extend_from_slice(&len.to_le_bytes());
+        head.extend_from_slice(&crc.to_le_bytes());
+        head.extend_from_slice(&0u32.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&head);
+    head.extend_from_slice(&crc.to_le_bytes());
+    let mut file = file.into_inner().map_err(|e| e.into_error())?;
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(&head)?;
+    file.sync_all()
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+/// Loads a shard file, memory-mapping the large arrays after checking every checksum and length.
+pub fn load(path: &Path) -> Result<Shard> {
+    let file = File::open(path).map_err(|e| IndexError::io(path, e))?;
+    // SAFETY: the file is opened read-only and shard files are written once and renamed into place; a concurrent
+    // writer truncating it would be outside the documented contract.
+    #[allow(unsafe_code)]
+    let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| IndexError::io(path, e))?);
+    let bytes: &[u8] = &map;
+    let corrupt = |section: &str, reason: String| IndexError::Corrupt {
+        path: path.to_path_buf(),
+        section: section.to_string(),
+        reason,
+    };
+    if bytes.len() < 16 || &bytes[..8] != MAGIC {
+        return Err(IndexError::NotAShard { path: path.to_path_buf(), reason: "bad magic bytes".into() });
+    }
+    let version = u32_at(bytes, 8);
+    if version != FORMAT_VERSION {
+        return Err(IndexError::NotAShard {
+            path: path.to_path_buf(),
+            reason: format!("format version {version}, this build reads {FORMAT_VERSION}"),
+        });
+    }
+    let count = u32_at(bytes, 12) as usize;
+    if count != TAGS.len() {
+        return Err(corrupt("header", format!("{count} sections, expected {}", TAGS.len())));
+    }
+    let table_end = 16 + count * ENTRY;
+    if bytes.len() < table_end + 4 {
+        return Err(corrupt("header", "file ends inside the section table".into()));
+    }
+    if crc32fast::hash(&bytes[..table_end]) != u32_at(bytes, table_end) {
+        return Err(corrupt("header", "header checksum mismatch".into()));
+    }
+    let mut sections = Vec::with_capacity(count);
+    let mut expect_pos = (table_end + 4).next_multiple_of(ALIGN);
+    let mut prev_end = table_end + 4;
+    for (i, tag) in TAGS.iter().enumerate() {
+        let e = 16 + i * ENTRY;
+        if bytes[e..e + 8] != tag_bytes(tag) {
+            return Err(corrupt("header", format!("section {i} is not {tag:?}")));
+        }
+        let (off, len, crc) = (u64_at(bytes, e + 8) as usize, u64_at(bytes, e + 16) as usize, u32_at(bytes, e + 24));
+        if off != expect_pos || off.checked_add(len).is_none_or(|end| end > bytes.len()) {
+            return Err(corrupt(tag, format!("offset {off} length {len} outside the file ({} bytes)", bytes.len())));
+        }
+        if bytes[prev_end..off].iter().any(|&b| b != 0) {
+            return Err(corrupt(tag, "non-zero padding before the section".into()));
+        }
+        let body = &bytes[off..off + len];
+        if crc32fast::hash(body) != crc {
+            return Err(corrupt(tag, "checksum mismatch".into()));
+        }
+        sections.push((off, len));
+        prev_end = off + len;
+        expect_pos = prev_end.next_multiple_of(ALIGN);
+    }
+    if bytes.len() != prev_end {
+        return Err(corrupt("keypts", "the file does not end where the last section ends".into()));
+    }
+    let sec = |name: &str| -> (usize, usize) { sections[TAGS.iter().position(|t| *t == name).unwrap_or(0)] };
+    let slice = |name: &str| -> &[u8] {
+        let (o, l) = sec(name);
+        &bytes[o..o + l]
+    };
+    let meta: Meta = serde_json::from_slice(slice("meta")).map_err(|e| corrupt("meta", e.to_string()))?;
+    let spec: IndexSpec = meta.spec.parse().map_err(|e: IndexError| corrupt("meta", e.to_string()))?;
+    spec.validate(meta.dim).map_err(|e| corrupt("meta", e.to_string()))?;
+    let (dim, m, ksub) = (meta.dim, spec.code_bytes(), spec.ksub());
+    let floats = |name: &str, n: usize| -> Result<Vec<f32>> {
+        let b = slice(name);
+        if b.len() != n * 4 {
+            return Err(corrupt(name, format!("{} bytes, expected {}", b.len(), n * 4)));
+        }
+        Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    };
+    let coarse = floats("coarse", spec.nlist * dim)?;
+    let pq_centroids = floats("pq", ksub * dim)?;
+    let pq = ProductQuantizer { dim, m: spec.m, ksub, centroids: pq_centroids };
+    let codebooks = Codebooks::from_parts(spec, dim, coarse, pq);
+    if codebooks.fingerprint().as_str() != meta.codebooks_fingerprint {
+        return Err(corrupt("meta", "codebooks fingerprint does not match the stored centroids".into()));
+    }
+    let list_bytes = slice("lists");
+    if list_bytes.len() != spec.nlist * 8 {
+        return Err(corrupt("lists", format!("{} bytes for {} lists", list_bytes.len(), spec.nlist)));
+    }
+    let lens: Vec<usize> = list_bytes.chunks_exact(8).map(|c| u64_at(c, 0) as usize).collect();
+    let entries: usize = lens.iter().sum();
+    if entries != meta.entries {
+        return Err(corrupt("lists", format!("{entries} entries, meta says {}", meta.entries)));
+    }
+    let check_len = |name: &str, want: usize| -> Result<usize> {
+        let (o, l) = sec(name);
+        if l != want {
+            return Err(corrupt(name, format!("{l} bytes, expected {want}")));
+        }
+        Ok(o)
+    };
+    let codes_at = check_len("codes", lens.iter().map(|&n| blocked_len(n, m)).sum())?;
+    let imgs_at = check_len("imgids", entries * 4)?;
+    let feats_at = check_len("featids", entries * 2)?;
+    let records = slice("images");
+    check_len("images", meta.images * IMAGE_RECORD)?;
+    let names = slice("names");
+    check_len("names", meta.names_bytes)?;
+    let kp_at = check_len("keypts", meta.keypoints * 4)?;
+    let mut lists = Vec::with_capacity(spec.nlist);
+    let (mut c, mut e) = (codes_at, 0usize);
+    for &n in &lens {
+        let bl = blocked_len(n, m);
+        let view = |what: &str| corrupt(what, "misaligned array".into());
+        lists.push(InvList {
+            len: n,
+            codes: Storage::mapped(&map, c, bl).ok_or_else(|| view("codes"))?,
+            images: Storage::mapped(&map, imgs_at + e * 4, n).ok_or_else(|| view("imgids"))?,
+            features: Storage::mapped(&map, feats_at + e * 2, n).ok_or_else(|| view("featids"))?,
+        });
+        c += bl;
+        e += n;
+    }
+    let mut images = Vec::with_capacity(meta.images);
+    let mut name_at = 0usize;
+    for r in records.chunks_exact(IMAGE_RECORD) {
+        let (number, deleted, features, name_len) = (u32_at(r, 0), u32_at(r, 4), u32_at(r, 8), u32_at(r, 12) as usize);
+        let keypoint_offset = u64_at(r, 16);
+        let name = names
+            .get(name_at..name_at + name_len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .ok_or_else(|| corrupt("names", format!("name of image {number} is not valid UTF-8 inside the section")))?;
+        name_at += name_len;
+        if deleted > 1 || keypoint_offset + u64::from(features) > meta.keypoints as u64 {
+            return Err(corrupt("images", format!("record of image {number} is out of range")));
+        }
+        images.push(ImageEntry { number, name: name.to_string(), features, keypoint_offset, deleted: deleted == 1 });
+    }
+    let keypoints =
+        Storage::mapped(&map, kp_at, meta.keypoints * 2).ok_or_else(|| corrupt("keypts", "misaligned".into()))?;
+    Ok(Shard::from_parts(Arc::new(codebooks), meta.info, lists, images, keypoints))
+}
