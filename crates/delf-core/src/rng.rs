@@ -1,5 +1,5 @@
-//! SplitMix64: a small, fast generator that gives the same numbers on every platform. RANSAC sampling and the
-//! synthetic test and benchmark data both draw from it, so a seed means the same thing everywhere.
+//! SplitMix64: a small, fast generator that gives the same numbers on every platform. RANSAC sampling, k-means
+//! seeding and the synthetic test and benchmark data all draw from it, so a seed means the same thing everywhere.
 
 /// SplitMix64 state.
 #[derive(Debug, Clone)]
