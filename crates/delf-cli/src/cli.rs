@@ -224,16 +224,34 @@ pub enum PcaCommand {
 /// `delf index ...`.
 #[derive(Debug, Subcommand)]
 pub enum IndexCommand {
-    /// Build an index from a folder, an image list or an object-store prefix.
+    /// Build an index from a folder or an image list: extract (resumable), fit the PCA, train, shard, manifest.
     Build {
-        /// Folder, text list of paths/URIs, or object-store prefix.
+        /// Folder (searched recursively) or text list of image paths; object-store prefixes arrive with issue 7.
         source: String,
-        /// Index directory to write.
+        /// Index directory to write (also holds the extraction cache, so a rerun resumes).
         #[arg(long)]
         out: PathBuf,
-        /// Number of shards.
+        /// Number of shards (image n goes to shard n % shards).
         #[arg(long, default_value_t = 1)]
         shards: u32,
+        /// Index structure, e.g. IVF256,PQ20x8r (default: chosen from the number of descriptors).
+        #[arg(long)]
+        spec: Option<String>,
+        /// Use this fitted PCA instead of fitting one (default: model.pca, else fit on a sample).
+        #[arg(long, value_name = "FILE")]
+        pca: Option<PathBuf>,
+        /// Images sampled evenly to fit the PCA.
+        #[arg(long, default_value_t = 50)]
+        pca_sample: usize,
+        /// Descriptor dimensions after PCA.
+        #[arg(long, default_value_t = 40)]
+        dim: i64,
+        /// Cells probed per query descriptor, stored as the index's default.
+        #[arg(long, default_value_t = 16)]
+        nprobe: usize,
+        /// Device to run on: cpu, cuda, cuda:N or auto.
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Print an index's manifest, parameters and sizes.
     Inspect {
@@ -254,12 +272,24 @@ pub struct SearchArgs {
     /// Number of results per query.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// Best-voted candidates verified geometrically (default: search.candidates, 100 as in the reference).
+    #[arg(long)]
+    pub candidates: Option<usize>,
+    /// Cells probed per query descriptor (default: the index's).
+    #[arg(long)]
+    pub nprobe: Option<usize>,
+    /// Inliers a result needs (default: search.min_inliers).
+    #[arg(long)]
+    pub min_inliers: Option<usize>,
     /// One JSON object per query on stdout.
     #[arg(long)]
     pub json: bool,
     /// Write an HTML report with thumbnails and inlier lines.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Device to run on: cpu, cuda, cuda:N or auto.
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 /// `delf match`.

@@ -30,6 +30,26 @@ pub struct Config {
     pub extract: ExtractSettings,
     /// Matching and geometric verification.
     pub verify: VerifySettings,
+    /// Retrieval defaults of `delf search`.
+    pub search: SearchSettings,
+}
+
+/// `[search]` section (docs/search.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchSettings {
+    /// Inliers a result needs; higher than `verify.min_inliers` because a search verifies many candidates and the
+    /// best chance match grows with their number (measured in docs/search.md).
+    pub min_inliers: usize,
+    /// Best-voted candidates verified geometrically (reference: 100).
+    pub candidates: usize,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        let d = delf_search::RetrievalConfig::default();
+        Self { min_inliers: d.verify.policy.min_inliers, candidates: d.candidates }
+    }
 }
 
 /// `[verify]` section: matching, RANSAC, model bounds and the match threshold (docs/verification.md).
@@ -202,6 +222,7 @@ impl Default for Config {
             model: ModelConfig::default(),
             extract: ExtractSettings::default(),
             verify: VerifySettings::default(),
+            search: SearchSettings::default(),
         }
     }
 }

@@ -34,6 +34,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if cause.is::<crate::config::ConfigError>() {
             return CONFIG;
         }
+        if cause.is::<delf_search::SearchError>() || cause.is::<delf_index::IndexError>() {
+            return BAD_INPUT;
+        }
         if cause.is::<delf_image::ImageError>() {
             return BAD_INPUT;
         }

@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod exit;
 mod logging;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -57,8 +58,8 @@ fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
         Command::Extract(args) => commands::extract::run(args, config),
         Command::Pca(command) => commands::pca::run(command, config),
         Command::Match(args) => commands::matching::run(args, config),
-        Command::Index(_) => pending("index", 6),
-        Command::Search(_) => pending("search", 6),
+        Command::Index(command) => commands::index(command, config),
+        Command::Search(args) => commands::search(args, config),
         Command::Serve(_) => pending("serve", 8),
         Command::Train(_) => pending("train", 10),
         Command::Bench(command) => commands::bench::run(command, config),

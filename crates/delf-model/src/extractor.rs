@@ -54,6 +54,7 @@ pub struct Extractor {
     config: ExtractConfig,
     device: Device,
     fingerprint: Fingerprint,
+    raw_fingerprint: Fingerprint,
 }
 
 impl std::fmt::Debug for Extractor {
@@ -101,19 +102,22 @@ impl Extractor {
         if config.scales.is_empty() || config.scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return Err(ModelError::Config(format!("invalid pyramid scales {:?}", config.scales)));
         }
-        let pca_digest = pca.as_ref().map(Pca::digest).unwrap_or_default();
         let scales = format!("{:?}/{:?}/{}", config.scales, config.max_side, config.min_side);
-        let fingerprint = Fingerprint::of(
-            "delf",
-            &[
-                backbone.name().as_bytes(),
-                backbone.weights_digest(),
-                attention.describe().as_bytes(),
-                &pca_digest,
-                scales.as_bytes(),
-            ],
-        );
-        Ok(Self { backbone, attention, pca, config, device, fingerprint })
+        let identity = |pca_digest: &[u8]| {
+            Fingerprint::of(
+                "delf",
+                &[
+                    backbone.name().as_bytes(),
+                    backbone.weights_digest(),
+                    attention.describe().as_bytes(),
+                    pca_digest,
+                    scales.as_bytes(),
+                ],
+            )
+        };
+        let fingerprint = identity(&pca.as_ref().map(Pca::digest).unwrap_or_default());
+        let raw_fingerprint = identity(&[]);
+        Ok(Self { backbone, attention, pca, config, device, fingerprint, raw_fingerprint })
     }
 
     /// The fingerprint every feature set from this extractor carries.
@@ -143,27 +147,49 @@ impl Extractor {
 
     /// Extracts the features of one image.
     pub fn extract(&self, rgb: &RgbImage) -> Result<FeatureSet, ModelError> {
+        self.reduce(self.extract_raw(rgb)?)
+    }
+
+    /// Features before the PCA: the selected keypoints with their L2-normalised backbone descriptors, carrying
+    /// [`Extractor::raw_fingerprint`]. [`Extractor::reduce`] finishes them; `extract` = `reduce(extract_raw)`, so
+    /// an index build can extract once, fit the PCA on a sample, then reduce everything without a second pass.
+    pub fn extract_raw(&self, rgb: &RgbImage) -> Result<FeatureSet, ModelError> {
         let raw = self.raw_features(rgb)?;
-        let n = raw.len();
-        let channels = self.backbone.channels();
-        let (keypoints, descriptors): (Vec<Keypoint>, Vec<f32>) = if n == 0 {
-            (Vec::new(), Vec::new())
-        } else {
-            let flat: Vec<f32> = raw.iter().flat_map(|c| c.descriptor.iter().copied()).collect();
-            let mut d = Tensor::from_slice(&flat).view([n as i64, channels]);
-            if let Some(pca) = &self.pca {
-                d = l2_normalize(&pca.project(&d)?);
-            }
-            (raw.into_iter().map(|c| c.keypoint).collect(), d.flatten(0, -1).try_into()?)
-        };
-        let features = FeatureSet {
+        let (keypoints, descriptors): (Vec<Keypoint>, Vec<Vec<f32>>) =
+            raw.into_iter().map(|c| (c.keypoint, c.descriptor)).unzip();
+        Ok(FeatureSet {
             width: rgb.width(),
             height: rgb.height(),
-            dim: self.dim(),
+            dim: self.backbone.channels() as usize,
             keypoints,
-            descriptors,
-            fingerprint: self.fingerprint.clone(),
+            descriptors: descriptors.concat(),
+            fingerprint: self.raw_fingerprint.clone(),
+        })
+    }
+
+    /// Fingerprint of raw (pre-PCA) features: this extractor's without its PCA.
+    pub fn raw_fingerprint(&self) -> &Fingerprint {
+        &self.raw_fingerprint
+    }
+
+    /// Applies this extractor's PCA (then L2) to raw features from the same backbone and settings; without a PCA
+    /// the raw features are returned as they are.
+    pub fn reduce(&self, raw: FeatureSet) -> Result<FeatureSet, ModelError> {
+        if raw.fingerprint != self.raw_fingerprint {
+            return Err(ModelError::Config(format!(
+                "raw features from {} cannot be reduced by an extractor for {}",
+                raw.fingerprint, self.raw_fingerprint
+            )));
+        }
+        let Some(pca) = &self.pca else { return Ok(raw) };
+        let n = raw.len();
+        let descriptors: Vec<f32> = if n == 0 {
+            Vec::new()
+        } else {
+            let d = Tensor::from_slice(&raw.descriptors).view([n as i64, raw.dim as i64]);
+            l2_normalize(&pca.project(&d)?).flatten(0, -1).try_into()?
         };
+        let features = FeatureSet { dim: self.dim(), descriptors, fingerprint: self.fingerprint.clone(), ..raw };
         debug_assert!(features.validate().is_ok());
         Ok(features)
     }

@@ -17,23 +17,35 @@ fn cell(x: f32, y: f32) -> (i64, i64) {
 /// Keeps the best (smallest distance) match per query keypoint, database keypoint, query location and database
 /// location. The result is ordered by increasing distance.
 pub fn one_to_one(matches: &[Match], a: &FeatureSet, b: &FeatureSet) -> Vec<Match> {
+    one_to_one_by(
+        matches,
+        |q| (a.keypoints[q as usize].x, a.keypoints[q as usize].y),
+        |t| (b.keypoints[t as usize].x, b.keypoints[t as usize].y),
+    )
+}
+
+/// [`one_to_one`] with keypoint locations given by functions: `query_xy(m.query)` and `train_xy(m.train)` (search
+/// uses it with database keypoints read from the index).
+pub fn one_to_one_by(
+    matches: &[Match],
+    query_xy: impl Fn(u32) -> (f32, f32),
+    train_xy: impl Fn(u32) -> (f32, f32),
+) -> Vec<Match> {
     let mut sorted = matches.to_vec();
-    sorted.sort_by(|m, n| m.distance.total_cmp(&n.distance).then(m.query.cmp(&n.query)));
+    sorted.sort_by(|m, n| m.distance.total_cmp(&n.distance).then(m.query.cmp(&n.query)).then(m.train.cmp(&n.train)));
     let (mut qi, mut ti) = (HashSet::new(), HashSet::new());
     let (mut ql, mut tl) = (HashSet::new(), HashSet::new());
     sorted
         .into_iter()
         .filter(|m| {
-            let (ka, kb) = (a.keypoints[m.query as usize], b.keypoints[m.train as usize]);
-            let fresh = !qi.contains(&m.query)
-                && !ti.contains(&m.train)
-                && !ql.contains(&cell(ka.x, ka.y))
-                && !tl.contains(&cell(kb.x, kb.y));
+            let (ka, kb) = (query_xy(m.query), train_xy(m.train));
+            let (ca, cb) = (cell(ka.0, ka.1), cell(kb.0, kb.1));
+            let fresh = !qi.contains(&m.query) && !ti.contains(&m.train) && !ql.contains(&ca) && !tl.contains(&cb);
             if fresh {
                 qi.insert(m.query);
                 ti.insert(m.train);
-                ql.insert(cell(ka.x, ka.y));
-                tl.insert(cell(kb.x, kb.y));
+                ql.insert(ca);
+                tl.insert(cb);
             }
             fresh
         })

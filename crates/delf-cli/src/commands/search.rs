@@ -1,0 +1,172 @@
+//! `delf search --index DIR QUERY...`: extract each query with the index's model, PCA and extraction settings,
+//! retrieve, and print a table, JSON lines (docs/cli.md has the contract) or an HTML report.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use delf_index::ScanKernel;
+use delf_search::manifest::PCA_FILE;
+use delf_search::{IndexManifest, Retrieval, RetrievalConfig, retrieve};
+
+use crate::commands::{model, search_report};
+use crate::config::{Config, ExtractSettings};
+
+/// Options of `delf search`.
+#[derive(Debug, Clone)]
+pub struct SearchOptions {
+    /// Index folder.
+    pub index: PathBuf,
+    /// Query images.
+    pub queries: Vec<PathBuf>,
+    /// Results per query.
+    pub top: usize,
+    /// Candidates verified (default: `search.candidates`).
+    pub candidates: Option<usize>,
+    /// Cells probed (default: the manifest's).
+    pub nprobe: Option<usize>,
+    /// Inliers needed for a match (default: the verification policy's).
+    pub min_inliers: Option<usize>,
+    /// JSON lines on stdout.
+    pub json: bool,
+    /// HTML report path.
+    pub html: Option<PathBuf>,
+    /// Device.
+    pub device: Option<String>,
+}
+
+/// One query's outcome, kept for the report.
+pub struct QueryOutcome {
+    /// Query path.
+    pub query: PathBuf,
+    /// The retrieval with extraction and total milliseconds, or why the query failed.
+    pub result: std::result::Result<(Retrieval, f64, f64), String>,
+}
+
+/// Runs the search; a query that cannot be read is reported and the others still run (then exit code 3).
+pub fn run(opts: &SearchOptions, config: &Config) -> Result<()> {
+    let manifest = IndexManifest::load(&opts.index)?;
+    let index = manifest.open_index(&opts.index)?;
+    let settings: ExtractSettings = serde_json::from_value(manifest.extract.clone())
+        .context("the manifest's extraction settings are not readable by this build")?;
+    let device = model::device(opts.device.as_deref(), config)?;
+    let extractor = model::extractor(config, settings.to_config(), Some(&opts.index.join(PCA_FILE)), device)?;
+    if extractor.fingerprint().as_str() != manifest.descriptor_fingerprint {
+        anyhow::bail!(delf_search::SearchError::FingerprintMismatch {
+            index: manifest.descriptor_fingerprint.clone(),
+            query: extractor.fingerprint().to_string(),
+        });
+    }
+    let candidates = opts.candidates.unwrap_or(config.search.candidates).max(1);
+    let mut rc = RetrievalConfig { top: opts.top, candidates, ..RetrievalConfig::default() };
+    rc.search = manifest.search;
+    if let Some(n) = opts.nprobe {
+        rc.search.nprobe = n;
+    }
+    rc.verify = config.verify.to_config();
+    rc.verify.policy.min_inliers = opts.min_inliers.unwrap_or(config.search.min_inliers);
+    let kernel = ScanKernel::detect();
+    tracing::info!(index = %opts.index.display(), spec = %manifest.spec, search = %rc.search, candidates = rc.candidates, "searching");
+
+    let mut outcomes = Vec::new();
+    let mut stdout = std::io::stdout().lock();
+    let mut failed = None;
+    for query in &opts.queries {
+        let started = Instant::now();
+        let result = (|| -> Result<(Retrieval, f64, f64)> {
+            let img = model::read_image(query)?;
+            let t = Instant::now();
+            let features = extractor.extract(&img.rgb).with_context(|| format!("extracting {}", query.display()))?;
+            let extract_ms = t.elapsed().as_secs_f64() * 1e3;
+            let r = retrieve(&index, &features, &rc, kernel)?;
+            Ok((r, extract_ms, started.elapsed().as_secs_f64() * 1e3))
+        })();
+        let result = match result {
+            Ok((r, extract_ms, total_ms)) => {
+                if opts.json {
+                    writeln!(stdout, "{}", json_line(query, &r, &manifest, extract_ms, total_ms))?;
+                } else {
+                    let min = rc.verify.policy.min_inliers;
+                    print_table(&mut stdout, query, &r, &manifest, extract_ms, total_ms, min)?;
+                }
+                Ok((r, extract_ms, total_ms))
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                eprintln!("error: {}: {message}", query.display());
+                if opts.json {
+                    writeln!(stdout, "{}", serde_json::json!({ "query": query, "error": message }))?;
+                }
+                failed.get_or_insert(e);
+                Err(message)
+            }
+        };
+        outcomes.push(QueryOutcome { query: query.clone(), result });
+    }
+    stdout.flush()?;
+    if let Some(path) = &opts.html {
+        search_report::write(path, &outcomes, &manifest)?;
+        eprintln!("report: {}", path.display());
+    }
+    match failed {
+        Some(e) => Err(e.context("some queries could not be searched")),
+        None => Ok(()),
+    }
+}
+
+fn json_line(
+    query: &Path,
+    r: &Retrieval,
+    manifest: &IndexManifest,
+    extract_ms: f64,
+    total_ms: f64,
+) -> serde_json::Value {
+    let results: Vec<serde_json::Value> = r
+        .results
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            serde_json::json!({
+                "image_id": v.id,
+                "path": manifest.image_path(&v.id),
+                "score": v.score,
+                "votes": v.votes,
+                "rank": i + 1,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "query": query,
+        "results": results,
+        "timing_ms": { "extract": extract_ms, "ann": r.ann_ms, "verify": r.verify_ms, "total": total_ms },
+    })
+}
+
+fn print_table(
+    out: &mut impl Write,
+    query: &Path,
+    r: &Retrieval,
+    manifest: &IndexManifest,
+    extract_ms: f64,
+    total_ms: f64,
+    min_inliers: usize,
+) -> Result<()> {
+    writeln!(
+        out,
+        "query {}: extract {extract_ms:.0} ms, ann {:.0} ms, verify {:.0} ms ({} candidates), total {total_ms:.0} ms",
+        query.display(),
+        r.ann_ms,
+        r.verify_ms,
+        r.verified
+    )?;
+    if r.results.is_empty() {
+        writeln!(out, "  no match (no candidate reached {min_inliers} inliers)")?;
+        return Ok(());
+    }
+    writeln!(out, "  {:>4}  {:>6}  {:>6}  image", "rank", "score", "votes")?;
+    for (i, v) in r.results.iter().enumerate() {
+        writeln!(out, "  {:>4}  {:>6}  {:>6}  {}", i + 1, v.score, v.votes, manifest.image_path(&v.id).display())?;
+    }
+    Ok(())
+}
