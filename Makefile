@@ -9,11 +9,14 @@ setup:
 	@bash scripts/setup.sh
 
 PHOTOS := .cache/delf/data/opencv-doc
+# Binaries run outside `cargo run` need the data folder that .cargo/config.toml gives cargo.
+export DELF_HOME ?= $(CURDIR)/.cache/delf
 
+# The quickstart: index the opencv-doc photos, search with held-out views and distractors (docs/search.md).
 demo: setup
-	cargo run -q -p delf-cli --bin delf -- doctor
-	cargo run -q -p delf-cli --bin delf -- extract $(PHOTOS)/graf1.png $(PHOTOS)/graf3.png $(PHOTOS)/box_in_scene.png
-	cargo run -q -p delf-cli --bin delf -- match $(PHOTOS)/box.png $(PHOTOS)/box_in_scene.png --out .cache/demo-match.png
+	cargo build -q --release -p delf-cli
+	./target/release/delf doctor
+	bash scripts/quickstart.sh ./target/release/delf
 
 test: setup
 	cargo test -q --workspace --doc

@@ -10,7 +10,7 @@ Configuration: defaults < config file (--config / DELF_CONFIG) < environment (DE
 DELF_LOG__FORMAT, ...: DELF_ + key, sections joined by __) < flags. `delf config` prints the result.
 
 Exit codes: 0 success; 1 runtime failure; 2 usage error or command not implemented yet;
-3 bad input (unreadable or corrupt image, missing file); 4 configuration error; 5 model or weights unavailable.";
+3 bad input (unreadable or corrupt image, missing file, invalid index); 4 configuration error; 5 model or weights unavailable.";
 
 /// delf: large-scale image retrieval with attentive deep local features (DELF).
 #[derive(Debug, Parser)]

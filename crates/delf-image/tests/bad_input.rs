@@ -191,3 +191,19 @@ fn missing_file_is_io_error() {
     assert!(matches!(err, ImageError::Io { .. }), "{err:?}");
     assert!(err.to_string().contains("/nonexistent/x.jpg"));
 }
+
+/// A 16x12 CMYK JPEG (written by Pillow from an RGB image: left half red, right half black-ish; bottom half green)
+/// made for this test; CMYK JPEGs are common from print workflows. They decode to RGB8 with the colours kept.
+#[test]
+fn cmyk_jpeg_becomes_rgb8_with_its_colours() {
+    let bytes = include_bytes!("../../../tests/fixtures/cmyk_16x12.jpg");
+    let d = decode_bytes(bytes, &DecodeLimits::default()).unwrap();
+    assert_eq!((d.rgb.width(), d.rgb.height()), (16, 12));
+    // Pillow reads back (255, 1, 60) at (2, 2) and (0, 255, 60) at (13, 10); allow JPEG and CMYK rounding.
+    for ((x, y), want) in [((2, 2), [255u8, 1, 60]), ((13, 10), [0, 255, 60])] {
+        let got = d.rgb.get_pixel(x, y).0;
+        for c in 0..3 {
+            assert!((i16::from(got[c]) - i16::from(want[c])).abs() <= 12, "pixel ({x},{y}) = {got:?}, want {want:?}");
+        }
+    }
+}
