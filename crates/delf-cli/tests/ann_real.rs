@@ -24,18 +24,38 @@ fn extractor(pca: Option<Pca>) -> Extractor {
 #[test]
 fn recall_on_real_delf_descriptors() {
     let names = [
-        "graf1.png", "aero1.jpg", "leuvenA.jpg", "box.png", "aloeL.jpg", "basketball1.png", "rubberwhale1.png",
-        "ela_original.jpg", "Blender_Suzanne1.jpg", "left.jpg", "fruits.jpg", "building.jpg", "home.jpg",
-        "baboon.jpg", "stuff.jpg", "board.jpg",
+        "graf1.png",
+        "aero1.jpg",
+        "leuvenA.jpg",
+        "box.png",
+        "aloeL.jpg",
+        "basketball1.png",
+        "rubberwhale1.png",
+        "ela_original.jpg",
+        "Blender_Suzanne1.jpg",
+        "left.jpg",
+        "fruits.jpg",
+        "building.jpg",
+        "home.jpg",
+        "baboon.jpg",
+        "stuff.jpg",
+        "board.jpg",
     ];
     let queries_from = ["graf3.png", "box_in_scene.png", "leuvenB.jpg"];
     let raw_ex = extractor(None);
-    let read = |n: &str| raw_ex.extract_raw(&decode_file(&data().join(n), &DecodeLimits::default()).unwrap().rgb).unwrap();
+    let read =
+        |n: &str| raw_ex.extract_raw(&decode_file(&data().join(n), &DecodeLimits::default()).unwrap().rgb).unwrap();
     let raw_db: Vec<_> = names.iter().map(|n| read(n)).collect();
     let raw_q: Vec<_> = queries_from.iter().map(|n| read(n)).collect();
     let flat: Vec<f32> = raw_db.iter().flat_map(|f| f.descriptors.iter().copied()).collect();
     let rows = (flat.len() / raw_db[0].dim) as i64;
-    let pca = Pca::fit(&tch::Tensor::from_slice(&flat).view([rows, raw_db[0].dim as i64]), 40, false, "test").unwrap();
+    let pca = Pca::fit(
+        &tch::Tensor::from_slice(&flat).view([rows, raw_db[0].dim as i64]),
+        40,
+        false,
+        "efficientnet-lite0:block10",
+    )
+    .unwrap();
     let ex = extractor(Some(pca));
     let db: Vec<_> = raw_db.into_iter().map(|f| ex.reduce(f).unwrap()).collect();
     let queries: Vec<f32> = raw_q.into_iter().flat_map(|f| ex.reduce(f).unwrap().descriptors).collect();
