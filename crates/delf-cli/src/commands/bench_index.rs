@@ -236,8 +236,10 @@ fn retrieval_latency(index: &ShardedIndex, queries: &[f32], dim: usize, args: &B
         descriptors: queries.to_vec(),
         fingerprint: delf_core::Fingerprint("bench".into()),
     };
-    let mut config = delf_search::RetrievalConfig::default();
-    config.search = SearchParams { k: args.k, nprobe: args.nprobe, max_distance: None };
+    let config = delf_search::RetrievalConfig {
+        search: SearchParams { k: args.k, nprobe: args.nprobe, max_distance: None },
+        ..Default::default()
+    };
     let mut runs: Vec<(f64, f64)> = (0..5)
         .map(|_| delf_search::retrieve(index, &query, &config, ScanKernel::detect()).map(|r| (r.ann_ms, r.verify_ms)))
         .collect::<Result<_, _>>()?;
