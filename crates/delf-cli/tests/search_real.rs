@@ -204,4 +204,15 @@ fn bad_inputs_give_clear_errors() {
 
     let out = delf(&["index", "inspect", index.to_str().unwrap()], &[]);
     assert!(text(&out.stdout).contains("live descriptors"), "{}", text(&out.stdout));
+
+    // The HTML report embeds the query thumbnail and one match picture per result, and says "no match" otherwise.
+    let report = dir.path().join("report.html");
+    let q = [photos().join("box_in_scene.png"), photos().join("starry_night.jpg")];
+    let args = ["search", "--index", index.to_str().unwrap(), "--html", report.to_str().unwrap()];
+    let out = delf(&[&args[..], &[q[0].to_str().unwrap(), q[1].to_str().unwrap()]].concat(), &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("no match"), "{}", text(&out.stdout));
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert_eq!(html.matches("data:image/png;base64,").count(), 3, "two query thumbnails and one match picture");
+    assert!(html.contains("box.png") && html.contains("inliers") && html.contains("no match"));
 }

@@ -23,20 +23,7 @@ pub fn search(
     let first = shards.first().ok_or(IndexError::EmptyIndex)?;
     let cb = &first.codebooks;
     for s in &shards[1..] {
-        if s.codebooks.fingerprint() != cb.fingerprint() {
-            return Err(IndexError::FingerprintMismatch {
-                what: "codebooks",
-                expected: cb.fingerprint().to_string(),
-                found: s.codebooks.fingerprint().to_string(),
-            });
-        }
-        if s.info.descriptor_fingerprint != first.info.descriptor_fingerprint {
-            return Err(IndexError::FingerprintMismatch {
-                what: "descriptor (model + PCA)",
-                expected: first.info.descriptor_fingerprint.clone(),
-                found: s.info.descriptor_fingerprint.clone(),
-            });
-        }
+        first.check_same_index(s)?;
     }
     let nq = cb.check_dim(queries, dim)?;
     params.validate(&cb.spec)?;

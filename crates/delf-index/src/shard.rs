@@ -99,6 +99,26 @@ impl Shard {
         Self { codebooks, info, lists, images, keypoints, by_number, by_name, deleted }
     }
 
+    /// Checks that `other` belongs to the same index: same codebooks and same descriptor fingerprint, so their
+    /// distances are comparable and their answers can be merged.
+    pub fn check_same_index(&self, other: &Shard) -> Result<()> {
+        if self.codebooks.fingerprint() != other.codebooks.fingerprint() {
+            return Err(IndexError::FingerprintMismatch {
+                what: "codebooks",
+                expected: self.codebooks.fingerprint().to_string(),
+                found: other.codebooks.fingerprint().to_string(),
+            });
+        }
+        if self.info.descriptor_fingerprint != other.info.descriptor_fingerprint {
+            return Err(IndexError::FingerprintMismatch {
+                what: "descriptor (model + PCA)",
+                expected: self.info.descriptor_fingerprint.clone(),
+                found: other.info.descriptor_fingerprint.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// The codebooks.
     pub fn codebooks(&self) -> &Arc<Codebooks> {
         &self.codebooks

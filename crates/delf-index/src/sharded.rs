@@ -142,21 +142,7 @@ impl ShardedIndex {
                 });
             }
             if let Some(first) = shards.first() {
-                let first: &Shard = first;
-                if first.codebooks.fingerprint() != shard.codebooks.fingerprint() {
-                    return Err(IndexError::FingerprintMismatch {
-                        what: "codebooks",
-                        expected: first.codebooks.fingerprint().to_string(),
-                        found: shard.codebooks.fingerprint().to_string(),
-                    });
-                }
-                if first.info.descriptor_fingerprint != shard.info.descriptor_fingerprint {
-                    return Err(IndexError::FingerprintMismatch {
-                        what: "descriptor (model + PCA)",
-                        expected: first.info.descriptor_fingerprint.clone(),
-                        found: shard.info.descriptor_fingerprint.clone(),
-                    });
-                }
+                Shard::check_same_index(first, &shard)?;
             }
             shards.push(shard);
         }
