@@ -109,6 +109,7 @@ pub fn run(opts: &BuildOptions, config: &Config) -> Result<()> {
         bar.inc();
     }
     timings.push(("extract".to_string(), bar.finish()));
+    let backbone = raw_extractor.backbone().name();
     drop(raw_extractor);
 
     // 2. PCA: given (flag or model.pca), or fitted on the raw descriptors of an even sample of the images.
@@ -128,7 +129,6 @@ pub fn run(opts: &BuildOptions, config: &Config) -> Result<()> {
             bail!("only {rows} descriptors to fit a {}-d PCA: index more (or larger) images", opts.dim);
         }
         let samples = tch::Tensor::from_slice(&flat).view([rows as i64, channels as i64]);
-        let backbone = model::backbone(config, tch::Device::Cpu)?.name();
         Pca::fit(&samples, opts.dim as usize, false, &backbone)?.save(&pca_path)?;
         tracing::info!(images = take, descriptors = rows, "fitted the PCA");
     }
