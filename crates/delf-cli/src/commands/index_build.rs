@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use delf_core::{FeatureSet, Fingerprint, feature_file};
 use delf_index::{Codebooks, IndexSpec, NewImage, SearchParams, ShardedIndex, TrainConfig};
-use delf_model::Pca;
+use delf_model::{Extractor, Pca};
 use delf_search::manifest::{FEATURES_DIR, MANIFEST_FORMAT, PCA_FILE};
 use delf_search::{ImageSource, IndexManifest, SourceImage};
 
@@ -66,98 +66,86 @@ fn write_cache(path: &Path, f: &FeatureSet) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Runs the build.
-pub fn run(opts: &BuildOptions, config: &Config) -> Result<()> {
-    let started = Instant::now();
-    let source = ImageSource::list(&opts.source)?;
-    if opts.shards == 0 {
-        bail!("--shards must be at least 1");
-    }
-    let out = &opts.out;
-    std::fs::create_dir_all(out.join(FEATURES_DIR)).with_context(|| format!("creating {}", out.display()))?;
-    let device = model::device(opts.device.as_deref(), config)?;
-    let settings = config.extract.to_config();
-    let mut timings = Vec::new();
+/// Raw features of the source's images, and what could not be read.
+struct RawFeatures {
+    /// `(image number, features)` in source order.
+    features: Vec<(usize, FeatureSet)>,
+    /// `(image id, reason)` of skipped images.
+    skipped: Vec<(String, String)>,
+    /// How many came from the cache.
+    cached: usize,
+}
 
-    // 1. Raw (pre-PCA) features of every image: one network pass each, cached so a rerun resumes.
-    let raw_extractor = model::extractor(config, settings.clone(), None, device)?;
-    let raw_fp = raw_extractor.raw_fingerprint().clone();
-    let cache_dir = out.join(FEATURES_DIR);
-    let mut raw: Vec<(usize, FeatureSet)> = Vec::with_capacity(source.images.len());
-    let mut skipped = Vec::new();
-    let (mut cached, mut bar) = (0usize, Progress::new("extract", source.images.len()));
+/// Stage 1: raw (pre-PCA) features of every image, one network pass each, cached so that a rerun resumes.
+fn extract_all(source: &ImageSource, cache_dir: &Path, extractor: &Extractor) -> Result<RawFeatures> {
+    let fp = extractor.raw_fingerprint().clone();
+    let mut out = RawFeatures { features: Vec::with_capacity(source.images.len()), skipped: Vec::new(), cached: 0 };
+    let mut bar = Progress::new("extract", source.images.len());
     for (i, im) in source.images.iter().enumerate() {
-        let path = cache_path(&cache_dir, &raw_fp, im);
-        if let Some(f) = read_cache(&path, &raw_fp) {
-            cached += 1;
-            raw.push((i, f));
+        let path = cache_path(cache_dir, &fp, im);
+        if let Some(f) = read_cache(&path, &fp) {
+            out.cached += 1;
+            out.features.push((i, f));
         } else {
             let extracted = model::read_image(&im.path).and_then(|img| {
-                raw_extractor.extract_raw(&img.rgb).with_context(|| format!("extracting {}", im.path.display()))
+                extractor.extract_raw(&img.rgb).with_context(|| format!("extracting {}", im.path.display()))
             });
             match extracted {
                 Ok(f) => {
                     write_cache(&path, &f)?;
-                    raw.push((i, f));
+                    out.features.push((i, f));
                 }
                 Err(e) => {
                     tracing::warn!(image = %im.id, error = %format!("{e:#}"), "skipped");
-                    skipped.push((im.id.clone(), format!("{e:#}")));
+                    out.skipped.push((im.id.clone(), format!("{e:#}")));
                 }
             }
         }
         bar.inc();
     }
-    timings.push(("extract".to_string(), bar.finish()));
-    let backbone = raw_extractor.backbone().name();
-    drop(raw_extractor);
+    bar.finish();
+    Ok(out)
+}
 
-    // 2. PCA: given (flag or model.pca), or fitted on the raw descriptors of an even sample of the images.
-    let pca_path = out.join(PCA_FILE);
-    let t = Instant::now();
-    if let Some(p) = opts.pca.clone().or_else(|| config.model.pca.clone()) {
-        Pca::load(&p).with_context(|| format!("loading PCA {}", p.display()))?;
-        std::fs::copy(&p, &pca_path).with_context(|| format!("copying {} into the index", p.display()))?;
-    } else {
-        let n = raw.len().max(1);
-        let take = opts.pca_sample.clamp(1, n);
-        let flat: Vec<f32> =
-            (0..take).filter_map(|i| raw.get(i * n / take)).flat_map(|(_, f)| f.descriptors.iter().copied()).collect();
-        let channels = raw.first().map_or(1, |(_, f)| f.dim);
-        let rows = flat.len() / channels;
-        if (rows as i64) < opts.dim {
-            bail!("only {rows} descriptors to fit a {}-d PCA: index more (or larger) images", opts.dim);
-        }
-        let samples = tch::Tensor::from_slice(&flat).view([rows as i64, channels as i64]);
-        Pca::fit(&samples, opts.dim as usize, false, &backbone)?.save(&pca_path)?;
-        tracing::info!(images = take, descriptors = rows, "fitted the PCA");
+/// Stage 2: the PCA at `pca_path`: copied from `given`, or fitted on the raw descriptors of an even sample of
+/// `sample` images of `raw`.
+fn prepare_pca(
+    given: Option<&Path>,
+    raw: &[(usize, FeatureSet)],
+    sample: usize,
+    dim: i64,
+    backbone: &str,
+    pca_path: &Path,
+) -> Result<()> {
+    if let Some(p) = given {
+        Pca::load(p).with_context(|| format!("loading PCA {}", p.display()))?;
+        std::fs::copy(p, pca_path).with_context(|| format!("copying {} into the index", p.display()))?;
+        return Ok(());
     }
-    let extractor = model::extractor(config, settings, Some(&pca_path), device)?;
-    let fingerprint = extractor.fingerprint().clone();
-    let features: Vec<(usize, FeatureSet)> =
-        raw.into_iter().map(|(i, f)| Ok((i, extractor.reduce(f)?))).collect::<Result<_>>()?;
-    timings.push(("pca".to_string(), t.elapsed().as_secs_f64()));
-    let total: usize = features.iter().map(|(_, f)| f.len()).sum();
-    if total == 0 {
-        bail!("no features were extracted from {} ({} images skipped)", opts.source, skipped.len());
+    let n = raw.len().max(1);
+    let take = sample.clamp(1, n);
+    let flat: Vec<f32> =
+        (0..take).filter_map(|i| raw.get(i * n / take)).flat_map(|(_, f)| f.descriptors.iter().copied()).collect();
+    let channels = raw.first().map_or(1, |(_, f)| f.dim);
+    let rows = flat.len() / channels;
+    if (rows as i64) < dim {
+        bail!("only {rows} descriptors to fit a {dim}-d PCA: index more (or larger) images");
     }
-    tracing::info!(images = features.len(), cached, skipped = skipped.len(), descriptors = total, "features ready");
+    let samples = tch::Tensor::from_slice(&flat).view([rows as i64, channels as i64]);
+    Pca::fit(&samples, dim as usize, false, backbone)?.save(pca_path)?;
+    tracing::info!(images = take, descriptors = rows, "fitted the PCA");
+    Ok(())
+}
 
-    // 3. Codebooks on every descriptor (k-means subsamples internally).
-    let dim = extractor.dim();
-    let spec = opts.spec.unwrap_or_else(|| IndexSpec::auto(total, dim));
-    let t = Instant::now();
-    let mut all = Vec::with_capacity(total * dim);
-    for (_, f) in &features {
-        all.extend_from_slice(&f.descriptors);
-    }
-    let codebooks = Arc::new(Codebooks::train(&all, dim, spec, &TrainConfig::default())?);
-    drop(all);
-    timings.push(("train".to_string(), t.elapsed().as_secs_f64()));
-
-    // 4. Shards.
-    let t = Instant::now();
-    let mut index = ShardedIndex::new(Arc::clone(&codebooks), fingerprint.as_str(), opts.shards)?;
+/// Stage 4: every image into its shard.
+fn build_shards(
+    features: &[(usize, FeatureSet)],
+    source: &ImageSource,
+    codebooks: &Arc<Codebooks>,
+    fingerprint: &str,
+    shards: u32,
+) -> Result<ShardedIndex> {
+    let mut index = ShardedIndex::new(Arc::clone(codebooks), fingerprint, shards)?;
     let keypoints: Vec<Vec<[f32; 2]>> =
         features.iter().map(|(_, f)| f.keypoints.iter().map(|k| [k.x, k.y]).collect()).collect();
     let batch: Vec<NewImage<'_>> = features
@@ -171,17 +159,67 @@ pub fn run(opts: &BuildOptions, config: &Config) -> Result<()> {
         })
         .collect();
     for chunk in batch.chunks(256) {
-        index.add_images(chunk, dim)?;
+        index.add_images(chunk, codebooks.dim)?;
     }
+    Ok(index)
+}
+
+/// Runs the build.
+pub fn run(opts: &BuildOptions, config: &Config) -> Result<()> {
+    let started = Instant::now();
+    let source = ImageSource::list(&opts.source)?;
+    if opts.shards == 0 {
+        bail!("--shards must be at least 1");
+    }
+    let out = &opts.out;
+    std::fs::create_dir_all(out.join(FEATURES_DIR)).with_context(|| format!("creating {}", out.display()))?;
+    let device = model::device(opts.device.as_deref(), config)?;
+    let settings = config.extract.to_config();
+    let mut timings = Vec::new();
+    let mut stage = |name: &str, t: Instant| timings.push((name.to_string(), t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    let raw_extractor = model::extractor(config, settings.clone(), None, device)?;
+    let RawFeatures { features: raw, skipped, cached } = extract_all(&source, &out.join(FEATURES_DIR), &raw_extractor)?;
+    let backbone = raw_extractor.backbone().name();
+    drop(raw_extractor);
+    stage("extract", t);
+
+    let t = Instant::now();
+    let pca_path = out.join(PCA_FILE);
+    let given = opts.pca.clone().or_else(|| config.model.pca.clone());
+    prepare_pca(given.as_deref(), &raw, opts.pca_sample, opts.dim, &backbone, &pca_path)?;
+    let extractor = model::extractor(config, settings, Some(&pca_path), device)?;
+    let fingerprint = extractor.fingerprint().clone();
+    let features: Vec<(usize, FeatureSet)> =
+        raw.into_iter().map(|(i, f)| Ok((i, extractor.reduce(f)?))).collect::<Result<_>>()?;
+    stage("pca", t);
+    let total: usize = features.iter().map(|(_, f)| f.len()).sum();
+    if total == 0 {
+        bail!("no features were extracted from {} ({} images skipped)", opts.source, skipped.len());
+    }
+    tracing::info!(images = features.len(), cached, skipped = skipped.len(), descriptors = total, "features ready");
+
+    // Stage 3: codebooks on every descriptor (k-means subsamples internally).
+    let t = Instant::now();
+    let dim = extractor.dim();
+    let spec = opts.spec.unwrap_or_else(|| IndexSpec::auto(total, dim));
+    let all: Vec<f32> = features.iter().flat_map(|(_, f)| f.descriptors.iter().copied()).collect();
+    let codebooks = Arc::new(Codebooks::train(&all, dim, spec, &TrainConfig::default())?);
+    drop(all);
+    stage("train", t);
+
+    let t = Instant::now();
+    let index = build_shards(&features, &source, &codebooks, fingerprint.as_str(), opts.shards)?;
     index.save(out)?;
-    timings.push(("build".to_string(), t.elapsed().as_secs_f64()));
+    stage("build", t);
 
     let manifest = IndexManifest {
         format: MANIFEST_FORMAT,
         delf_version: env!("CARGO_PKG_VERSION").to_string(),
         created_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         descriptor_fingerprint: fingerprint.to_string(),
-        model: format!("{} ({}-d after PCA)", extractor.backbone().name(), dim),
+        model: format!("{backbone} ({dim}-d after PCA)"),
         extract: serde_json::to_value(&config.extract)?,
         pca: PCA_FILE.to_string(),
         spec: spec.to_string(),
