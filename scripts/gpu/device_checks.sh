@@ -5,7 +5,8 @@
 #   carry: target-cuda/delf, .cache/delf/models, .cache/delf/data
 # It points LD_LIBRARY_PATH at the machine's preinstalled PyTorch (torch/lib + nvidia/*/lib), checks the device,
 # and runs the extraction benchmark on CUDA (fp32 and fp16 autocast) and on the CPU cores for comparison.
-# SKIP_EXTRACT=1 / SKIP_CPU=1 leave those parts out; QUICKSTART=1 adds the quickstart (index + search) on CUDA.
+# SKIP_EXTRACT=1 / SKIP_HALF=1 / SKIP_CPU=1 leave those parts out; BATCH=N (default 8) sets the batched
+# comparison; QUICKSTART=1 adds the quickstart (index + search) on CUDA.
 # Output: $OUT/device-report.md (or stdout when OUT is unset).
 set -euo pipefail
 BIN=${BIN:-target-cuda/delf}
@@ -21,9 +22,11 @@ report() { if [[ -n "$OUT" ]]; then tee -a "$OUT/device-report.md"; else cat; fi
   echo; echo '```'; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; echo '```'
   echo; echo "## doctor (cuda)"; echo '```'; "$BIN" doctor --device cuda 2>&1; echo '```'
   if [[ ${SKIP_EXTRACT:-0} != 1 ]]; then
-  echo; echo "## bench extract, cuda fp32"; "$BIN" bench extract --device cuda --sizes 512,1024 --runs 3 --decode-threads 8 2>&1
-  # libtorch prints a deprecation warning per autocast toggle (tch uses the old API); keep the report readable.
-  echo; echo "## bench extract, cuda fp16 autocast"; "$BIN" bench extract --device cuda --half --sizes 512,1024 --runs 3 --decode-threads 8 2>&1 | grep -v 'autocast_mode.h'
+  echo; echo "## bench extract, cuda fp32"; "$BIN" bench extract --device cuda --sizes 512,1024 --runs 3 --decode-threads 8 --batch "${BATCH:-8}" 2>&1
+  if [[ ${SKIP_HALF:-0} != 1 ]]; then
+    # libtorch prints a deprecation warning per autocast toggle (tch uses the old API); keep the report readable.
+    echo; echo "## bench extract, cuda fp16 autocast"; "$BIN" bench extract --device cuda --half --sizes 512,1024 --runs 3 --decode-threads 8 2>&1 | grep -v 'autocast_mode.h'
+  fi
   fi
   if [[ ${QUICKSTART:-0} == 1 ]]; then
     echo; echo "## quickstart (index build + search) with extraction on cuda"; echo '```'

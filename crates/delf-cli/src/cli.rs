@@ -149,6 +149,9 @@ pub enum BenchCommand {
         /// CPU threads decoding files for the "from files" column.
         #[arg(long, default_value_t = 4)]
         decode_threads: usize,
+        /// Also compare 1 against this many images per forward pass, on the photos resized to one size.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
     },
 }
 

@@ -155,16 +155,7 @@ impl Extractor {
     /// an index build can extract once, fit the PCA on a sample, then reduce everything without a second pass.
     pub fn extract_raw(&self, rgb: &RgbImage) -> Result<FeatureSet, ModelError> {
         let raw = self.raw_features(rgb)?;
-        let (keypoints, descriptors): (Vec<Keypoint>, Vec<Vec<f32>>) =
-            raw.into_iter().map(|c| (c.keypoint, c.descriptor)).unzip();
-        Ok(FeatureSet {
-            width: rgb.width(),
-            height: rgb.height(),
-            dim: self.backbone.channels() as usize,
-            keypoints,
-            descriptors: descriptors.concat(),
-            fingerprint: self.raw_fingerprint.clone(),
-        })
+        Ok(self.raw_feature_set(rgb, raw))
     }
 
     /// Fingerprint of raw (pre-PCA) features: this extractor's without its PCA.
@@ -201,18 +192,75 @@ impl Extractor {
         Ok(Tensor::from_slice(&flat).view([raw.len() as i64, self.backbone.channels()]))
     }
 
+    /// Extracts the features of several images, running images of the same size through the network together
+    /// (`max_batch` at a time; 1 = one image per forward pass). Each result equals [`Extractor::extract`] of that
+    /// image: batch normalisation is in inference mode, so images in a batch do not influence each other.
+    pub fn extract_batch(&self, images: &[&RgbImage], max_batch: usize) -> Vec<Result<FeatureSet, ModelError>> {
+        let mut out: Vec<Option<Result<FeatureSet, ModelError>>> = images.iter().map(|_| None).collect();
+        let mut groups: Vec<((u32, u32), Vec<usize>)> = Vec::new();
+        for (i, im) in images.iter().enumerate() {
+            match groups.iter_mut().find(|(size, _)| *size == im.dimensions()) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((im.dimensions(), vec![i])),
+            }
+        }
+        for (_, members) in groups {
+            for chunk in members.chunks(max_batch.max(1)) {
+                let batch: Vec<&RgbImage> = chunk.iter().map(|&i| images[i]).collect();
+                match self.raw_features_batch(&batch) {
+                    Ok(per_image) => {
+                        for (&i, raw) in chunk.iter().zip(per_image) {
+                            out[i] = Some(self.reduce(self.raw_feature_set(images[i], raw)));
+                        }
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        for &i in chunk {
+                            out[i] = Some(Err(ModelError::Config(format!("batched extraction failed: {message}"))));
+                        }
+                    }
+                }
+            }
+        }
+        out.into_iter().map(|r| r.unwrap_or_else(|| Err(ModelError::Config("image not extracted".into())))).collect()
+    }
+
+    fn raw_feature_set(&self, rgb: &RgbImage, raw: Vec<Candidate>) -> FeatureSet {
+        let (keypoints, descriptors): (Vec<Keypoint>, Vec<Vec<f32>>) =
+            raw.into_iter().map(|c| (c.keypoint, c.descriptor)).unzip();
+        FeatureSet {
+            width: rgb.width(),
+            height: rgb.height(),
+            dim: self.backbone.channels() as usize,
+            keypoints,
+            descriptors: descriptors.concat(),
+            fingerprint: self.raw_fingerprint.clone(),
+        }
+    }
+
     /// Top-N cells over all pyramid levels, with their raw descriptors L2-normalised (the first step of the
     /// reference post-processing, whether or not a PCA follows).
     fn raw_features(&self, rgb: &RgbImage) -> Result<Vec<Candidate>, ModelError> {
-        let (w, h) = (f64::from(rgb.width()), f64::from(rgb.height()));
+        Ok(self.raw_features_batch(&[rgb])?.pop().unwrap_or_default())
+    }
+
+    /// [`Extractor::raw_features`] of images that all have the same size, one forward pass per pyramid level.
+    fn raw_features_batch(&self, images: &[&RgbImage]) -> Result<Vec<Vec<Candidate>>, ModelError> {
+        let Some(first) = images.first() else { return Ok(Vec::new()) };
+        if images.iter().any(|im| im.dimensions() != first.dimensions()) {
+            return Err(ModelError::Config("a batch must hold images of one size".into()));
+        }
+        let (w, h) = (f64::from(first.width()), f64::from(first.height()));
         let base = match self.config.max_side {
             Some(m) if w.max(h) > f64::from(m) => f64::from(m) / w.max(h),
             _ => 1.0,
         };
-        let image = to_tensor(rgb, self.backbone.normalization(), self.device);
+        let norm = self.backbone.normalization();
+        let batch = Tensor::cat(&images.iter().map(|im| to_tensor(im, norm, self.device)).collect::<Vec<_>>(), 0);
         let layers = self.backbone.layers();
         let keep = self.config.max_features;
-        let mut candidates = Vec::new();
+        let c = self.backbone.channels() as usize;
+        let mut candidates: Vec<Vec<Candidate>> = images.iter().map(|_| Vec::new()).collect();
         tch::no_grad(|| -> Result<(), ModelError> {
             for &s in &self.config.scales {
                 let scale = base * s;
@@ -221,14 +269,14 @@ impl Extractor {
                     continue;
                 }
                 let x = if (sh, sw) == (h as i64, w as i64) {
-                    image.shallow_clone()
+                    batch.shallow_clone()
                 } else {
-                    image.f_upsample_bilinear2d([sh, sw], false, None, None)?
+                    batch.f_upsample_bilinear2d([sh, sw], false, None, None)?
                 };
                 let forward = || {
                     let feats = self.backbone.features(&x);
                     let scores = self.attention.scores(&feats);
-                    (feats.to_kind(Kind::Float), scores.to_kind(Kind::Float).flatten(0, -1))
+                    (feats.to_kind(Kind::Float), scores.to_kind(Kind::Float))
                 };
                 // Only enter autocast when asked: toggling it costs a call and a deprecation warning per level.
                 let (feats, scores) = if self.config.half_precision { tch::autocast(true, forward) } else { forward() };
@@ -237,40 +285,45 @@ impl Extractor {
                 let gx = AxisGeometry::compute(&layers, sw);
                 debug_assert_eq!((gy.cells, gx.cells), (fh, fw));
                 let k = (keep as i64).min(fh * fw);
-                let (top_scores, top_idx) = scores.f_topk(k, 0, true, true)?;
-                let descs = l2_normalize(&feats.squeeze_dim(0).view([-1, fh * fw]).index_select(1, &top_idx).tr());
-                let descs: Vec<f32> = descs.to_device(Device::Cpu).contiguous().flatten(0, -1).try_into()?;
-                let top_scores: Vec<f32> = top_scores.to_device(Device::Cpu).try_into()?;
-                let top_idx: Vec<i64> = top_idx.to_device(Device::Cpu).try_into()?;
-                let c = self.backbone.channels() as usize;
-                for (r, (&score, &cell)) in top_scores.iter().zip(&top_idx).enumerate() {
-                    if self.config.score_threshold.is_some_and(|t| score < t) {
-                        continue;
+                for (b, found) in candidates.iter_mut().enumerate() {
+                    let scores = scores.get(b as i64).flatten(0, -1);
+                    let (top_scores, top_idx) = scores.f_topk(k, 0, true, true)?;
+                    let map = feats.get(b as i64).view([-1, fh * fw]);
+                    let descs = l2_normalize(&map.index_select(1, &top_idx).tr());
+                    let descs: Vec<f32> = descs.to_device(Device::Cpu).contiguous().flatten(0, -1).try_into()?;
+                    let top_scores: Vec<f32> = top_scores.to_device(Device::Cpu).try_into()?;
+                    let top_idx: Vec<i64> = top_idx.to_device(Device::Cpu).try_into()?;
+                    for (r, (&score, &cell)) in top_scores.iter().zip(&top_idx).enumerate() {
+                        if self.config.score_threshold.is_some_and(|t| score < t) {
+                            continue;
+                        }
+                        let (row, col) = (cell / fw, cell % fw);
+                        found.push(Candidate {
+                            keypoint: Keypoint {
+                                x: ((gx.center(col) + 0.5) / scale) as f32,
+                                y: ((gy.center(row) + 0.5) / scale) as f32,
+                                scale: (1.0 / scale) as f32,
+                                score,
+                            },
+                            descriptor: descs[r * c..(r + 1) * c].to_vec(),
+                        });
                     }
-                    let (row, col) = (cell / fw, cell % fw);
-                    candidates.push(Candidate {
-                        keypoint: Keypoint {
-                            x: ((gx.center(col) + 0.5) / scale) as f32,
-                            y: ((gy.center(row) + 0.5) / scale) as f32,
-                            scale: (1.0 / scale) as f32,
-                            score,
-                        },
-                        descriptor: descs[r * c..(r + 1) * c].to_vec(),
-                    });
                 }
             }
             Ok(())
         })?;
-        // Highest score first; ties broken by position so the order is deterministic.
-        candidates.sort_by(|a, b| {
-            b.keypoint
-                .score
-                .total_cmp(&a.keypoint.score)
-                .then(a.keypoint.scale.total_cmp(&b.keypoint.scale))
-                .then(a.keypoint.y.total_cmp(&b.keypoint.y))
-                .then(a.keypoint.x.total_cmp(&b.keypoint.x))
-        });
-        candidates.truncate(keep);
+        for found in &mut candidates {
+            // Highest score first; ties broken by position so the order is deterministic.
+            found.sort_by(|a, b| {
+                b.keypoint
+                    .score
+                    .total_cmp(&a.keypoint.score)
+                    .then(a.keypoint.scale.total_cmp(&b.keypoint.scale))
+                    .then(a.keypoint.y.total_cmp(&b.keypoint.y))
+                    .then(a.keypoint.x.total_cmp(&b.keypoint.x))
+            });
+            found.truncate(keep);
+        }
         Ok(candidates)
     }
 }

@@ -68,6 +68,32 @@ fn extraction_is_deterministic_on_cpu() {
 }
 
 #[test]
+fn batched_extraction_matches_one_image_at_a_time() {
+    let ex = extractor(LiteBackbone::DEFAULT_TAP, ExtractConfig { max_side: Some(320), ..Default::default() });
+    let a = photo("box.png");
+    let flipped = image::imageops::flip_horizontal(&a);
+    let other = photo("graf1.png");
+    let batch = ex.extract_batch(&[&a, &other, &flipped], 8);
+    assert_eq!(batch.len(), 3);
+    for (got, img) in batch.into_iter().zip([&a, &other, &flipped]) {
+        let got = got.unwrap();
+        let want = ex.extract(img).unwrap();
+        // Same keypoints in the same order; descriptors equal up to the last bits of a batched convolution.
+        assert_eq!(got.keypoints.len(), want.keypoints.len());
+        let same_points = got.keypoints.iter().zip(&want.keypoints).filter(|(g, w)| (g.x, g.y) == (w.x, w.y)).count();
+        assert!(same_points as f64 >= 0.99 * want.len() as f64, "{same_points} of {}", want.len());
+        let worst = got.descriptors.iter().zip(&want.descriptors).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
+        println!(
+            "{}x{}: {same_points}/{} keypoints identical, max descriptor difference {worst:e}",
+            img.width(),
+            img.height(),
+            want.len()
+        );
+        assert!(worst < 1e-4, "{worst}");
+    }
+}
+
+#[test]
 fn pyramid_and_top_n() {
     let config = ExtractConfig { max_side: Some(400), max_features: 300, ..Default::default() };
     let ex = extractor(LiteBackbone::DEFAULT_TAP, config.clone());

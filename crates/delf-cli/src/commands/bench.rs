@@ -32,8 +32,17 @@ pub fn run(command: &BenchCommand, config: &Config) -> Result<()> {
                 project: *project,
             })
         }
-        BenchCommand::Extract { images, sizes, runs, device, half, decode_threads } => {
-            crate::commands::bench_extract::run(images, sizes, *runs, device.as_deref(), *half, *decode_threads, config)
+        BenchCommand::Extract { images, sizes, runs, device, half, decode_threads, batch } => {
+            let opts = crate::commands::bench_extract::ExtractBench {
+                images: images.clone(),
+                sizes: sizes.clone(),
+                runs: *runs,
+                device: device.clone(),
+                half: *half,
+                decode_threads: *decode_threads,
+                batch: *batch,
+            };
+            crate::commands::bench_extract::run(&opts, config)
         }
     }
 }

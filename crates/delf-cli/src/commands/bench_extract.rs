@@ -68,16 +68,74 @@ fn pipelined(extractor: &delf_model::Extractor, paths: &[PathBuf], runs: usize, 
     Ok(jobs.len() as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Runs the benchmark and prints a table.
-pub fn run(
-    images: &[PathBuf],
+/// Images/s of one image per forward pass against `batch` images per forward pass, on a uniform-size corpus made
+/// by resizing every photo to `size x 3/4 size` (batches group images of equal size; photos of mixed sizes would
+/// not batch).
+fn batched(
+    decoded: &[delf_image::DecodedImage],
     sizes: &[u32],
     runs: usize,
-    device: Option<&str>,
+    batch: usize,
     half: bool,
-    decode_threads: usize,
+    dev: tch::Device,
     config: &Config,
 ) -> Result<()> {
+    println!("\n| max side | uniform size | batch | images/s |");
+    println!("|---|---|---|---|");
+    for &size in sizes {
+        let (w, h) = (size, size * 3 / 4);
+        let corpus: Vec<image::RgbImage> = decoded
+            .iter()
+            .map(|d| image::imageops::resize(&d.rgb, w, h, image::imageops::FilterType::Triangle))
+            .collect();
+        let refs: Vec<&image::RgbImage> = corpus.iter().collect();
+        let mut settings = config.extract.to_config();
+        settings.max_side = Some(size);
+        settings.half_precision = half;
+        let extractor = model::extractor(config, settings, None, dev)?;
+        for b in [1, batch] {
+            for r in extractor.extract_batch(&refs, b) {
+                r?; // warm-up, and every error surfaces
+            }
+            let start = Instant::now();
+            for _ in 0..runs {
+                for r in extractor.extract_batch(&refs, b) {
+                    r?;
+                }
+            }
+            if let tch::Device::Cuda(i) = dev {
+                tch::Cuda::synchronize(i as i64);
+            }
+            let rate = (runs * refs.len()) as f64 / start.elapsed().as_secs_f64();
+            println!("| {size} | {w}x{h} | {b} | {rate:.2} |");
+        }
+    }
+    Ok(())
+}
+
+/// What `delf bench extract` measures.
+#[derive(Debug, Clone)]
+pub struct ExtractBench {
+    /// Photos (empty: the 12 largest opencv-doc photos).
+    pub images: Vec<PathBuf>,
+    /// Maximum sides.
+    pub sizes: Vec<u32>,
+    /// Passes over the photos.
+    pub runs: usize,
+    /// Device flag.
+    pub device: Option<String>,
+    /// fp16 autocast.
+    pub half: bool,
+    /// Decode threads of the "from files" column.
+    pub decode_threads: usize,
+    /// Images per forward pass to compare with 1 (1 = no comparison).
+    pub batch: usize,
+}
+
+/// Runs the benchmark and prints a table.
+pub fn run(opts: &ExtractBench, config: &Config) -> Result<()> {
+    let ExtractBench { images, sizes, runs, device, half, decode_threads, batch } = opts;
+    let (runs, half, decode_threads, batch, device) = (*runs, *half, *decode_threads, *batch, device.as_deref());
     let images = if images.is_empty() { default_photos(config)? } else { images.to_vec() };
     if images.is_empty() || sizes.is_empty() || runs == 0 {
         bail!("need at least one image, one size and one run");
@@ -131,6 +189,9 @@ pub fn run(
         let from_files = pipelined(&extractor, &images, runs, decode_threads.max(1))?;
         let peak = peak_rss_mib().map_or("n/a".to_string(), |m| format!("{m:.0}"));
         println!("| {size} | {n} | {:.2} | {:.0} | {from_files:.2} | {peak} |", n as f64 / secs, secs * 1e3 / n as f64);
+    }
+    if batch > 1 {
+        batched(&decoded, sizes, runs, batch, half, dev, config)?;
     }
     if !resettable {
         println!("(peak RSS could not be reset between sizes: each figure is the peak so far)");
