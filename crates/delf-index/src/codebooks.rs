@@ -58,11 +58,7 @@ impl Codebooks {
         // PQ trains on at most ksub * max_points_per_centroid vectors (of residuals when encoding residuals).
         let cap = spec.ksub() * config.pq.max_points_per_centroid.max(1);
         let mut rng = delf_core::rng::SplitMix64(config.pq.seed ^ 0x9E37);
-        let pick = kmeans::sample_indices(n, cap, &mut rng);
-        let mut sample: Vec<f32> = Vec::with_capacity(pick.len() * dim);
-        for &i in &pick {
-            sample.extend_from_slice(&data[i as usize * dim..][..dim]);
-        }
+        let mut sample = kmeans::gather(data, dim, &kmeans::sample_indices(n, cap, &mut rng));
         if spec.residual {
             let (ids, _) = nearest_centroids(&sample, &coarse, &coarse_norms, dim, 1);
             for (x, &c) in sample.chunks_exact_mut(dim).zip(&ids) {

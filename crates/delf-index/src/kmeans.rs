@@ -38,7 +38,8 @@ pub(crate) fn sample_indices(n: usize, m: usize, rng: &mut SplitMix64) -> Vec<u3
     all
 }
 
-fn gather(data: &[f32], dim: usize, idx: &[u32]) -> Vec<f32> {
+/// The rows `idx` of `data`, copied into one buffer.
+pub(crate) fn gather(data: &[f32], dim: usize, idx: &[u32]) -> Vec<f32> {
     let mut out = Vec::with_capacity(idx.len() * dim);
     for &i in idx {
         out.extend_from_slice(&data[i as usize * dim..][..dim]);

@@ -36,7 +36,7 @@ pub fn search(
     let nprobe = params.nprobe;
     let (probes, _) = cb.probe(queries, nprobe);
     let qtables: Vec<Vec<f32>> = queries.par_chunks_exact(dim).map(|q| cb.query_table(q)).collect();
-    let ctx = Ctx { shards, cb, queries, dim, qtables: &qtables, kernel, k: params.k };
+    let ctx = Ctx { shards, cb, queries, dim, qtables: &qtables, kernel };
     let max_d2 = params.max_distance.map_or(f32::INFINITY, |d| d * d);
 
     // Phase 1: every query descriptor scans its nearest cell. Each query has exactly one, so the lists are split
@@ -133,7 +133,6 @@ struct Ctx<'a> {
     dim: usize,
     qtables: &'a [Vec<f32>],
     kernel: ScanKernel,
-    k: usize,
 }
 
 impl Ctx<'_> {
@@ -153,7 +152,6 @@ impl Ctx<'_> {
         }
         let base = self.cb.list_base(&self.queries[q * self.dim..][..self.dim], l);
         let m = self.cb.spec.code_bytes();
-        debug_assert_eq!(top_k(top), self.k);
         for shard in self.shards {
             let list = &shard.lists[l];
             if list.len == 0 {
@@ -172,10 +170,6 @@ impl Ctx<'_> {
             }
         }
     }
-}
-
-fn top_k(top: &TopK) -> usize {
-    top.capacity()
 }
 
 /// Database rows compared per SGEMM block in [`exact_search`].

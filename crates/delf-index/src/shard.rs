@@ -178,7 +178,9 @@ impl Shard {
     /// Every keypoint of image `number`.
     pub fn keypoints_of(&self, number: u32) -> Option<Vec<[f32; 2]>> {
         let e = self.image(number)?;
-        (0..e.features).map(|f| self.keypoint(number, f as u16)).collect()
+        let start = e.keypoint_offset as usize * 2;
+        let kp = self.keypoints.as_slice().get(start..start + e.features as usize * 2)?;
+        Some(kp.chunks_exact(2).map(|p| [f32::from(p[0]) / 2.0, f32::from(p[1]) / 2.0]).collect())
     }
 
     /// Memory of the searchable data divided by live descriptors: code + ids + keypoint bytes.

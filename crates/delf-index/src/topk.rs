@@ -60,11 +60,6 @@ impl TopK {
         Self { k, heap: BinaryHeap::with_capacity(k + 1) }
     }
 
-    /// The `k` this list keeps.
-    pub fn capacity(&self) -> usize {
-        self.k
-    }
-
     /// Distance a candidate must beat (or tie and win on ids) to enter; infinity while not full.
     #[inline]
     pub fn threshold(&self) -> f32 {

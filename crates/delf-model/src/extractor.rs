@@ -187,9 +187,8 @@ impl Extractor {
 
     /// Raw (un-reduced) L2-normalised descriptors of a sample of images, for fitting a PCA: `[N, C]`.
     pub fn raw_descriptors(&self, rgb: &RgbImage) -> Result<Tensor, ModelError> {
-        let raw = self.raw_features(rgb)?;
-        let flat: Vec<f32> = raw.iter().flat_map(|c| c.descriptor.iter().copied()).collect();
-        Ok(Tensor::from_slice(&flat).view([raw.len() as i64, self.backbone.channels()]))
+        let raw = self.extract_raw(rgb)?;
+        Ok(Tensor::from_slice(&raw.descriptors).view([raw.len() as i64, raw.dim as i64]))
     }
 
     /// Extracts the features of several images, running images of the same size through the network together
