@@ -101,58 +101,66 @@ pub enum BenchCommand {
         python: String,
     },
     /// IVF-PQ training, encoding, batched search and recall against exact search, beside FAISS IndexIVFPQ.
-    Index {
-        /// Vectors as a .npy float32 array; the last --queries rows are held out as queries (default: synthetic).
-        #[arg(long)]
-        vectors: Option<PathBuf>,
-        /// Size of the synthetic database when no file is given.
-        #[arg(long, default_value_t = 1_000_000)]
-        synthetic: usize,
-        /// Index structure, e.g. IVF4096,PQ20x8r (default: chosen from the database size).
-        #[arg(long)]
-        spec: Option<String>,
-        /// Cells probed per query descriptor.
-        #[arg(long, default_value_t = 16)]
-        nprobe: usize,
-        /// Neighbours per query descriptor.
-        #[arg(long, default_value_t = 60)]
-        k: usize,
-        /// Query descriptors, searched as one batch (a query image has about 1000).
-        #[arg(long, default_value_t = 1000)]
-        queries: usize,
-        /// Threads for every stage, ours and FAISS's.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        /// Database size to project the measured per-code cost to.
-        #[arg(long, default_value_t = 100_000_000)]
-        project: usize,
-        /// Python with faiss-cpu for the baseline (scripts/setup.sh installs one); `none` skips it.
-        #[arg(long, env = "DELFRS_PYTHON", default_value = ".cache/venv/bin/python")]
-        python: String,
-    },
+    Index(BenchIndexArgs),
     /// Extraction images/s and peak memory per maximum image side, on real photos.
-    Extract {
-        /// Photos to extract (default: the 12 largest opencv-doc photos in the data folder).
-        images: Vec<PathBuf>,
-        /// Maximum image sides to measure.
-        #[arg(long, value_delimiter = ',', default_value = "512,1024")]
-        sizes: Vec<u32>,
-        /// Passes over the photos per size (after one warm-up image).
-        #[arg(long, default_value_t = 1)]
-        runs: usize,
-        /// Device to run on: cpu, cuda, cuda:N or auto.
-        #[arg(long)]
-        device: Option<String>,
-        /// Half precision (fp16 autocast; CUDA only).
-        #[arg(long)]
-        half: bool,
-        /// CPU threads decoding files for the "from files" column.
-        #[arg(long, default_value_t = 4)]
-        decode_threads: usize,
-        /// Also compare 1 against this many images per forward pass, on the photos resized to one size.
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-    },
+    Extract(BenchExtractArgs),
+}
+
+/// `delf bench index`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchIndexArgs {
+    /// Vectors as a .npy float32 array; the last --queries rows are held out as queries (default: synthetic).
+    #[arg(long)]
+    pub vectors: Option<PathBuf>,
+    /// Size of the synthetic database when no file is given.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub synthetic: usize,
+    /// Index structure, e.g. IVF4096,PQ20x8r (default: chosen from the database size).
+    #[arg(long)]
+    pub spec: Option<String>,
+    /// Cells probed per query descriptor.
+    #[arg(long, default_value_t = 16)]
+    pub nprobe: usize,
+    /// Neighbours per query descriptor.
+    #[arg(long, default_value_t = 60)]
+    pub k: usize,
+    /// Query descriptors, searched as one batch (a query image has about 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub queries: usize,
+    /// Threads for every stage, ours and FAISS's.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Database size to project the measured per-code cost to.
+    #[arg(long, default_value_t = 100_000_000)]
+    pub project: usize,
+    /// Python with faiss-cpu for the baseline (scripts/setup.sh installs one); `none` skips it.
+    #[arg(long, env = "DELFRS_PYTHON", default_value = ".cache/venv/bin/python")]
+    pub python: String,
+}
+
+/// `delf bench extract`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchExtractArgs {
+    /// Photos to extract (default: the 12 largest opencv-doc photos in the data folder).
+    pub images: Vec<PathBuf>,
+    /// Maximum image sides to measure.
+    #[arg(long, value_delimiter = ',', default_value = "512,1024")]
+    pub sizes: Vec<u32>,
+    /// Passes over the photos per size (after one warm-up image).
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Device to run on: cpu, cuda, cuda:N or auto.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Half precision (fp16 autocast; CUDA only).
+    #[arg(long)]
+    pub half: bool,
+    /// CPU threads decoding files for the "from files" column.
+    #[arg(long, default_value_t = 4)]
+    pub decode_threads: usize,
+    /// Also compare 1 against this many images per forward pass, on the photos resized to one size.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
 }
 
 /// `delf doctor`.
@@ -228,39 +236,43 @@ pub enum PcaCommand {
 #[derive(Debug, Subcommand)]
 pub enum IndexCommand {
     /// Build an index from a folder or an image list: extract (resumable), fit the PCA, train, shard, manifest.
-    Build {
-        /// Folder (searched recursively) or text list of image paths; object-store prefixes arrive with issue 7.
-        source: String,
-        /// Index directory to write (also holds the extraction cache, so a rerun resumes).
-        #[arg(long)]
-        out: PathBuf,
-        /// Number of shards (image n goes to shard n % shards).
-        #[arg(long, default_value_t = 1)]
-        shards: u32,
-        /// Index structure, e.g. IVF256,PQ20x8r (default: chosen from the number of descriptors).
-        #[arg(long)]
-        spec: Option<String>,
-        /// Use this fitted PCA instead of fitting one (default: model.pca, else fit on a sample).
-        #[arg(long, value_name = "FILE")]
-        pca: Option<PathBuf>,
-        /// Images sampled evenly to fit the PCA.
-        #[arg(long, default_value_t = 50)]
-        pca_sample: usize,
-        /// Descriptor dimensions after PCA.
-        #[arg(long, default_value_t = 40)]
-        dim: i64,
-        /// Cells probed per query descriptor, stored as the index's default.
-        #[arg(long, default_value_t = 16)]
-        nprobe: usize,
-        /// Device to run on: cpu, cuda, cuda:N or auto.
-        #[arg(long)]
-        device: Option<String>,
-    },
+    Build(IndexBuildArgs),
     /// Print an index's manifest, parameters and sizes.
     Inspect {
         /// Index directory.
         index: PathBuf,
     },
+}
+
+/// `delf index build`.
+#[derive(Debug, Clone, Args)]
+pub struct IndexBuildArgs {
+    /// Folder (searched recursively) or text list of image paths; object-store prefixes arrive with issue 7.
+    pub source: String,
+    /// Index directory to write (also holds the extraction cache, so a rerun resumes).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of shards (image n goes to shard n % shards).
+    #[arg(long, default_value_t = 1)]
+    pub shards: u32,
+    /// Index structure, e.g. IVF256,PQ20x8r (default: chosen from the number of descriptors).
+    #[arg(long)]
+    pub spec: Option<String>,
+    /// Use this fitted PCA instead of fitting one (default: model.pca, else fit on a sample).
+    #[arg(long, value_name = "FILE")]
+    pub pca: Option<PathBuf>,
+    /// Images sampled evenly to fit the PCA.
+    #[arg(long, default_value_t = 50)]
+    pub pca_sample: usize,
+    /// Descriptor dimensions after PCA.
+    #[arg(long, default_value_t = 40)]
+    pub dim: i64,
+    /// Cells probed per query descriptor, stored as the index's default.
+    #[arg(long, default_value_t = 16)]
+    pub nprobe: usize,
+    /// Device to run on: cpu, cuda, cuda:N or auto.
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 /// `delf search`.

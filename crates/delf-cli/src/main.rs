@@ -59,7 +59,7 @@ fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
         Command::Pca(command) => commands::pca::run(command, config),
         Command::Match(args) => commands::matching::run(args, config),
         Command::Index(command) => commands::index(command, config),
-        Command::Search(args) => commands::search(args, config),
+        Command::Search(args) => commands::search::run(args, config),
         Command::Serve(_) => pending("serve", 8),
         Command::Train(_) => pending("train", 10),
         Command::Bench(command) => commands::bench::run(command, config),

@@ -19,31 +19,8 @@ pub fn run(command: &BenchCommand, config: &Config) -> Result<()> {
         BenchCommand::Verify { matches, outliers, scenes, runs, python } => {
             verify(*matches, *outliers, *scenes, *runs, python)
         }
-        BenchCommand::Index { vectors, synthetic, spec, nprobe, k, queries, threads, project, python } => {
-            crate::commands::bench_index::run(&crate::commands::bench_index::BenchIndexArgs {
-                vectors: vectors.clone(),
-                synthetic: *synthetic,
-                spec: spec.as_deref().map(str::parse).transpose()?,
-                nprobe: *nprobe,
-                k: *k,
-                queries: *queries,
-                threads: *threads,
-                python: python.clone(),
-                project: *project,
-            })
-        }
-        BenchCommand::Extract { images, sizes, runs, device, half, decode_threads, batch } => {
-            let opts = crate::commands::bench_extract::ExtractBench {
-                images: images.clone(),
-                sizes: sizes.clone(),
-                runs: *runs,
-                device: device.clone(),
-                half: *half,
-                decode_threads: *decode_threads,
-                batch: *batch,
-            };
-            crate::commands::bench_extract::run(&opts, config)
-        }
+        BenchCommand::Index(args) => crate::commands::bench_index::run(args),
+        BenchCommand::Extract(args) => crate::commands::bench_extract::run(args, config),
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::mpsc;
 
 use anyhow::{Context, Result, bail};
 
+use crate::cli::BenchExtractArgs;
 use crate::commands::model;
 use crate::config::Config;
 
@@ -113,28 +114,9 @@ fn batched(
     Ok(())
 }
 
-/// What `delf bench extract` measures.
-#[derive(Debug, Clone)]
-pub struct ExtractBench {
-    /// Photos (empty: the 12 largest opencv-doc photos).
-    pub images: Vec<PathBuf>,
-    /// Maximum sides.
-    pub sizes: Vec<u32>,
-    /// Passes over the photos.
-    pub runs: usize,
-    /// Device flag.
-    pub device: Option<String>,
-    /// fp16 autocast.
-    pub half: bool,
-    /// Decode threads of the "from files" column.
-    pub decode_threads: usize,
-    /// Images per forward pass to compare with 1 (1 = no comparison).
-    pub batch: usize,
-}
-
 /// Runs the benchmark and prints a table.
-pub fn run(opts: &ExtractBench, config: &Config) -> Result<()> {
-    let ExtractBench { images, sizes, runs, device, half, decode_threads, batch } = opts;
+pub fn run(opts: &BenchExtractArgs, config: &Config) -> Result<()> {
+    let BenchExtractArgs { images, sizes, runs, device, half, decode_threads, batch } = opts;
     let (runs, half, decode_threads, batch, device) = (*runs, *half, *decode_threads, *batch, device.as_deref());
     let images = if images.is_empty() { default_photos(config)? } else { images.to_vec() };
     if images.is_empty() || sizes.is_empty() || runs == 0 {

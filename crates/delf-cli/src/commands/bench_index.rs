@@ -2,7 +2,7 @@
 //! per descriptor of our IVF-PQ, beside FAISS `IndexIVFPQ` on the same vectors, parameters and threads, plus a
 //! projection to a larger index from the measured cost per scanned code.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,31 +13,10 @@ use delf_index::{
     TrainConfig, exact_search, npy,
 };
 
+use crate::cli::BenchIndexArgs;
+
 /// Vectors per pseudo-image when adding (feature numbers are u16).
 const PER_IMAGE: usize = 1000;
-
-/// What to measure.
-#[derive(Debug, Clone)]
-pub struct BenchIndexArgs {
-    /// `.npy` float32 vectors (the last `queries` rows are held out as queries); `None` = synthetic.
-    pub vectors: Option<PathBuf>,
-    /// Synthetic database size when no file is given.
-    pub synthetic: usize,
-    /// Index structure; `None` = [`IndexSpec::auto`].
-    pub spec: Option<IndexSpec>,
-    /// Cells probed per query descriptor.
-    pub nprobe: usize,
-    /// Neighbours per query descriptor.
-    pub k: usize,
-    /// Query descriptors, searched as one batch (one query image is about 1000).
-    pub queries: usize,
-    /// Threads for every stage, ours and FAISS's.
-    pub threads: usize,
-    /// Python with faiss-cpu, or `none`.
-    pub python: String,
-    /// Database size to project to.
-    pub project: usize,
-}
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
     let t = Instant::now();
@@ -83,7 +62,8 @@ pub fn run(args: &BenchIndexArgs) -> Result<()> {
 fn run_in_pool(args: &BenchIndexArgs) -> Result<()> {
     let (base, queries, dim, label) = load(args)?;
     let n = base.len() / dim;
-    let spec = args.spec.unwrap_or_else(|| IndexSpec::auto(n, dim));
+    let spec: Option<IndexSpec> = args.spec.as_deref().map(str::parse).transpose()?;
+    let spec = spec.unwrap_or_else(|| IndexSpec::auto(n, dim));
     spec.validate(dim)?;
     let params = SearchParams { k: args.k, nprobe: args.nprobe, max_distance: None };
     params.validate(&spec)?;

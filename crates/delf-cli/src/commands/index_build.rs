@@ -12,32 +12,10 @@ use delf_model::{Extractor, Pca};
 use delf_search::manifest::{FEATURES_DIR, MANIFEST_FORMAT, PCA_FILE};
 use delf_search::{ImageSource, IndexManifest, SourceImage};
 
+use crate::cli::IndexBuildArgs;
 use crate::commands::model;
 use crate::config::Config;
 use crate::progress::Progress;
-
-/// Options of `delf index build`.
-#[derive(Debug, Clone)]
-pub struct BuildOptions {
-    /// Folder or list file.
-    pub source: String,
-    /// Index folder.
-    pub out: PathBuf,
-    /// Shards.
-    pub shards: u32,
-    /// Index structure (default: from the descriptor count).
-    pub spec: Option<IndexSpec>,
-    /// A fitted PCA to use instead of fitting one.
-    pub pca: Option<PathBuf>,
-    /// Images sampled (evenly) to fit the PCA.
-    pub pca_sample: usize,
-    /// PCA output dimensions.
-    pub dim: i64,
-    /// Cells probed per query descriptor by default.
-    pub nprobe: usize,
-    /// Device.
-    pub device: Option<String>,
-}
 
 /// Cache file of one image's features: keyed by descriptor fingerprint, id, size and modification time, so a
 /// changed file, model or PCA is re-extracted and an unchanged one is not.
@@ -165,7 +143,8 @@ fn build_shards(
 }
 
 /// Runs the build.
-pub fn run(opts: &BuildOptions, config: &Config) -> Result<()> {
+pub fn run(opts: &IndexBuildArgs, config: &Config) -> Result<()> {
+    let spec: Option<IndexSpec> = opts.spec.as_deref().map(str::parse).transpose()?;
     let started = Instant::now();
     let source = ImageSource::list(&opts.source)?;
     if opts.shards == 0 {
@@ -203,7 +182,7 @@ pub fn run(opts: &BuildOptions, config: &Config) -> Result<()> {
     // Stage 3: codebooks on every descriptor (k-means subsamples internally).
     let t = Instant::now();
     let dim = extractor.dim();
-    let spec = opts.spec.unwrap_or_else(|| IndexSpec::auto(total, dim));
+    let spec = spec.unwrap_or_else(|| IndexSpec::auto(total, dim));
     let all: Vec<f32> = features.iter().flat_map(|(_, f)| f.descriptors.iter().copied()).collect();
     let codebooks = Arc::new(Codebooks::train(&all, dim, spec, &TrainConfig::default())?);
     drop(all);

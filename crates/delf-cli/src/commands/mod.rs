@@ -14,26 +14,13 @@ pub mod search_report;
 
 use anyhow::Result;
 
-use crate::cli::{IndexCommand, SearchArgs};
+use crate::cli::IndexCommand;
 use crate::config::Config;
 
 /// `delf index ...`.
 pub fn index(command: &IndexCommand, config: &Config) -> Result<()> {
     match command {
-        IndexCommand::Build { source, out, shards, spec, pca, pca_sample, dim, nprobe, device } => index_build::run(
-            &index_build::BuildOptions {
-                source: source.clone(),
-                out: out.clone(),
-                shards: *shards,
-                spec: spec.as_deref().map(str::parse).transpose()?,
-                pca: pca.clone(),
-                pca_sample: *pca_sample,
-                dim: *dim,
-                nprobe: *nprobe,
-                device: device.clone(),
-            },
-            config,
-        ),
+        IndexCommand::Build(args) => index_build::run(args, config),
         IndexCommand::Inspect { index } => inspect(index),
     }
 }
@@ -55,22 +42,4 @@ fn inspect(dir: &std::path::Path) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// `delf search`.
-pub fn search(args: &SearchArgs, config: &Config) -> Result<()> {
-    search::run(
-        &search::SearchOptions {
-            index: args.index.clone(),
-            queries: args.queries.clone(),
-            top: args.top,
-            candidates: args.candidates,
-            nprobe: args.nprobe,
-            min_inliers: args.min_inliers,
-            json: args.json,
-            html: args.html.clone(),
-            device: args.device.clone(),
-        },
-        config,
-    )
 }

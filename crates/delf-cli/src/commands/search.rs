@@ -10,31 +10,9 @@ use delf_index::ScanKernel;
 use delf_search::manifest::PCA_FILE;
 use delf_search::{IndexManifest, Retrieval, RetrievalConfig, retrieve};
 
+use crate::cli::SearchArgs;
 use crate::commands::{model, search_report};
 use crate::config::{Config, ExtractSettings};
-
-/// Options of `delf search`.
-#[derive(Debug, Clone)]
-pub struct SearchOptions {
-    /// Index folder.
-    pub index: PathBuf,
-    /// Query images.
-    pub queries: Vec<PathBuf>,
-    /// Results per query.
-    pub top: usize,
-    /// Candidates verified (default: `search.candidates`).
-    pub candidates: Option<usize>,
-    /// Cells probed (default: the manifest's).
-    pub nprobe: Option<usize>,
-    /// Inliers needed for a match (default: the verification policy's).
-    pub min_inliers: Option<usize>,
-    /// JSON lines on stdout.
-    pub json: bool,
-    /// HTML report path.
-    pub html: Option<PathBuf>,
-    /// Device.
-    pub device: Option<String>,
-}
 
 /// One query's outcome, kept for the report.
 pub struct QueryOutcome {
@@ -45,7 +23,7 @@ pub struct QueryOutcome {
 }
 
 /// Runs the search; a query that cannot be read is reported and the others still run (then exit code 3).
-pub fn run(opts: &SearchOptions, config: &Config) -> Result<()> {
+pub fn run(opts: &SearchArgs, config: &Config) -> Result<()> {
     let manifest = IndexManifest::load(&opts.index)?;
     let index = manifest.open_index(&opts.index)?;
     let settings: ExtractSettings = serde_json::from_value(manifest.extract.clone())
