@@ -42,6 +42,7 @@ pub fn to_url(uri: &str) -> Result<Url, StoreError> {
 #[derive(Default)]
 pub struct Stores {
     by_root: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+    options: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -57,6 +58,12 @@ impl Stores {
         Self::default()
     }
 
+    /// A set whose cloud stores take these settings (keys as the environment variables above) over the
+    /// environment's.
+    pub fn with_options(options: Vec<(String, String)>) -> Self {
+        Self { by_root: Mutex::default(), options }
+    }
+
     /// The store holding `uri` and the object path inside it.
     pub fn resolve(&self, uri: &str) -> Result<(Arc<dyn ObjectStore>, Path, String), StoreError> {
         let url = to_url(uri)?;
@@ -70,7 +77,8 @@ impl Stores {
         let store = match map.get(&root) {
             Some(s) => Arc::clone(s),
             None => {
-                let options = std::env::vars().filter(|(k, _)| ENV_PREFIXES.iter().any(|p| k.starts_with(p)));
+                let env = std::env::vars().filter(|(k, _)| ENV_PREFIXES.iter().any(|p| k.starts_with(p)));
+                let options = env.chain(self.options.iter().cloned());
                 let (store, _) = object_store::parse_url_opts(&url, options).map_err(|e| bad(e.to_string()))?;
                 let store: Arc<dyn ObjectStore> = Arc::from(store);
                 map.insert(root.clone(), Arc::clone(&store));
