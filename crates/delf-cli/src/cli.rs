@@ -56,6 +56,9 @@ pub enum Command {
     Config,
     /// Extract DELF features (keypoints, scales, attention, 40-d descriptors) from images.
     Extract(ExtractArgs),
+    /// Inspect Parquet feature shards written by `delf extract --list`.
+    #[command(subcommand)]
+    Features(FeaturesCommand),
     /// Fit the descriptor PCA on sample images.
     #[command(subcommand)]
     Pca(PcaCommand),
@@ -180,21 +183,25 @@ pub struct ExtractArgs {
     /// Images to extract.
     #[arg(required_unless_present = "list")]
     pub images: Vec<PathBuf>,
-    /// An image list (text, CSV or Parquet with image_id,uri) to extract in batch.
-    #[arg(long, value_name = "URI")]
+    /// An image list to extract in batch into Parquet feature shards: a path or URI (s3://, gs://, az://) of a
+    /// text (one path/URI per line), CSV or Parquet (image_id,uri columns) list.
+    #[arg(long, value_name = "URI", requires = "out", conflicts_with = "images")]
     pub list: Option<String>,
-    /// Output file or object-store prefix for Parquet feature shards.
-    #[arg(long, value_name = "PATH")]
+    /// With --list: the output prefix (path or URI) of the job. Without: a JSON-lines file of the features.
+    #[arg(long, value_name = "PREFIX")]
     pub out: Option<String>,
     /// Print features as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// This worker's shard of the list (Kubernetes Indexed Jobs: JOB_COMPLETION_INDEX).
-    #[arg(long, env = "JOB_COMPLETION_INDEX")]
+    /// This worker's share of the units (Kubernetes Indexed Jobs: JOB_COMPLETION_INDEX). Without it, workers claim
+    /// free units dynamically.
+    #[arg(long, env = "JOB_COMPLETION_INDEX", requires = "num_shards")]
     pub shard_index: Option<u32>,
-    /// Number of shards the list is split into.
+    /// Number of workers the units are shared among (with --shard-index).
     #[arg(long)]
     pub num_shards: Option<u32>,
+    #[command(flatten)]
+    pub batch: BatchJobArgs,
     /// Device to run on: cpu, cuda, cuda:N or auto.
     #[arg(long)]
     pub device: Option<String>,
@@ -207,6 +214,57 @@ pub struct ExtractArgs {
     /// Longest image side before the pyramid (overrides `extract.max_side`).
     #[arg(long)]
     pub max_side: Option<u32>,
+}
+
+/// Settings of a batch extraction job (`delf extract --list`).
+#[derive(Debug, Clone, Args)]
+pub struct BatchJobArgs {
+    /// Images per work unit (one Parquet feature shard each). Fixed when the job is created.
+    #[arg(long, default_value_t = 1000)]
+    pub unit_size: usize,
+    /// Images per forward pass (images of one size are batched; default: 8 on CUDA, 1 on CPU).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Image reads in flight.
+    #[arg(long, default_value_t = 16)]
+    pub fetch_concurrency: usize,
+    /// CPU threads decoding images (default: all cores).
+    #[arg(long)]
+    pub decode_threads: Option<usize>,
+    /// Images per Parquet row group.
+    #[arg(long, default_value_t = 128)]
+    pub row_group: usize,
+    /// Name of this worker in commit records and leases (default: host name and process id). A restarted worker
+    /// with the same name takes its leases back at once (give pods their pod name).
+    #[arg(long, env = "DELFRS_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Seconds a dynamic worker's lease on a unit lasts unless renewed (it is renewed every third of that while
+    /// the worker is alive); a dead worker's units are taken over after it.
+    #[arg(long, default_value_t = 120)]
+    pub lease_s: u64,
+}
+
+/// `delf features ...`.
+#[derive(Debug, Subcommand)]
+pub enum FeaturesCommand {
+    /// Counts, schema and failures of a batch extraction job's output.
+    Inspect(FeaturesInspectArgs),
+}
+
+/// `delf features inspect`.
+#[derive(Debug, Args)]
+pub struct FeaturesInspectArgs {
+    /// The job's output prefix (path or URI).
+    pub prefix: String,
+    /// Print the manifest (job and commit records) as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// List every image that failed, with the reason.
+    #[arg(long)]
+    pub errors: bool,
+    /// Re-read every committed file: checksums, row counts, schema (exit code 3 on a mismatch).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// `delf pca ...`.

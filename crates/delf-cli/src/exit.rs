@@ -37,6 +37,12 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if cause.is::<delf_search::SearchError>() || cause.is::<delf_index::IndexError>() {
             return BAD_INPUT;
         }
+        if let Some(e) = cause.downcast_ref::<delf_features::StoreError>() {
+            return match e {
+                delf_features::StoreError::ObjectStore { .. } | delf_features::StoreError::Extractor(_) => FAILURE,
+                _ => BAD_INPUT,
+            };
+        }
         if cause.is::<delf_image::ImageError>() {
             return BAD_INPUT;
         }

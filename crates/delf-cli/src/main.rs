@@ -56,6 +56,7 @@ fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Extract(args) => commands::extract::run(args, config),
+        Command::Features(command) => commands::features::run(command),
         Command::Pca(command) => commands::pca::run(command, config),
         Command::Match(args) => commands::matching::run(args, config),
         Command::Index(command) => commands::index(command, config),

@@ -23,8 +23,7 @@ fn doctor_classifies_the_squirrel_photo() {
 
 #[test]
 fn commands_not_built_yet_exit_2_with_a_clear_message() {
-    let cases: [&[&str]; 4] = [
-        &["extract", "--list", "images.txt"],
+    let cases: [&[&str]; 3] = [
         &["serve", "coordinator"],
         &["eval", "pairs", "--gt", "gt.json"],
         &["train", "attention", "--labels", "l.csv", "--out", "ckpt"],
@@ -40,7 +39,9 @@ fn commands_not_built_yet_exit_2_with_a_clear_message() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for cmd in ["doctor", "config", "extract", "pca", "index", "search", "match", "serve", "eval", "train", "bench"] {
+    for cmd in [
+        "doctor", "config", "extract", "features", "pca", "index", "search", "match", "serve", "eval", "train", "bench",
+    ] {
         let out = delf(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd}");
         assert!(text(&out.stdout).contains("Usage: delf"), "{cmd}");

@@ -50,7 +50,7 @@ pub struct WorkerOptions {
     pub queue: usize,
     /// Parquet layout.
     pub shard: ShardOptions,
-    /// Lease of a dynamic worker on a unit.
+    /// Lease of a dynamic worker on a unit, renewed every third of it while the unit is worked on.
     pub lease_s: u64,
     /// Decoding limits (oversized files are refused before they are downloaded).
     pub limits: DecodeLimits,
@@ -67,7 +67,7 @@ impl Default for WorkerOptions {
             decode_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             queue: 32,
             shard: ShardOptions::default(),
-            lease_s: 600,
+            lease_s: 120,
             limits: DecodeLimits::default(),
             log_every: Duration::from_secs(10),
         }
@@ -203,7 +203,7 @@ impl Worker {
                 summary.held_by_others += 1;
                 continue;
             }
-            let outcome = self.run_unit(unit, extractor, on_image, &mut meter);
+            let outcome = self.run_unit(unit, dynamic, extractor, on_image, &mut meter);
             if dynamic {
                 self.rt.block_on(self.store.release_claim(unit))?;
             }
@@ -228,6 +228,7 @@ impl Worker {
     fn run_unit(
         &self,
         unit: usize,
+        leased: bool,
         extractor: &mut dyn BatchExtractor,
         on_image: &mut dyn FnMut(),
         meter: &mut Throughput,
@@ -265,6 +266,7 @@ impl Worker {
         let mut pending: Vec<(ListEntry, DecodedImage)> = Vec::with_capacity(batch_size);
         let (mut rows, mut descriptors) = (0usize, 0u64);
         let mut seen = 0usize;
+        let mut last_renewal = Instant::now();
         loop {
             let next = rx.blocking_recv();
             let done = next.is_none();
@@ -312,6 +314,15 @@ impl Worker {
                 }
                 rows += out.len();
                 self.rt.block_on(writer.write(&out))?;
+                if leased && last_renewal.elapsed().as_secs() * 3 >= self.opts.lease_s {
+                    last_renewal = Instant::now();
+                    if !self.rt.block_on(self.store.try_claim(unit, &self.opts.worker_id, self.opts.lease_s))? {
+                        tracing::warn!(
+                            unit,
+                            "lease lost to another worker (this unit is slower than the lease); the first commit wins"
+                        );
+                    }
+                }
             }
             if done {
                 break;

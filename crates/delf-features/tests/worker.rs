@@ -5,6 +5,8 @@
 //! are about storage, commits and failures; `crates/delf-cli/tests/batch_extract.rs` runs the real model in real
 //! processes.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -12,8 +14,8 @@ use bytes::Bytes;
 use delf_core::{FeatureSet, Fingerprint, Keypoint};
 use delf_features::job::{COMMITS_DIR, FEATURES_DIR, JOB_FORMAT, MANIFEST_FILE};
 use delf_features::{
-    Assignment, BatchExtractor, FailureKind, FeatureFileReader, FeatureRow, FeatureStore, ImageList, JobSpec,
-    Location, ShardOptions, ShardWriter, StoreError, Stores, WorkPlan, Worker, WorkerOptions, WorkerSummary,
+    Assignment, BatchExtractor, FailureKind, FeatureFileReader, FeatureRow, FeatureStore, ImageList, JobSpec, Location,
+    ShardOptions, ShardWriter, StoreError, Stores, WorkPlan, Worker, WorkerOptions, WorkerSummary,
 };
 use delf_image::RgbImage;
 use delf_testkit::S3Server;
@@ -64,7 +66,8 @@ impl BatchExtractor for PixelFeatures {
 
 /// A small PNG whose size and colours depend on `i`.
 fn png(i: u32) -> Vec<u8> {
-    let img = RgbImage::from_fn(20 + i, 15 + 2 * i, |x, y| image::Rgb([(x * 9 + i) as u8, (y * 7) as u8, (i * 31) as u8]));
+    let img =
+        RgbImage::from_fn(20 + i, 15 + 2 * i, |x, y| image::Rgb([(x * 9 + i) as u8, (y * 7) as u8, (i * 31) as u8]));
     let mut out = std::io::Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Png).unwrap();
     out.into_inner()
@@ -97,7 +100,13 @@ struct Job {
     spec: JobSpec,
 }
 
-fn open_job(rt: &tokio::runtime::Runtime, stores: Arc<Stores>, list_uri: &str, out: &str, unit_size: usize) -> Result<Job, StoreError> {
+fn open_job(
+    rt: &tokio::runtime::Runtime,
+    stores: Arc<Stores>,
+    list_uri: &str,
+    out: &str,
+    unit_size: usize,
+) -> Result<Job, StoreError> {
     let list = Arc::new(rt.block_on(ImageList::load(&stores, list_uri))?);
     let plan = WorkPlan::new(list.len(), unit_size)?;
     let fp = "test/pixels";
@@ -123,7 +132,13 @@ fn open_job(rt: &tokio::runtime::Runtime, stores: Arc<Stores>, list_uri: &str, o
 }
 
 fn options(worker: &str) -> WorkerOptions {
-    let mut o = WorkerOptions { worker_id: worker.into(), fetch_concurrency: 4, decode_threads: 2, queue: 4, ..WorkerOptions::default() };
+    let mut o = WorkerOptions {
+        worker_id: worker.into(),
+        fetch_concurrency: 4,
+        decode_threads: 2,
+        queue: 4,
+        ..WorkerOptions::default()
+    };
     o.limits.max_file_bytes = 100_000;
     o.shard = ShardOptions { row_group_images: 2, ..ShardOptions::default() };
     o
@@ -144,7 +159,10 @@ fn run(rt: &tokio::runtime::Runtime, job: &Job, worker: &str, assignment: Assign
 
 /// Reads every committed row and error through the manifest; checks each list entry appears exactly once and
 /// that rows hold what the extractor computes for that image.
-fn check_exactly_once(rt: &tokio::runtime::Runtime, job: &Job) -> (BTreeMap<String, FeatureRow>, BTreeMap<String, FailureKind>) {
+fn check_exactly_once(
+    rt: &tokio::runtime::Runtime,
+    job: &Job,
+) -> (BTreeMap<String, FeatureRow>, BTreeMap<String, FailureKind>) {
     let loc = job.store.location();
     let manifest = rt.block_on(job.store.manifest()).unwrap();
     assert!(manifest.complete, "{manifest:?}");
@@ -214,12 +232,19 @@ fn a_job_extracts_every_image_once_records_failures_and_resumes() {
     let kinds: Vec<(&str, FailureKind)> = errors.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     assert_eq!(
         kinds,
-        [("img/corrupt.jpg", FailureKind::Corrupt), ("img/huge.png", FailureKind::TooLarge), ("img/missing.png", FailureKind::NotFound)]
+        [
+            ("img/corrupt.jpg", FailureKind::Corrupt),
+            ("img/huge.png", FailureKind::TooLarge),
+            ("img/missing.png", FailureKind::NotFound)
+        ]
     );
     // A rerun does nothing; a different unit size or list is refused.
     let s = run(&rt, &job, "w3", Assignment::Dynamic);
     assert_eq!((s.committed, s.skipped), (0, 3));
-    assert!(matches!(open_job(&rt, Arc::clone(&stores), &list, out.to_str().unwrap(), 5), Err(StoreError::JobMismatch { .. })));
+    assert!(matches!(
+        open_job(&rt, Arc::clone(&stores), &list, out.to_str().unwrap(), 5),
+        Err(StoreError::JobMismatch { .. })
+    ));
 }
 
 #[test]
@@ -305,5 +330,9 @@ fn s3_round_trip_against_a_real_s3_compatible_server() {
     assert!(matches!(again, delf_features::job::CommitOutcome::AlreadyCommitted(_)));
     // A missing bucket is a typed error, not a panic.
     let missing = open_job(&rt, Arc::clone(&stores), "s3://no-such-bucket/list.txt", "s3://features/x", 3);
-    assert!(matches!(missing, Err(StoreError::NotFound { .. } | StoreError::ObjectStore { .. })), "{:?}", missing.err());
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. } | StoreError::ObjectStore { .. })),
+        "{:?}",
+        missing.err()
+    );
 }

@@ -1,5 +1,5 @@
 //! `delf extract IMAGE...`: DELF features of each image, as a table, JSON lines on stdout, or a JSON-lines file.
-//! Batch extraction from image lists into Parquet shards is issue 7.
+//! With `--list`, a batch job into Parquet feature shards ([`crate::commands::batch_extract`]).
 
 use std::io::Write;
 use std::path::Path;
@@ -11,12 +11,11 @@ use delf_core::FeatureSet;
 use crate::cli::ExtractArgs;
 use crate::commands::model;
 use crate::config::Config;
-use crate::exit;
 
 /// Extracts every image; a failing image is reported and skipped, and the command then exits with code 3.
 pub fn run(args: &ExtractArgs, config: &Config) -> Result<()> {
-    if args.list.is_some() {
-        return Err(exit::NotImplemented { command: "extract --list", issue: 7 }.into());
+    if let Some(list) = &args.list {
+        return crate::commands::batch_extract::run(list, args, config);
     }
     let mut settings = config.extract.to_config();
     if let Some(n) = args.max_features {

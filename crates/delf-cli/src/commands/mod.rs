@@ -1,10 +1,12 @@
 //! One module per implemented subcommand, and the model setup they share.
 
+pub mod batch_extract;
 pub mod bench;
 pub mod bench_extract;
 pub mod bench_index;
 pub mod doctor;
 pub mod extract;
+pub mod features;
 pub mod index_build;
 pub mod matching;
 pub mod model;
