@@ -293,7 +293,8 @@ pub enum PcaCommand {
 /// `delf index ...`.
 #[derive(Debug, Subcommand)]
 pub enum IndexCommand {
-    /// Build an index from a folder or an image list: extract (resumable), fit the PCA, train, shard, manifest.
+    /// Build an index from a folder or an image list (extract, resumable; fit the PCA; train; shard; manifest), or
+    /// from the Parquet feature shards of a batch extraction job (--features).
     Build(IndexBuildArgs),
     /// Print an index's manifest, parameters and sizes.
     Inspect {
@@ -305,8 +306,13 @@ pub enum IndexCommand {
 /// `delf index build`.
 #[derive(Debug, Clone, Args)]
 pub struct IndexBuildArgs {
-    /// Folder (searched recursively) or text list of image paths; object-store prefixes arrive with issue 7.
-    pub source: String,
+    /// Folder (searched recursively) or text list of image paths to extract and index.
+    #[arg(required_unless_present = "features", conflicts_with = "features")]
+    pub source: Option<String>,
+    /// Instead of SOURCE: the output prefix (path or URI) of a completed `delf extract --list` job, indexed from
+    /// its Parquet feature shards without extracting again.
+    #[arg(long, value_name = "PREFIX")]
+    pub features: Option<String>,
     /// Index directory to write (also holds the extraction cache, so a rerun resumes).
     #[arg(long)]
     pub out: PathBuf,

@@ -252,3 +252,72 @@ fn a_worker_reads_lists_and_photos_from_s3_and_writes_shards_there() {
     let report = ok(inspect.output().unwrap());
     assert!(report.contains("2 of 2 committed") && report.contains("verified 2"), "{report}");
 }
+
+#[test]
+fn an_index_built_from_feature_shards_finds_held_out_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = photos();
+    let database = [
+        "graf1.png",
+        "leuvenA.jpg",
+        "box.png",
+        "aloeL.jpg",
+        "aero1.jpg",
+        "fruits.jpg",
+        "home.jpg",
+        "lena.jpg",
+        "board.jpg",
+        "building.jpg",
+        "pic1.png",
+        "smarties.png",
+    ];
+    let present: Vec<&str> = database.iter().copied().filter(|f| p.join(f).is_file()).collect();
+    assert!(present.len() >= 10, "opencv-doc photos missing: {present:?}");
+    let list = dir.path().join("db.txt");
+    std::fs::write(&list, present.iter().map(|f| p.join(f).display().to_string()).collect::<Vec<_>>().join("\n"))
+        .unwrap();
+    let pca = dir.path().join("pca.safetensors");
+    let fit: Vec<String> = present[..5].iter().map(|f| p.join(f).display().to_string()).collect();
+    let mut cmd = delf();
+    cmd.args(["pca", "fit", "--device", "cpu", "--out", pca.to_str().unwrap()]).args(&fit);
+    ok(cmd.output().unwrap());
+
+    let (list_s, out_s, pca_s) = (list.to_str().unwrap(), dir.path().join("job"), pca.to_str().unwrap());
+    let out_s = out_s.to_str().unwrap();
+    ok(delf()
+        .args(["extract", "--list", list_s, "--out", out_s, "--unit-size", "5", "--pca", pca_s, "--device", "cpu"])
+        .output()
+        .unwrap());
+    let index = dir.path().join("index");
+    let built = ok(delf()
+        .args(["index", "build", "--features", out_s, "--out", index.to_str().unwrap(), "--spec", "IVF16,PQ20x8r"])
+        .output()
+        .unwrap());
+    assert!(
+        built.contains(&format!("indexed {} images", present.len())) && built.contains("from 3 feature shards"),
+        "{built}"
+    );
+
+    let queries = [
+        ("graf3.png", "graf1.png"),
+        ("leuvenB.jpg", "leuvenA.jpg"),
+        ("box_in_scene.png", "box.png"),
+        ("aloeR.jpg", "aloeL.jpg"),
+    ];
+    let mut args: Vec<String> = ["search", "--json", "--device", "cpu", "--index"].map(String::from).to_vec();
+    args.push(index.display().to_string());
+    args.extend(queries.iter().map(|(q, _)| p.join(q).display().to_string()));
+    args.push(p.join("squirrel_cls.jpg").display().to_string());
+    let stdout = ok(delf().args(&args).output().unwrap());
+    let answers: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(answers.len(), queries.len() + 1);
+    for ((q, partner), a) in queries.iter().zip(&answers) {
+        let top = a["results"][0]["image_id"].as_str().unwrap_or("no match");
+        assert!(top.ends_with(partner), "{q}: top result {top}, expected {partner}: {a}");
+    }
+    assert!(
+        answers[queries.len()]["results"].as_array().unwrap().is_empty(),
+        "distractor matched: {}",
+        answers[queries.len()]
+    );
+}

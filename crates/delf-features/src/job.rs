@@ -71,7 +71,10 @@ pub struct JobSpec {
     pub dim: usize,
     /// Feature-shard schema version.
     pub schema_version: u32,
-    /// Extraction settings, for the record.
+    /// Model description (backbone, dimension), for people.
+    pub model: String,
+    /// Extraction settings (the `[extract]` configuration section of `delf`), so that queries can be extracted
+    /// the same way.
     pub extract: serde_json::Value,
     /// Whether `pca.safetensors` holds the PCA the descriptors went through.
     pub pca: bool,
@@ -362,6 +365,7 @@ mod tests {
             fingerprint: "delf/fp".into(),
             dim: 40,
             schema_version: 1,
+            model: "test".into(),
             extract: serde_json::Value::Null,
             pca: false,
             delf_version: "test".into(),

@@ -17,7 +17,7 @@ use delf_model::Extractor;
 
 use crate::cli::ExtractArgs;
 use crate::commands::model;
-use crate::config::Config;
+use crate::config::{Config, ExtractSettings};
 use crate::progress::Progress;
 
 /// The network behind the worker: batched extraction of same-size images.
@@ -82,15 +82,19 @@ pub fn run(list_uri: &str, args: &ExtractArgs, config: &Config) -> Result<()> {
         fingerprint,
         dim: extractor.dim(),
         schema_version: SCHEMA_VERSION,
-        extract: serde_json::json!({
-            "backbone": extractor.backbone().name(),
-            "scales": settings.scales,
-            "max_side": settings.max_side,
-            "min_side": settings.min_side,
-            "max_features": settings.max_features,
-            "score_threshold": settings.score_threshold,
-            "half_precision": settings.half_precision,
-        }),
+        model: format!(
+            "{} ({}-d{})",
+            extractor.backbone().name(),
+            extractor.dim(),
+            if pca_path.is_some() { " after PCA" } else { "" }
+        ),
+        extract: serde_json::to_value(ExtractSettings {
+            scales: settings.scales.clone(),
+            max_side: settings.max_side.unwrap_or(0),
+            max_features: settings.max_features,
+            score_threshold: settings.score_threshold,
+            half_precision: settings.half_precision,
+        })?,
         pca: pca_path.is_some(),
         delf_version: env!("CARGO_PKG_VERSION").to_string(),
         created_unix_s: delf_features::job::unix_now(),

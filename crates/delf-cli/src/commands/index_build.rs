@@ -144,9 +144,14 @@ fn build_shards(
 
 /// Runs the build.
 pub fn run(opts: &IndexBuildArgs, config: &Config) -> Result<()> {
+    let source_arg = match (&opts.source, &opts.features) {
+        (_, Some(prefix)) => return crate::commands::index_from_features::run(prefix, opts),
+        (Some(source), None) => source.clone(),
+        (None, None) => bail!("give a SOURCE folder or list, or --features PREFIX"),
+    };
     let spec: Option<IndexSpec> = opts.spec.as_deref().map(str::parse).transpose()?;
     let started = Instant::now();
-    let source = ImageSource::list(&opts.source)?;
+    let source = ImageSource::list(&source_arg)?;
     if opts.shards == 0 {
         bail!("--shards must be at least 1");
     }
@@ -175,7 +180,7 @@ pub fn run(opts: &IndexBuildArgs, config: &Config) -> Result<()> {
     stage("pca", t);
     let total: usize = features.iter().map(|(_, f)| f.len()).sum();
     if total == 0 {
-        bail!("no features were extracted from {} ({} images skipped)", opts.source, skipped.len());
+        bail!("no features were extracted from {source_arg} ({} images skipped)", skipped.len());
     }
     tracing::info!(images = features.len(), cached, skipped = skipped.len(), descriptors = total, "features ready");
 
@@ -207,7 +212,7 @@ pub fn run(opts: &IndexBuildArgs, config: &Config) -> Result<()> {
         images: features.len(),
         descriptors: total,
         skipped,
-        source: opts.source.clone(),
+        source: source_arg.clone(),
         root: source.root.clone(),
         search: SearchParams { nprobe: opts.nprobe.min(spec.nlist), ..SearchParams::default() },
         timings_s: timings,

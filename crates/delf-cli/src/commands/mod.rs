@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod extract;
 pub mod features;
 pub mod index_build;
+pub mod index_from_features;
 pub mod matching;
 pub mod model;
 pub mod pca;
