@@ -97,7 +97,7 @@ pub fn run(prefix: &str, opts: &IndexBuildArgs) -> Result<()> {
     for_each_rows(&rt, &loc, &manifest, "sample", |rows| {
         for r in rows {
             for i in 0..r.features.len() {
-                if seen % stride == 0 {
+                if seen.is_multiple_of(stride) {
                     sample.extend_from_slice(r.features.descriptor(i));
                 }
                 seen += 1;
