@@ -6,7 +6,8 @@
 # It points LD_LIBRARY_PATH at the machine's preinstalled PyTorch (torch/lib + nvidia/*/lib), checks the device,
 # and runs the extraction benchmark on CUDA (fp32 and fp16 autocast) and on the CPU cores for comparison.
 # SKIP_EXTRACT=1 / SKIP_HALF=1 / SKIP_CPU=1 leave those parts out; BATCH=N (default 8) sets the batched
-# comparison; QUICKSTART=1 adds the quickstart (index + search) on CUDA.
+# comparison; QUICKSTART=1 adds the quickstart (index + search) on CUDA; BATCH_JOB=1 adds a batch extraction job
+# (`delf extract --list`, scripts/bench_batch_extract.sh) on CUDA.
 # Output: $OUT/device-report.md (or stdout when OUT is unset).
 set -euo pipefail
 BIN=${BIN:-target-cuda/delf}
@@ -31,6 +32,10 @@ report() { if [[ -n "$OUT" ]]; then tee -a "$OUT/device-report.md"; else cat; fi
   if [[ ${QUICKSTART:-0} == 1 ]]; then
     echo; echo "## quickstart (index build + search) with extraction on cuda"; echo '```'
     (time DELF_DEVICE=cuda bash scripts/quickstart.sh "$PWD/$BIN") 2>&1 | grep -v '"level":"INFO"\|INFO' ; echo '```'
+  fi
+  if [[ ${BATCH_JOB:-0} == 1 ]]; then
+    echo; echo "## batch extraction job (extract --list), cuda, batch ${BATCH:-8}"; echo '```'
+    bash scripts/bench_batch_extract.sh "$BIN" cuda 4 1024 --batch "${BATCH:-8}" --decode-threads 8 2>&1; echo '```'
   fi
   if [[ ${SKIP_CPU:-0} != 1 ]]; then
     echo; echo "## bench extract, cpu ($(nproc) cores)"; "$BIN" bench extract --device cpu --sizes 512,1024 --runs 1 --decode-threads 4 2>&1

@@ -41,7 +41,7 @@ pub struct ShardOptions {
 
 impl Default for ShardOptions {
     fn default() -> Self {
-        Self { row_group_images: 128, zstd_level: 3, byte_stream_split: true }
+        Self { row_group_images: 128, zstd_level: 1, byte_stream_split: true }
     }
 }
 
