@@ -306,14 +306,15 @@ pub enum IndexCommand {
 /// `delf index build`.
 #[derive(Debug, Clone, Args)]
 pub struct IndexBuildArgs {
-    /// Folder (searched recursively) or text list of image paths to extract and index.
+    /// Folder (searched recursively) or list of images to extract and index: a local text list of paths, or an
+    /// object-store list (s3://, gs://, az://; text, CSV or Parquet).
     #[arg(required_unless_present = "features", conflicts_with = "features")]
     pub source: Option<String>,
     /// Instead of SOURCE: the output prefix (path or URI) of a completed `delf extract --list` job, indexed from
     /// its Parquet feature shards without extracting again.
     #[arg(long, value_name = "PREFIX")]
     pub features: Option<String>,
-    /// Index directory to write (also holds the extraction cache, so a rerun resumes).
+    /// Index directory to write (also holds the extraction job, so a rerun resumes).
     #[arg(long)]
     pub out: PathBuf,
     /// Number of shards (image n goes to shard n % shards).

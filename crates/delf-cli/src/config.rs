@@ -170,6 +170,17 @@ impl Default for ExtractSettings {
 }
 
 impl ExtractSettings {
+    /// The settings of a model-crate configuration (the inverse of [`ExtractSettings::to_config`]).
+    pub fn from_config(c: &delf_model::ExtractConfig) -> Self {
+        Self {
+            scales: c.scales.clone(),
+            max_side: c.max_side.unwrap_or(0),
+            max_features: c.max_features,
+            score_threshold: c.score_threshold,
+            half_precision: c.half_precision,
+        }
+    }
+
     /// As the model crate's configuration.
     pub fn to_config(&self) -> delf_model::ExtractConfig {
         delf_model::ExtractConfig {

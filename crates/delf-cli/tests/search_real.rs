@@ -121,7 +121,7 @@ fn index_then_search_ranks_true_partners_first_and_rejects_distractors() {
     );
     assert_eq!(false_positives, 0);
 
-    // Rebuilding resumes from the extraction cache and gives identical results.
+    // Rebuilding resumes from the committed extraction job and gives identical results.
     let out = delf(&["index", "build", folder.to_str().unwrap(), "--out", index.to_str().unwrap()], &[]);
     let stdout = text(&out.stdout);
     let number_before = |marker: &str| -> usize {

@@ -71,6 +71,8 @@ pub struct JobSpec {
     pub dim: usize,
     /// Feature-shard schema version.
     pub schema_version: u32,
+    /// Backbone (and feature layer) that produced the descriptors, e.g. `efficientnet-lite0:block10`.
+    pub backbone: String,
     /// Model description (backbone, dimension), for people.
     pub model: String,
     /// Extraction settings (the `[extract]` configuration section of `delf`), so that queries can be extracted
@@ -365,6 +367,7 @@ mod tests {
             fingerprint: "delf/fp".into(),
             dim: 40,
             schema_version: 1,
+            backbone: "test".into(),
             model: "test".into(),
             extract: serde_json::Value::Null,
             pca: false,

@@ -121,6 +121,7 @@ fn open_job(
         fingerprint: fp.into(),
         dim: DIM,
         schema_version: delf_features::schema::SCHEMA_VERSION,
+        backbone: "pixels".into(),
         model: "pixels".into(),
         extract: serde_json::Value::Null,
         pca: false,

@@ -195,6 +195,15 @@ impl Extractor {
     /// (`max_batch` at a time; 1 = one image per forward pass). Each result equals [`Extractor::extract`] of that
     /// image: batch normalisation is in inference mode, so images in a batch do not influence each other.
     pub fn extract_batch(&self, images: &[&RgbImage], max_batch: usize) -> Vec<Result<FeatureSet, ModelError>> {
+        self.batched(images, max_batch, true)
+    }
+
+    /// [`Extractor::extract_raw`] of several images, batched like [`Extractor::extract_batch`].
+    pub fn extract_raw_batch(&self, images: &[&RgbImage], max_batch: usize) -> Vec<Result<FeatureSet, ModelError>> {
+        self.batched(images, max_batch, false)
+    }
+
+    fn batched(&self, images: &[&RgbImage], max_batch: usize, reduce: bool) -> Vec<Result<FeatureSet, ModelError>> {
         let mut out: Vec<Option<Result<FeatureSet, ModelError>>> = images.iter().map(|_| None).collect();
         let mut groups: Vec<((u32, u32), Vec<usize>)> = Vec::new();
         for (i, im) in images.iter().enumerate() {
@@ -209,7 +218,8 @@ impl Extractor {
                 match self.raw_features_batch(&batch) {
                     Ok(per_image) => {
                         for (&i, raw) in chunk.iter().zip(per_image) {
-                            out[i] = Some(self.reduce(self.raw_feature_set(images[i], raw)));
+                            let raw = self.raw_feature_set(images[i], raw);
+                            out[i] = Some(if reduce { self.reduce(raw) } else { Ok(raw) });
                         }
                     }
                     Err(e) => {

@@ -1,5 +1,6 @@
 //! `manifest.json` of an index folder: how the index was built and what it must be searched with. The folder holds
-//! the manifest, the PCA (`pca.safetensors`), the shard files and the extraction cache (`features/`).
+//! the manifest, the PCA (`pca.safetensors`), the shard files and, for an index built from images, the extraction
+//! job (`extraction/`: raw Parquet feature shards, so a rebuild resumes).
 
 use std::path::{Path, PathBuf};
 
@@ -14,8 +15,8 @@ pub const MANIFEST_FORMAT: u32 = 1;
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// File name of the PCA inside an index folder.
 pub const PCA_FILE: &str = "pca.safetensors";
-/// Folder of the extraction cache inside an index folder.
-pub const FEATURES_DIR: &str = "features";
+/// Folder of the extraction job inside an index folder.
+pub const EXTRACTION_DIR: &str = "extraction";
 
 /// What an index folder holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

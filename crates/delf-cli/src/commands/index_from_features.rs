@@ -1,37 +1,42 @@
-//! `delf index build --features PREFIX --out DIR`: an index from the Parquet feature shards of a completed batch
-//! extraction job (docs/features.md), in two streaming passes over the committed files: an even sample of
-//! descriptors trains the codebooks, then every row group is encoded into the shards. Raw descriptors are never all
-//! in memory: memory is the sample, one row group, and the PQ codes (docs/index.md).
+//! An index from the Parquet feature shards of a completed extraction job (docs/features.md), in streaming passes
+//! over the committed files: (when the job holds raw descriptors and no PCA is given) an even sample of images fits
+//! the PCA; an even sample of descriptors trains the codebooks; then every row group is encoded into the shards.
+//! Descriptors are never all in memory: memory is the samples, one row group, and the PQ codes (docs/index.md).
+//! Used by `delf index build --features PREFIX` and, after its extraction job, by `delf index build SOURCE`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use delf_core::FeatureSet;
 use delf_features::job::PCA_FILE as JOB_PCA_FILE;
 use delf_features::shard_file::read_errors;
-use delf_features::{FeatureFileReader, FeatureRow, FeatureStore, JobManifest, Location, Stores};
+use delf_features::{FeatureFileReader, FeatureStore, JobManifest, Location, StoreError, Stores};
 use delf_index::{Codebooks, IndexSpec, NewImage, SearchParams, ShardedIndex, TrainConfig};
+use delf_model::{Extractor, Pca};
 use delf_search::IndexManifest;
 use delf_search::manifest::{MANIFEST_FORMAT, PCA_FILE};
 
 use crate::cli::IndexBuildArgs;
+use crate::commands::model;
+use crate::config::{Config, ExtractSettings};
 use crate::progress::Progress;
 
-/// Calls `each` on every committed row group of the job, in unit order.
+/// Calls `each` on every committed row group of the job, in unit order: `(image id, features)`.
 fn for_each_rows(
     rt: &tokio::runtime::Runtime,
     loc: &Location,
     manifest: &JobManifest,
     stage: &'static str,
-    mut each: impl FnMut(&[FeatureRow]) -> Result<()>,
+    mut each: impl FnMut(Vec<(String, FeatureSet)>) -> Result<()>,
 ) -> Result<()> {
     let mut bar = Progress::new(stage, manifest.units.len());
     for unit in &manifest.units {
         let path = loc.child(&unit.features_file);
         let mut reader = rt.block_on(FeatureFileReader::open(loc, &path))?;
         if reader.header.fingerprint.as_str() != manifest.job.fingerprint || reader.header.dim != manifest.job.dim {
-            bail!(delf_features::StoreError::Schema {
+            bail!(StoreError::Schema {
                 uri: loc.uri_of(&path),
                 reason: format!(
                     "holds {}-d descriptors of {}, the job {}-d of {}",
@@ -40,7 +45,7 @@ fn for_each_rows(
             });
         }
         while let Some(rows) = rt.block_on(reader.next_rows())? {
-            each(&rows)?;
+            each(rows.into_iter().map(|r| (r.image_id, r.features)).collect())?;
         }
         bar.inc();
     }
@@ -48,9 +53,76 @@ fn for_each_rows(
     Ok(())
 }
 
-/// Runs the build.
-pub fn run(prefix: &str, opts: &IndexBuildArgs) -> Result<()> {
-    let started = Instant::now();
+/// How the job's descriptors become the index's: as they are (the job applied the PCA), or through a PCA here.
+enum Reduction {
+    AsStored,
+    Pca(Box<Extractor>),
+}
+
+impl Reduction {
+    fn apply(&self, f: FeatureSet) -> Result<FeatureSet> {
+        match self {
+            Reduction::AsStored => Ok(f),
+            Reduction::Pca(x) => Ok(x.reduce(f)?),
+        }
+    }
+}
+
+/// Fits a PCA on the raw descriptors of an even sample of `sample` of the job's images (the same images, in the same
+/// order, as an in-memory build would take).
+fn fit_pca(
+    rt: &tokio::runtime::Runtime,
+    loc: &Location,
+    manifest: &JobManifest,
+    sample: usize,
+    dim: i64,
+    out: &Path,
+) -> Result<()> {
+    let n = manifest.rows.max(1);
+    let take = sample.clamp(1, n);
+    let wanted: std::collections::BTreeSet<usize> = (0..take).map(|i| i * n / take).collect();
+    let mut flat = Vec::new();
+    let mut row = 0usize;
+    for_each_rows(rt, loc, manifest, "pca", |rows| {
+        for (_, f) in rows {
+            if wanted.contains(&row) {
+                flat.extend_from_slice(&f.descriptors);
+            }
+            row += 1;
+        }
+        Ok(())
+    })?;
+    let channels = manifest.job.dim;
+    let rows = flat.len() / channels.max(1);
+    if (rows as i64) < dim {
+        bail!("only {rows} descriptors to fit a {dim}-d PCA: index more (or larger) images");
+    }
+    let samples = tch::Tensor::from_slice(&flat).view([rows as i64, channels as i64]);
+    Pca::fit(&samples, dim as usize, false, &manifest.job.backbone)?.save(out)?;
+    tracing::info!(images = take, descriptors = rows, "fitted the PCA");
+    Ok(())
+}
+
+/// What a build from features produced.
+pub struct Built {
+    /// The index manifest written.
+    pub manifest: IndexManifest,
+    /// Bytes per stored descriptor of the first shard.
+    pub bytes_per_descriptor: f64,
+    /// Feature shards read.
+    pub units: usize,
+}
+
+/// Builds the index at `opts.out` from the job at `prefix`. `root` is where relative image ids resolve (default:
+/// the folder of a local list); `source` is recorded in the manifest.
+pub fn build(
+    prefix: &str,
+    opts: &IndexBuildArgs,
+    config: &Config,
+    root: Option<PathBuf>,
+    source: &str,
+    started: Instant,
+) -> Result<Built> {
     let spec: Option<IndexSpec> = opts.spec.as_deref().map(str::parse).transpose()?;
     if opts.shards == 0 {
         bail!("--shards must be at least 1");
@@ -60,7 +132,7 @@ pub fn run(prefix: &str, opts: &IndexBuildArgs) -> Result<()> {
     let manifest = rt.block_on(FeatureStore::new(loc.clone()).manifest())?;
     let job = &manifest.job;
     if !manifest.complete {
-        bail!(delf_features::StoreError::Schema {
+        bail!(StoreError::Schema {
             uri: loc.uri(),
             reason: format!(
                 "the job is not complete ({} of {} units committed): finish it first",
@@ -69,36 +141,65 @@ pub fn run(prefix: &str, opts: &IndexBuildArgs) -> Result<()> {
             ),
         });
     }
-    if !job.pca {
-        bail!(delf_features::StoreError::Schema {
-            uri: loc.uri(),
-            reason: format!("the job's descriptors are {}-d without PCA: extract with --pca for an index", job.dim),
-        });
-    }
     if manifest.descriptors == 0 {
-        bail!("the job at {prefix} holds no descriptors");
+        bail!("no features were extracted from {source} ({} images failed)", manifest.failures);
     }
     let out = &opts.out;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let pca = rt.block_on(loc.get(&loc.child(JOB_PCA_FILE)))?;
-    std::fs::write(out.join(PCA_FILE), &pca).with_context(|| format!("writing {}", out.join(PCA_FILE).display()))?;
-    let dim = job.dim;
-    let spec = spec.unwrap_or_else(|| IndexSpec::auto(manifest.descriptors as usize, dim));
+    let pca_path = out.join(PCA_FILE);
     let mut timings = Vec::new();
 
-    // Pass 1: an even sample of descriptors, as many as k-means will use.
+    // The PCA: the job's own, or a given one, or one fitted on a sample.
     let t = Instant::now();
+    let (reduction, fingerprint, dim) = if job.pca {
+        let pca = rt.block_on(loc.get(&loc.child(JOB_PCA_FILE)))?;
+        std::fs::write(&pca_path, &pca).with_context(|| format!("writing {}", pca_path.display()))?;
+        (Reduction::AsStored, job.fingerprint.clone(), job.dim)
+    } else {
+        match opts.pca.as_ref().or(config.model.pca.as_ref()) {
+            Some(given) => {
+                Pca::load(given).with_context(|| format!("loading PCA {}", given.display()))?;
+                std::fs::copy(given, &pca_path)
+                    .with_context(|| format!("copying {} into the index", given.display()))?;
+            }
+            None => fit_pca(&rt, &loc, &manifest, opts.pca_sample, opts.dim, &pca_path)?,
+        }
+        let settings: ExtractSettings = serde_json::from_value(job.extract.clone())
+            .context("the job's extraction settings are not readable by this build")?;
+        let device = model::device(opts.device.as_deref(), config)?;
+        let x = model::extractor(config, settings.to_config(), Some(&pca_path), device)?;
+        if x.raw_fingerprint().as_str() != job.fingerprint {
+            bail!(StoreError::Schema {
+                uri: loc.uri(),
+                reason: format!(
+                    "the job holds descriptors of {} ({}), the configured model gives {}: configure the same model",
+                    job.backbone,
+                    job.fingerprint,
+                    x.raw_fingerprint()
+                ),
+            });
+        }
+        let (fp, dim) = (x.fingerprint().to_string(), x.dim());
+        (Reduction::Pca(Box::new(x)), fp, dim)
+    };
+    timings.push(("pca".to_string(), t.elapsed().as_secs_f64()));
+
+    // Codebooks on an even sample of the descriptors, as many as k-means uses (all of them for small corpora).
+    let t = Instant::now();
+    let total = manifest.descriptors as usize;
+    let spec = spec.unwrap_or_else(|| IndexSpec::auto(total, dim));
     let train = TrainConfig::default();
     let wanted =
         (spec.nlist * train.coarse.max_points_per_centroid).max(spec.ksub() * train.pq.max_points_per_centroid);
-    let stride = (manifest.descriptors as usize).div_ceil(wanted).max(1);
-    let mut sample: Vec<f32> = Vec::with_capacity(wanted.min(manifest.descriptors as usize) * dim);
+    let stride = total.div_ceil(wanted).max(1);
+    let mut sample: Vec<f32> = Vec::with_capacity(total.div_ceil(stride) * dim);
     let mut seen = 0usize;
     for_each_rows(&rt, &loc, &manifest, "sample", |rows| {
-        for r in rows {
-            for i in 0..r.features.len() {
+        for (_, f) in rows {
+            let f = reduction.apply(f)?;
+            for i in 0..f.len() {
                 if seen.is_multiple_of(stride) {
-                    sample.extend_from_slice(r.features.descriptor(i));
+                    sample.extend_from_slice(f.descriptor(i));
                 }
                 seen += 1;
             }
@@ -109,26 +210,28 @@ pub fn run(prefix: &str, opts: &IndexBuildArgs) -> Result<()> {
     drop(sample);
     timings.push(("train".to_string(), t.elapsed().as_secs_f64()));
 
-    // Pass 2: every image into its shard.
+    // Every image into its shard, numbered in job order.
     let t = Instant::now();
-    let mut index = ShardedIndex::new(Arc::clone(&codebooks), &job.fingerprint, opts.shards)?;
+    let mut index = ShardedIndex::new(Arc::clone(&codebooks), &fingerprint, opts.shards)?;
     let mut number: u32 = 0;
     for_each_rows(&rt, &loc, &manifest, "encode", |rows| {
+        let reduced: Vec<(String, FeatureSet)> =
+            rows.into_iter().map(|(id, f)| Ok((id, reduction.apply(f)?))).collect::<Result<_>>()?;
         let keypoints: Vec<Vec<[f32; 2]>> =
-            rows.iter().map(|r| r.features.keypoints.iter().map(|k| [k.x, k.y]).collect()).collect();
-        let batch: Vec<NewImage<'_>> = rows
+            reduced.iter().map(|(_, f)| f.keypoints.iter().map(|k| [k.x, k.y]).collect()).collect();
+        let batch: Vec<NewImage<'_>> = reduced
             .iter()
             .zip(&keypoints)
             .enumerate()
-            .map(|(i, (r, kp))| NewImage {
+            .map(|(i, ((id, f), kp))| NewImage {
                 number: number + i as u32,
-                name: &r.image_id,
-                descriptors: &r.features.descriptors,
+                name: id,
+                descriptors: &f.descriptors,
                 keypoints: kp,
             })
             .collect();
         index.add_images(&batch, dim)?;
-        number += rows.len() as u32;
+        number += reduced.len() as u32;
         Ok(())
     })?;
     index.save(out)?;
@@ -142,40 +245,54 @@ pub fn run(prefix: &str, opts: &IndexBuildArgs) -> Result<()> {
         }
     }
     // Relative image ids of a local list are relative to the list's folder.
-    let root = match delf_features::location::to_url(&job.list) {
+    let root = root.or_else(|| match delf_features::location::to_url(&job.list) {
         Ok(u) if u.scheme() == "file" => u.to_file_path().ok().and_then(|p| p.parent().map(Path::to_path_buf)),
         _ => None,
-    };
+    });
     let index_manifest = IndexManifest {
         format: MANIFEST_FORMAT,
         delf_version: env!("CARGO_PKG_VERSION").to_string(),
         created_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        descriptor_fingerprint: job.fingerprint.clone(),
-        model: job.model.clone(),
+        descriptor_fingerprint: fingerprint,
+        model: format!("{} ({dim}-d after PCA)", job.backbone),
         extract: job.extract.clone(),
         pca: PCA_FILE.to_string(),
         spec: spec.to_string(),
         codebooks_fingerprint: codebooks.fingerprint().to_string(),
         shards: opts.shards,
         images: manifest.rows,
-        descriptors: manifest.descriptors as usize,
+        descriptors: total,
         skipped,
-        source: loc.uri(),
-        root: root.unwrap_or_else(PathBuf::new),
+        source: source.to_string(),
+        root: root.unwrap_or_default(),
         search: SearchParams { nprobe: opts.nprobe.min(spec.nlist), ..SearchParams::default() },
         timings_s: timings,
     };
     index_manifest.save(out)?;
+    tracing::info!(images = manifest.rows, descriptors = total, secs = started.elapsed().as_secs_f64(), "index built");
+    Ok(Built {
+        bytes_per_descriptor: index.shards()[0].bytes_per_descriptor(),
+        units: manifest.units.len(),
+        manifest: index_manifest,
+    })
+}
+
+/// `delf index build --features PREFIX`.
+pub fn run(prefix: &str, opts: &IndexBuildArgs, config: &Config) -> Result<()> {
+    let started = Instant::now();
+    let built = build(prefix, opts, config, None, prefix, started)?;
+    let m = &built.manifest;
     println!(
-        "indexed {} images ({} descriptors, {} failed at extraction) from {} feature shards into {}: {spec}, {} \
+        "indexed {} images ({} descriptors, {} failed at extraction) from {} feature shards into {}: {}, {} \
          shard(s), {:.1} bytes per descriptor, {:.0} s",
-        index_manifest.images,
-        index_manifest.descriptors,
-        index_manifest.skipped.len(),
-        manifest.units.len(),
-        out.display(),
-        opts.shards,
-        index.shards()[0].bytes_per_descriptor(),
+        m.images,
+        m.descriptors,
+        m.skipped.len(),
+        built.units,
+        opts.out.display(),
+        m.spec,
+        m.shards,
+        built.bytes_per_descriptor,
         started.elapsed().as_secs_f64()
     );
     Ok(())
