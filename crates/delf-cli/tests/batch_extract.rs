@@ -16,12 +16,7 @@ use delf_features::shard_file::read_errors;
 use delf_features::{FailureKind, FeatureFileReader, FeatureStore, Stores};
 use delf_testkit::S3Server;
 
-fn photos() -> PathBuf {
-    let home = std::env::var("DELF_HOME").unwrap_or_else(|_| ".cache/delf".into());
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(home).join("data/opencv-doc");
-    assert!(dir.is_dir(), "{} missing: run scripts/setup.sh", dir.display());
-    dir
-}
+use delf_testkit::photos_dir as photos;
 
 /// The `n` first opencv-doc JPEGs by name.
 fn jpegs(n: usize) -> Vec<PathBuf> {

@@ -5,12 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn photos() -> PathBuf {
-    let home = std::env::var("DELF_HOME").unwrap_or_else(|_| ".cache/delf".into());
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(home).join("data/opencv-doc");
-    assert!(dir.is_dir(), "{} missing: run scripts/setup.sh", dir.display());
-    dir
-}
+use delf_testkit::photos_dir as photos;
 
 fn delf(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_delf"));

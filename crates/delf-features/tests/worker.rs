@@ -211,6 +211,17 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
+/// A runtime, a corpus of `good` photos (plus the failing ones) on local disk, and a job over it with `unit_size`.
+fn local_job(good: u32, unit_size: usize) -> (tokio::runtime::Runtime, tempfile::TempDir, Job) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Arc::new(Stores::new());
+    let data = stores.location(dir.path().join("data").to_str().unwrap()).unwrap();
+    let list = rt.block_on(corpus(&data, good));
+    let job = open_job(&rt, stores, &list, dir.path().join("out").to_str().unwrap(), unit_size).unwrap();
+    (rt, dir, job)
+}
+
 #[test]
 fn a_job_extracts_every_image_once_records_failures_and_resumes() {
     let rt = runtime();
@@ -251,12 +262,7 @@ fn a_job_extracts_every_image_once_records_failures_and_resumes() {
 
 #[test]
 fn racing_workers_commit_each_unit_once_and_leave_no_loser_files() {
-    let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let stores = Arc::new(Stores::new());
-    let data = stores.location(dir.path().join("data").to_str().unwrap()).unwrap();
-    let list = rt.block_on(corpus(&data, 12));
-    let job = open_job(&rt, Arc::clone(&stores), &list, dir.path().join("out").to_str().unwrap(), 2).unwrap();
+    let (rt, _dir, job) = local_job(12, 2);
     // Two workers given the same share race for every unit.
     let summaries: Vec<WorkerSummary> = std::thread::scope(|s| {
         let a = s.spawn(|| run(&rt, &job, "a", Assignment::Static { index: 0, count: 1 }));
@@ -275,12 +281,7 @@ fn racing_workers_commit_each_unit_once_and_leave_no_loser_files() {
 
 #[test]
 fn a_dead_attempt_stays_invisible_and_is_cleaned_up_by_the_winner() {
-    let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let stores = Arc::new(Stores::new());
-    let data = stores.location(dir.path().join("data").to_str().unwrap()).unwrap();
-    let list = rt.block_on(corpus(&data, 5));
-    let job = open_job(&rt, Arc::clone(&stores), &list, dir.path().join("out").to_str().unwrap(), 4).unwrap();
+    let (rt, _dir, job) = local_job(5, 4);
     let loc = job.store.location().clone();
     // A worker that uploaded unit 1 whole and died before committing, and one that died holding unit 0's lease.
     let dead = loc.child(&FeatureStore::features_key(1, "deadbeefdeadbeef"));
@@ -299,12 +300,7 @@ fn a_dead_attempt_stays_invisible_and_is_cleaned_up_by_the_winner() {
 
 #[test]
 fn a_live_lease_of_another_worker_is_respected() {
-    let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let stores = Arc::new(Stores::new());
-    let data = stores.location(dir.path().join("data").to_str().unwrap()).unwrap();
-    let list = rt.block_on(corpus(&data, 5));
-    let job = open_job(&rt, Arc::clone(&stores), &list, dir.path().join("out").to_str().unwrap(), 4).unwrap();
+    let (rt, _dir, job) = local_job(5, 4);
     assert!(rt.block_on(job.store.try_claim(1, "other", 3600)).unwrap());
     let s = run(&rt, &job, "w", Assignment::Dynamic);
     assert_eq!((s.committed, s.held_by_others, s.job_complete), (1, 1, false));

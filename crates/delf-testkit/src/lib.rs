@@ -113,3 +113,13 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+/// The real opencv-doc photos installed by `scripts/setup.sh` (`$DELF_HOME/data/opencv-doc`; `DELF_HOME` is set for
+/// tests by `.cargo/config.toml`, relative paths are relative to the repository root). Panics with the fix when the
+/// folder is missing.
+pub fn photos_dir() -> PathBuf {
+    let home = std::env::var("DELF_HOME").unwrap_or_else(|_| ".cache/delf".into());
+    let dir = repo_root().join(home).join("data/opencv-doc");
+    assert!(dir.is_dir(), "{} missing: run scripts/setup.sh", dir.display());
+    dir
+}

@@ -170,13 +170,7 @@ pub fn run(list_uri: &str, args: &ExtractArgs, config: &Config) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let stores = Arc::new(Stores::new());
     let list = Arc::new(rt.block_on(ImageList::load(&stores, list_uri))?);
-    let mut settings = config.extract.to_config();
-    if let Some(n) = args.max_features {
-        settings.max_features = n;
-    }
-    if let Some(m) = args.max_side {
-        settings.max_side = (m > 0).then_some(m);
-    }
+    let settings = crate::commands::extract::settings(args, config);
     let device = model::device(args.device.as_deref(), config)?;
     let pca_path = args.pca.clone().or_else(|| config.model.pca.clone());
     let extractor = model::extractor(config, settings.clone(), pca_path.as_deref(), device)?;
