@@ -226,13 +226,13 @@ pub struct BatchJobArgs {
     #[arg(long)]
     pub batch: Option<usize>,
     /// Image reads in flight.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = delf_features::DEFAULT_FETCH_CONCURRENCY)]
     pub fetch_concurrency: usize,
     /// CPU threads decoding images (default: all cores).
     #[arg(long)]
     pub decode_threads: Option<usize>,
     /// Images per Parquet row group.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = delf_features::ShardOptions::DEFAULT_ROW_GROUP_IMAGES)]
     pub row_group: usize,
     /// Name of this worker in commit records and leases (default: host name and process id). A restarted worker
     /// with the same name takes its leases back at once (give pods their pod name).
@@ -240,7 +240,7 @@ pub struct BatchJobArgs {
     pub worker_id: Option<String>,
     /// Seconds a dynamic worker's lease on a unit lasts unless renewed (it is renewed every third of that while
     /// the worker is alive); a dead worker's units are taken over after it.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = delf_features::DEFAULT_LEASE_S)]
     pub lease_s: u64,
 }
 

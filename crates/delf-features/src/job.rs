@@ -255,6 +255,20 @@ impl FeatureStore {
         }
     }
 
+    /// Whether a unit is committed (one HEAD; the record is not read).
+    pub async fn is_committed(&self, unit: usize) -> Result<bool, StoreError> {
+        Ok(self.loc.head(&self.commit_path(unit)).await?.is_some())
+    }
+
+    /// The committed units, from one LIST of the commit records' names (no record is read).
+    pub async fn committed_units(&self) -> Result<std::collections::BTreeSet<usize>, StoreError> {
+        let units = self.loc.list(COMMITS_DIR).await?.into_iter().filter_map(|meta| {
+            let name = meta.location.filename()?.strip_prefix("unit-")?.strip_suffix(".json")?.to_string();
+            name.parse().ok()
+        });
+        Ok(units.collect())
+    }
+
     /// Every commit record, by unit (one LIST, then one GET per record).
     pub async fn committed(&self) -> Result<BTreeMap<usize, CommitRecord>, StoreError> {
         let mut out = BTreeMap::new();

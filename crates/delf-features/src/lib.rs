@@ -26,4 +26,4 @@ pub use location::{Location, Stores};
 pub use plan::{Assignment, WorkPlan};
 pub use schema::{ErrorRow, FailureKind, FeatureRow};
 pub use shard_file::{FeatureFileReader, ShardOptions, ShardWriter};
-pub use worker::{BatchExtractor, Worker, WorkerOptions, WorkerSummary};
+pub use worker::{BatchExtractor, DEFAULT_FETCH_CONCURRENCY, DEFAULT_LEASE_S, Worker, WorkerOptions, WorkerSummary};

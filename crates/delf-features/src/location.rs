@@ -110,19 +110,9 @@ impl std::fmt::Debug for Location {
 }
 
 impl Location {
-    /// Opens `uri` with a store of its own (use [`Stores::location`] to share clients).
-    pub fn parse(uri: &str) -> Result<Self, StoreError> {
-        Stores::new().location(uri)
-    }
-
     /// The store.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
-    }
-
-    /// The prefix inside the store.
-    pub fn prefix(&self) -> &Path {
-        &self.prefix
     }
 
     /// The location as a URI.

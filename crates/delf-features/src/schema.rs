@@ -160,22 +160,20 @@ pub fn rows_to_batch(schema: &SchemaRef, rows: &[FeatureRow], uri: &str) -> Resu
             });
         }
     }
-    let counts = || rows.iter().map(|r| r.features.len());
-    let offsets = OffsetBuffer::<i32>::from_lengths(counts());
+    let offsets = OffsetBuffer::<i32>::from_lengths(rows.iter().map(|r| r.features.len()));
     let kp = |f: fn(&Keypoint) -> f32| -> Float32Array {
         rows.iter().flat_map(|r| r.features.keypoints.iter().map(f)).collect()
     };
     let xy: Float32Array = rows.iter().flat_map(|r| r.features.keypoints.iter().flat_map(|k| [k.x, k.y])).collect();
     let desc: Float32Array = rows.iter().flat_map(|r| r.features.descriptors.iter().copied()).collect();
     let err = arrow_err(uri);
+    let plain_item = || Arc::new(Field::new("item", DataType::Float32, false));
     let fixed = |dim: i32, values: Float32Array| -> Result<ArrayRef, StoreError> {
-        let inner = Arc::new(Field::new("item", DataType::Float32, false));
-        Ok(Arc::new(FixedSizeListArray::try_new(inner, dim, Arc::new(values), None).map_err(&err)?))
+        Ok(Arc::new(FixedSizeListArray::try_new(plain_item(), dim, Arc::new(values), None).map_err(&err)?))
     };
     let list = |item: Arc<Field>, values: ArrayRef| -> Result<ArrayRef, StoreError> {
         Ok(Arc::new(ListArray::try_new(item, offsets.clone(), values, None).map_err(&err)?))
     };
-    let plain_item = || Arc::new(Field::new("item", DataType::Float32, false));
     let columns: Vec<ArrayRef> = vec![
         Arc::new(rows.iter().map(|r| Some(r.image_id.as_str())).collect::<StringArray>()),
         Arc::new(rows.iter().map(|r| Some(r.uri.as_str())).collect::<StringArray>()),

@@ -39,9 +39,14 @@ pub struct ShardOptions {
     pub byte_stream_split: bool,
 }
 
+impl ShardOptions {
+    /// Default images per row group.
+    pub const DEFAULT_ROW_GROUP_IMAGES: usize = 128;
+}
+
 impl Default for ShardOptions {
     fn default() -> Self {
-        Self { row_group_images: 128, zstd_level: 1, byte_stream_split: true }
+        Self { row_group_images: Self::DEFAULT_ROW_GROUP_IMAGES, zstd_level: 1, byte_stream_split: true }
     }
 }
 
@@ -101,7 +106,6 @@ pub struct ShardWriter {
     writer: AsyncArrowWriter<Checksummed>,
     schema: SchemaRef,
     uri: String,
-    rows: usize,
 }
 
 impl ShardWriter {
@@ -123,7 +127,7 @@ impl ShardWriter {
         };
         let writer = AsyncArrowWriter::try_new(sink, Arc::clone(&schema), Some(properties(&schema, opts)?))
             .map_err(|source| StoreError::Parquet { uri: uri.clone(), source })?;
-        Ok(Self { writer, schema, uri, rows: 0 })
+        Ok(Self { writer, schema, uri })
     }
 
     /// Appends rows (buffered up to a row group, then uploaded).
@@ -132,14 +136,7 @@ impl ShardWriter {
             return Ok(());
         }
         let batch = schema::rows_to_batch(&self.schema, rows, &self.uri)?;
-        self.writer.write(&batch).await.map_err(|source| StoreError::Parquet { uri: self.uri.clone(), source })?;
-        self.rows += rows.len();
-        Ok(())
-    }
-
-    /// Rows written so far.
-    pub fn rows(&self) -> usize {
-        self.rows
+        self.writer.write(&batch).await.map_err(|source| StoreError::Parquet { uri: self.uri.clone(), source })
     }
 
     /// Writes the footer and completes the upload: the file appears at its key, whole.
@@ -251,6 +248,20 @@ impl FeatureFileReader {
     }
 }
 
+/// Decodes a whole feature file already in memory (for checks that also need its bytes, such as a checksum): the
+/// same schema checks as [`FeatureFileReader`], without reading the object again.
+pub fn decode_features(uri: &str, bytes: Bytes) -> Result<(FileHeader, Vec<FeatureRow>), StoreError> {
+    let parquet = |source| StoreError::Parquet { uri: uri.to_string(), source };
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(parquet)?;
+    let header = schema::check_schema(builder.schema(), uri)?;
+    let mut rows = Vec::new();
+    for batch in builder.build().map_err(parquet)? {
+        let batch = batch.map_err(|source| StoreError::Arrow { uri: uri.to_string(), source })?;
+        rows.extend(schema::batch_to_rows(&batch, &header, uri)?);
+    }
+    Ok((header, rows))
+}
+
 /// Reads a whole error table.
 pub async fn read_errors(loc: &Location, path: &Path) -> Result<Vec<ErrorRow>, StoreError> {
     let uri = loc.uri_of(path);
@@ -316,6 +327,8 @@ mod tests {
         assert_eq!(reader.header.dim, 40);
         assert_eq!(reader.header.metadata[schema::META_UNIT], "0");
         assert_eq!(reader.read_all().await.unwrap(), rows);
+        let (header, decoded) = decode_features("mem", Bytes::from(on_disk)).unwrap();
+        assert_eq!((header.dim, decoded), (40, rows.clone()));
 
         let mut wrong = rows[0].clone();
         wrong.features.dim = 8;

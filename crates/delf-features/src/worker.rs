@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use delf_core::{FeatureSet, Fingerprint};
 use delf_image::{DecodeLimits, DecodedImage, RgbImage};
 use futures::StreamExt;
-use object_store::{GetOptions, ObjectStore};
+use object_store::ObjectStoreExt;
 use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -36,6 +36,11 @@ pub trait BatchExtractor {
     /// One result per image, in order; an error fails only that image.
     fn extract(&mut self, images: &[&RgbImage]) -> Vec<Result<FeatureSet, String>>;
 }
+
+/// Default image reads in flight.
+pub const DEFAULT_FETCH_CONCURRENCY: usize = 16;
+/// Default lease of a dynamic worker on a unit, in seconds.
+pub const DEFAULT_LEASE_S: u64 = 120;
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -63,11 +68,11 @@ impl Default for WorkerOptions {
         let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "worker".into());
         Self {
             worker_id: format!("{host}:{}", std::process::id()),
-            fetch_concurrency: 16,
+            fetch_concurrency: DEFAULT_FETCH_CONCURRENCY,
             decode_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             queue: 32,
             shard: ShardOptions::default(),
-            lease_s: 120,
+            lease_s: DEFAULT_LEASE_S,
             limits: DecodeLimits::default(),
             log_every: Duration::from_secs(10),
         }
@@ -107,7 +112,7 @@ type Fetched = (ListEntry, Result<DecodedImage, (FailureKind, String)>);
 async fn fetch_decode(stores: Arc<Stores>, entry: ListEntry, limits: DecodeLimits, decode: Arc<Semaphore>) -> Fetched {
     let result = async {
         let (store, path, _) = stores.resolve(&entry.uri).map_err(|e| (FailureKind::ReadFailed, e.to_string()))?;
-        let got = store.get_opts(&path, GetOptions::default()).await.map_err(|e| match e {
+        let got = store.get(&path).await.map_err(|e| match e {
             object_store::Error::NotFound { .. } => (FailureKind::NotFound, "no such object".to_string()),
             e => (FailureKind::ReadFailed, e.to_string()),
         })?;
@@ -192,9 +197,9 @@ impl Worker {
         let started = Instant::now();
         let mut summary = WorkerSummary::default();
         let mut meter = Throughput { started, last_log: started, every: self.opts.log_every, images: 0, failures: 0 };
-        let committed = self.rt.block_on(self.store.committed())?;
+        let committed = self.rt.block_on(self.store.committed_units())?;
         for unit in self.plan.units_for(assignment) {
-            if committed.contains_key(&unit) || self.rt.block_on(self.store.commit_record(unit))?.is_some() {
+            if committed.contains(&unit) || self.rt.block_on(self.store.is_committed(unit))? {
                 summary.skipped += 1;
                 continue;
             }

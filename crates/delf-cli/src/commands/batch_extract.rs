@@ -118,11 +118,11 @@ impl JobRun<'_> {
             let loc = store.location();
             rt.block_on(loc.put_if_absent(&loc.child(PCA_FILE), Bytes::from(bytes)))?;
         }
-        let committed = rt.block_on(store.committed())?;
+        let committed = rt.block_on(store.committed_units())?;
         let todo: usize = plan
             .units_for(self.assignment)
             .into_iter()
-            .filter(|u| !committed.contains_key(u))
+            .filter(|u| !committed.contains(u))
             .map(|u| plan.range(u).len())
             .sum();
         let device = self.extractor.device();
@@ -167,7 +167,7 @@ impl JobRun<'_> {
 pub fn run(list_uri: &str, args: &ExtractArgs, config: &Config) -> Result<()> {
     let out = args.out.as_deref().context("--list needs --out PREFIX")?;
     let assignment = Assignment::from_flags(args.shard_index, args.num_shards)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = crate::commands::io_runtime()?;
     let stores = Arc::new(Stores::new());
     let list = Arc::new(rt.block_on(ImageList::load(&stores, list_uri))?);
     let settings = crate::commands::extract::settings(args, config);

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
-use delf_features::shard_file::read_errors;
+use delf_features::shard_file::{decode_features, read_errors};
 use delf_features::{FeatureFileReader, FeatureStore, Stores};
 
 use crate::cli::{FeaturesCommand, FeaturesInspectArgs};
@@ -17,7 +17,7 @@ pub fn run(command: &FeaturesCommand) -> Result<()> {
 }
 
 fn inspect(args: &FeaturesInspectArgs) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = crate::commands::io_runtime()?;
     let stores = Stores::new();
     let store = FeatureStore::new(stores.location(&args.prefix)?);
     let loc = store.location().clone();
@@ -90,9 +90,10 @@ fn inspect(args: &FeaturesInspectArgs) -> Result<()> {
             let check = rt.block_on(async {
                 let bytes = loc.get(&path).await?;
                 let crc = format!("{:08x}", crc32fast::hash(&bytes));
-                let rows = FeatureFileReader::open(&loc, &path).await?.read_all().await?;
+                let size = bytes.len() as u64;
+                let (_, rows) = decode_features(&loc.uri_of(&path), bytes)?;
                 let descriptors: u64 = rows.iter().map(|r| r.features.len() as u64).sum();
-                Ok::<_, delf_features::StoreError>((crc, rows.len(), descriptors, bytes.len() as u64))
+                Ok::<_, delf_features::StoreError>((crc, rows.len(), descriptors, size))
             });
             match check {
                 Ok((crc, rows, descriptors, bytes))

@@ -60,7 +60,7 @@ pub fn run(opts: &IndexBuildArgs, config: &Config) -> Result<()> {
         spec.parse::<delf_index::IndexSpec>()?;
     }
     let started = Instant::now();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = crate::commands::io_runtime()?;
     let stores = Arc::new(Stores::new());
     let (list, root) = source_list(&source, &stores, &rt)?;
     let list = Arc::new(list);
@@ -74,11 +74,11 @@ pub fn run(opts: &IndexBuildArgs, config: &Config) -> Result<()> {
     let job_args = BatchJobArgs {
         unit_size: UNIT_SIZE,
         batch: None,
-        fetch_concurrency: 16,
+        fetch_concurrency: delf_features::DEFAULT_FETCH_CONCURRENCY,
         decode_threads: None,
         row_group: UNIT_SIZE,
         worker_id: None,
-        lease_s: 120,
+        lease_s: delf_features::DEFAULT_LEASE_S,
     };
     let job = JobRun {
         rt: &rt,
@@ -112,7 +112,7 @@ pub fn run(opts: &IndexBuildArgs, config: &Config) -> Result<()> {
     let extract_s = t.elapsed().as_secs_f64();
     drop(raw_extractor);
 
-    let mut built = index_from_features::build(&job_uri, opts, config, root, &source, started)?;
+    let mut built = index_from_features::build(&rt, &stores, &job_uri, opts, config, root, &source)?;
     built.manifest.timings_s.insert(0, ("extract".to_string(), extract_s));
     built.manifest.save(&opts.out)?;
     let m = &built.manifest;

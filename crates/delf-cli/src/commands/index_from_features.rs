@@ -113,22 +113,23 @@ pub struct Built {
     pub units: usize,
 }
 
-/// Builds the index at `opts.out` from the job at `prefix`. `root` is where relative image ids resolve (default:
-/// the folder of a local list); `source` is recorded in the manifest.
+/// Builds the index at `opts.out` from the job at `prefix`, with the caller's runtime and stores. `root` is where
+/// relative image ids resolve (default: the folder of a local list); `source` is recorded in the manifest.
 pub fn build(
+    rt: &tokio::runtime::Runtime,
+    stores: &Stores,
     prefix: &str,
     opts: &IndexBuildArgs,
     config: &Config,
     root: Option<PathBuf>,
     source: &str,
-    started: Instant,
 ) -> Result<Built> {
+    let started = Instant::now();
     let spec: Option<IndexSpec> = opts.spec.as_deref().map(str::parse).transpose()?;
     if opts.shards == 0 {
         bail!("--shards must be at least 1");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let loc = Stores::new().location(prefix)?;
+    let loc = stores.location(prefix)?;
     let manifest = rt.block_on(FeatureStore::new(loc.clone()).manifest())?;
     let job = &manifest.job;
     if !manifest.complete {
@@ -162,7 +163,7 @@ pub fn build(
                 std::fs::copy(given, &pca_path)
                     .with_context(|| format!("copying {} into the index", given.display()))?;
             }
-            None => fit_pca(&rt, &loc, &manifest, opts.pca_sample, opts.dim, &pca_path)?,
+            None => fit_pca(rt, &loc, &manifest, opts.pca_sample, opts.dim, &pca_path)?,
         }
         let settings: ExtractSettings = serde_json::from_value(job.extract.clone())
             .context("the job's extraction settings are not readable by this build")?;
@@ -194,7 +195,7 @@ pub fn build(
     let stride = total.div_ceil(wanted).max(1);
     let mut sample: Vec<f32> = Vec::with_capacity(total.div_ceil(stride) * dim);
     let mut seen = 0usize;
-    for_each_rows(&rt, &loc, &manifest, "sample", |rows| {
+    for_each_rows(rt, &loc, &manifest, "sample", |rows| {
         for (_, f) in rows {
             let f = reduction.apply(f)?;
             for i in 0..f.len() {
@@ -214,7 +215,7 @@ pub fn build(
     let t = Instant::now();
     let mut index = ShardedIndex::new(Arc::clone(&codebooks), &fingerprint, opts.shards)?;
     let mut number: u32 = 0;
-    for_each_rows(&rt, &loc, &manifest, "encode", |rows| {
+    for_each_rows(rt, &loc, &manifest, "encode", |rows| {
         let reduced: Vec<(String, FeatureSet)> =
             rows.into_iter().map(|(id, f)| Ok((id, reduction.apply(f)?))).collect::<Result<_>>()?;
         let keypoints: Vec<Vec<[f32; 2]>> =
@@ -269,7 +270,12 @@ pub fn build(
         timings_s: timings,
     };
     index_manifest.save(out)?;
-    tracing::info!(images = manifest.rows, descriptors = total, secs = started.elapsed().as_secs_f64(), "index built");
+    tracing::info!(
+        images = manifest.rows,
+        descriptors = total,
+        secs = started.elapsed().as_secs_f64(),
+        "index built from features"
+    );
     Ok(Built {
         bytes_per_descriptor: index.shards()[0].bytes_per_descriptor(),
         units: manifest.units.len(),
@@ -280,7 +286,8 @@ pub fn build(
 /// `delf index build --features PREFIX`.
 pub fn run(prefix: &str, opts: &IndexBuildArgs, config: &Config) -> Result<()> {
     let started = Instant::now();
-    let built = build(prefix, opts, config, None, prefix, started)?;
+    let rt = crate::commands::io_runtime()?;
+    let built = build(&rt, &Stores::new(), prefix, opts, config, None, prefix)?;
     let m = &built.manifest;
     println!(
         "indexed {} images ({} descriptors, {} failed at extraction) from {} feature shards into {}: {}, {} \

@@ -17,6 +17,12 @@ pub mod search_report;
 
 use anyhow::Result;
 
+/// The async runtime of a command's object-store I/O (two threads: the work is waiting on the network and disks;
+/// decoding runs on its own blocking threads).
+pub fn io_runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
 use crate::cli::IndexCommand;
 use crate::config::Config;
 
