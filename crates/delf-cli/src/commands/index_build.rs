@@ -53,12 +53,7 @@ pub fn run(opts: &IndexBuildArgs, config: &Config) -> Result<()> {
         (Some(source), None) => source.clone(),
         (None, None) => bail!("give a SOURCE folder or list, or --features PREFIX"),
     };
-    if opts.shards == 0 {
-        bail!("--shards must be at least 1");
-    }
-    if let Some(spec) = &opts.spec {
-        spec.parse::<delf_index::IndexSpec>()?;
-    }
+    index_from_features::check_args(opts)?;
     let started = Instant::now();
     let rt = crate::commands::io_runtime()?;
     let stores = Arc::new(Stores::new());

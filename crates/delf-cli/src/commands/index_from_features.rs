@@ -103,6 +103,14 @@ fn fit_pca(
     Ok(())
 }
 
+/// Checks the build's arguments before any work: the shard count and the index structure (returned when given).
+pub fn check_args(opts: &IndexBuildArgs) -> Result<Option<IndexSpec>> {
+    if opts.shards == 0 {
+        bail!("--shards must be at least 1");
+    }
+    Ok(opts.spec.as_deref().map(str::parse).transpose()?)
+}
+
 /// What a build from features produced.
 pub struct Built {
     /// The index manifest written.
@@ -125,10 +133,7 @@ pub fn build(
     source: &str,
 ) -> Result<Built> {
     let started = Instant::now();
-    let spec: Option<IndexSpec> = opts.spec.as_deref().map(str::parse).transpose()?;
-    if opts.shards == 0 {
-        bail!("--shards must be at least 1");
-    }
+    let spec = check_args(opts)?;
     let loc = stores.location(prefix)?;
     let manifest = rt.block_on(FeatureStore::new(loc.clone()).manifest())?;
     let job = &manifest.job;
