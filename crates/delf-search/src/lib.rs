@@ -13,5 +13,7 @@ pub mod source;
 
 pub use error::SearchError;
 pub use manifest::IndexManifest;
-pub use retrieval::{Retrieval, RetrievalConfig, VerifiedImage, retrieve};
+pub use retrieval::{
+    Retrieval, RetrievalConfig, VerifiedImage, candidate_points, correspondences, rank, retrieve, vote,
+};
 pub use source::{ImageSource, SourceImage};

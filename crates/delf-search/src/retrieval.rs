@@ -8,7 +8,7 @@ use std::time::Instant;
 use delf_core::FeatureSet;
 use delf_index::{Neighbor, ScanKernel, SearchParams, ShardedIndex};
 use delf_verify::correspondences::one_to_one_by;
-use delf_verify::{FittedModel, Match, Point, VerifyConfig, verify_points};
+use delf_verify::{FittedModel, Match, Point, VerifyConfig, verify_correspondences};
 use rayon::prelude::*;
 
 use crate::error::SearchError;
@@ -98,47 +98,48 @@ pub fn retrieve(
     let started = Instant::now();
     let wanted: HashSet<u32> = candidates.iter().map(|&(image, _)| image).collect();
     let matches = correspondences(&neighbors, &wanted, config);
-    let policy = config.verify.policy;
-    let mut results: Vec<VerifiedImage> = candidates
+    let results: Vec<VerifiedImage> = candidates
         .par_iter()
         .filter_map(|&(image, votes)| {
             let db_kp = index.keypoints_of(image)?;
             let entry = index.image(image)?;
             let putative = matches.get(&image).map_or(&[][..], Vec::as_slice);
             let kp = |f: u32| db_kp.get(f as usize).map_or((f32::NAN, f32::NAN), |p| (p[0], p[1]));
-            let qk = |q: u32| (query.keypoints[q as usize].x, query.keypoints[q as usize].y);
-            let one = one_to_one_by(putative, qk, kp);
-            let (src, dst): (Vec<Point>, Vec<Point>) = one
-                .iter()
-                .map(|m| {
-                    let (a, b) = (qk(m.query), kp(m.train));
-                    (Point::new(f64::from(a.0), f64::from(a.1)), Point::new(f64::from(b.0), f64::from(b.1)))
-                })
-                .unzip();
-            let (model, inliers) = if one.len() > policy.min_putative {
-                let (model, inliers, _) = verify_points(&src, &dst, &config.verify);
-                (model, inliers)
-            } else {
-                (None, vec![false; one.len()])
-            };
+            let (query_points, db_points) = candidate_points(putative, query, kp);
+            let (model, inliers, _) = verify_correspondences(&query_points, &db_points, &config.verify);
             let score = inliers.iter().filter(|&&b| b).count();
-            Some(VerifiedImage {
-                image,
-                id: entry.name.clone(),
-                votes,
-                score,
-                model,
-                query_points: src,
-                db_points: dst,
-                inliers,
-            })
+            Some(VerifiedImage { image, id: entry.name.clone(), votes, score, model, query_points, db_points, inliers })
         })
         .collect();
     let verified = results.len();
-    results.retain(|r| policy.is_match(r.score));
+    let results = rank(results, config);
+    Ok(Retrieval { results, verified, ann_ms, verify_ms: started.elapsed().as_secs_f64() * 1e3 })
+}
+
+/// The one-to-one correspondences of a candidate as point pairs (query, database), from its putative matches and
+/// a lookup of the candidate's keypoint by feature number.
+pub fn candidate_points(
+    putative: &[Match],
+    query: &FeatureSet,
+    db_xy: impl Fn(u32) -> (f32, f32),
+) -> (Vec<Point>, Vec<Point>) {
+    let qk = |q: u32| (query.keypoints[q as usize].x, query.keypoints[q as usize].y);
+    one_to_one_by(putative, qk, &db_xy)
+        .iter()
+        .map(|m| {
+            let (a, b) = (qk(m.query), db_xy(m.train));
+            (Point::new(f64::from(a.0), f64::from(a.1)), Point::new(f64::from(b.0), f64::from(b.1)))
+        })
+        .unzip()
+}
+
+/// Keeps the verified candidates that pass the scoring policy, best first (score, then votes, then image number),
+/// at most `config.top`.
+pub fn rank(mut results: Vec<VerifiedImage>, config: &RetrievalConfig) -> Vec<VerifiedImage> {
+    results.retain(|r| config.verify.policy.is_match(r.score));
     results.sort_by(|a, b| b.score.cmp(&a.score).then(b.votes.cmp(&a.votes)).then(a.image.cmp(&b.image)));
     results.truncate(config.top);
-    Ok(Retrieval { results, verified, ann_ms, verify_ms: started.elapsed().as_secs_f64() * 1e3 })
+    results
 }
 
 /// Putative correspondences per candidate image from the ANN neighbours, filtered like pairwise matching
@@ -146,7 +147,7 @@ pub fn retrieve(
 /// and pass the ratio test against its second-nearest inside the same image. When that second one is not among
 /// the K neighbours, it lies beyond the K-th (or beyond the search's distance cutoff), which bounds the ratio from
 /// the safe side: a match is never kept on a guess.
-fn correspondences(
+pub fn correspondences(
     neighbors: &[Vec<Neighbor>],
     wanted: &HashSet<u32>,
     config: &RetrievalConfig,

@@ -23,7 +23,9 @@ pub mod synthetic;
 pub use bounds::ModelBounds;
 pub use matching::{Match, MatchConfig, putative_matches};
 pub use models::{Affine, GeometricModel, Homography};
-pub use pairwise::{FittedModel, ModelKind, PairVerification, VerifyConfig, verify_pair, verify_points};
+pub use pairwise::{
+    FittedModel, ModelKind, PairVerification, VerifyConfig, verify_correspondences, verify_pair, verify_points,
+};
 pub use point::Point;
 pub use ransac::{Estimate, RansacConfig, ransac};
 pub use scoring::ScoringPolicy;

@@ -109,6 +109,22 @@ pub fn verify_points(src: &[Point], dst: &[Point], config: &VerifyConfig) -> (Op
     }
 }
 
+/// Verifies correspondences under the scoring policy: with no more than `policy.min_putative` of them nothing is
+/// fitted (every flag false, 0 trials); otherwise [`verify_points`]. Pairwise matching, one-process search and
+/// cluster workers all score through this function.
+pub fn verify_correspondences(
+    src: &[Point],
+    dst: &[Point],
+    config: &VerifyConfig,
+) -> (Option<FittedModel>, Vec<bool>, u32) {
+    // RANSAC leaves every inlier flag false when it finds no model.
+    if src.len() > config.policy.min_putative {
+        verify_points(src, dst, config)
+    } else {
+        (None, vec![false; src.len()], 0)
+    }
+}
+
 /// Matches `a` against `b` and verifies the matches geometrically.
 pub fn verify_pair(a: &FeatureSet, b: &FeatureSet, config: &VerifyConfig) -> Result<PairVerification, FeatureError> {
     let mut matches = putative_matches(a, b, &config.matching)?;
@@ -116,12 +132,7 @@ pub fn verify_pair(a: &FeatureSet, b: &FeatureSet, config: &VerifyConfig) -> Res
         matches = one_to_one(&matches, a, b);
     }
     let (src, dst) = points(&matches, a, b);
-    // RANSAC leaves every inlier flag false when it finds no model.
-    let (model, inliers, trials) = if matches.len() > config.policy.min_putative {
-        verify_points(&src, &dst, config)
-    } else {
-        (None, vec![false; matches.len()], 0)
-    };
+    let (model, inliers, trials) = verify_correspondences(&src, &dst, config);
     let num_inliers = inliers.iter().filter(|&&m| m).count();
     Ok(PairVerification { matches, inliers, num_inliers, model, trials, is_match: config.policy.is_match(num_inliers) })
 }
