@@ -18,6 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }
-    tonic_prost_build::configure().compile_protos(&files, &[root])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("delf_v1_descriptor.bin"))
+        .compile_protos(&files, &[root])?;
     Ok(())
 }

@@ -1,12 +1,15 @@
 //! The gRPC protocol of delf-rs, generated from `proto/delf/v1/*.proto` (package `delf.v1`): an index node per PQ
 //! shard, workers for extraction and verification, and the coordinator clients call. This crate holds the wire
-//! format and its size budget; the services are not implemented yet (the cluster roles of issue 8).
+//! format and its size budget; the roles that serve it live in `delf-cluster`.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
 /// Package `delf.v1`.
 pub mod v1 {
     tonic::include_proto!("delf.v1");
+
+    /// Encoded `FileDescriptorSet` of the package, served by gRPC server reflection (so `grpcurl` works).
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("delf_v1_descriptor");
 }
 
 /// Largest message any delf endpoint accepts or sends (decoding and encoding limits of every server and client).

@@ -1,0 +1,78 @@
+//! Outgoing calls: lazily connected channels with the cluster's timeouts and message limits, and requests carrying
+//! the request id (`x-request-id`), the bearer token and the deadline (`grpc-timeout`).
+
+use std::time::Duration;
+
+use delf_proto::MAX_MESSAGE_BYTES;
+use delf_proto::v1::coordinator_client::CoordinatorClient;
+use delf_proto::v1::index_node_client::IndexNodeClient;
+use delf_proto::v1::worker_client::WorkerClient;
+use tonic::Request;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::ClusterError;
+
+/// Metadata key carrying the request id across the fan-out.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A channel to `host:port`, connected on first use (so a role starts while its peers are still down) and
+/// reconnected after failures.
+pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, ClusterError> {
+    crate::config::check_addr(addr)?;
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| ClusterError::Address { addr: addr.into(), reason: e.to_string() })?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
+}
+
+/// An index node client with the cluster's message limits.
+pub fn index_node(channel: Channel) -> IndexNodeClient<Channel> {
+    IndexNodeClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// A worker client with the cluster's message limits.
+pub fn worker(channel: Channel) -> WorkerClient<Channel> {
+    WorkerClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// A coordinator client with the cluster's message limits.
+pub fn coordinator(channel: Channel) -> CoordinatorClient<Channel> {
+    CoordinatorClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// A request with the cluster's metadata: request id, bearer token (if any) and deadline.
+pub fn request<T>(message: T, request_id: &str, token: Option<&str>, timeout: Duration) -> Request<T> {
+    let mut r = Request::new(message);
+    if let Ok(v) = MetadataValue::try_from(request_id) {
+        r.metadata_mut().insert(REQUEST_ID, v);
+    }
+    if let Some(t) = token
+        && let Ok(v) = MetadataValue::try_from(format!("Bearer {t}"))
+    {
+        r.metadata_mut().insert("authorization", v);
+    }
+    r.set_timeout(timeout);
+    r
+}
+
+/// The request id of an incoming request (`x-request-id`), if it sent one.
+pub fn request_id_of<T>(r: &Request<T>) -> Option<String> {
+    r.metadata().get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// A new request id: 16 hex digits from the clock and a process-wide counter.
+pub fn new_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut rng = delf_core::rng::SplitMix64(nanos ^ NEXT.fetch_add(1, Ordering::Relaxed).rotate_left(32));
+    format!("{:016x}", rng.next_u64())
+}

@@ -1,0 +1,527 @@
+//! The coordinator: the cluster's entry point. A query's descriptors (extracted on a worker when the client sends
+//! a photo) go to one replica of every shard at once; a replica that fails or is slower than
+//! `cluster.shard_timeout_ms` is replaced by the next replica of its shard, within the query's deadline. The
+//! per-shard top-K lists are merged into the global top-K per query descriptor (the same total order as one
+//! process, so the same lists), votes are counted per image, the correspondences of the best-voted candidates are
+//! built from the keypoints the shards returned, and verification is split into batches spread over the workers
+//! (a failed batch is retried on another worker). Ranking is `delf_search::rank`: answers equal `delf search`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use delf_core::FeatureSet;
+use delf_index::{Neighbor, merge_neighbor_lists};
+use delf_proto::MAX_MESSAGE_BYTES;
+use delf_proto::v1 as pb;
+use delf_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
+use delf_proto::v1::index_node_client::IndexNodeClient;
+use delf_proto::v1::worker_client::WorkerClient;
+use delf_search::{IndexManifest, RetrievalConfig, VerifiedImage, candidate_points, correspondences, rank, vote};
+use delf_verify::{FittedModel, Point};
+use futures::future::join_all;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+use tracing::Instrument;
+
+use crate::client;
+use crate::config::{ClusterConfig, ShardFailurePolicy};
+use crate::error::ClusterError;
+use crate::server::BearerAuth;
+
+struct Replica {
+    addr: String,
+    client: IndexNodeClient<Channel>,
+}
+
+struct ShardRoute {
+    id: u32,
+    replicas: Vec<Replica>,
+    // Rotates the first replica tried, spreading load over replicas.
+    next: AtomicUsize,
+}
+
+struct WorkerEndpoint {
+    addr: String,
+    client: WorkerClient<Channel>,
+    channel: Channel,
+}
+
+struct Inner {
+    shards: Vec<ShardRoute>,
+    workers: Vec<WorkerEndpoint>,
+    next_worker: AtomicUsize,
+    manifest: IndexManifest,
+    retrieval: RetrievalConfig,
+    config: ClusterConfig,
+}
+
+/// The Coordinator service.
+#[derive(Clone)]
+pub struct CoordinatorService {
+    inner: Arc<Inner>,
+}
+
+/// A shard's answer, decoded and checked.
+struct ShardAnswer {
+    lists: Vec<Vec<Neighbor>>,
+    keypoints: HashMap<(u32, u16), (f32, f32)>,
+    ids: HashMap<u32, String>,
+}
+
+enum ShardOutcome {
+    Answer(ShardAnswer),
+    /// No replica answered: what each said.
+    Down(Vec<String>),
+}
+
+impl CoordinatorService {
+    /// A coordinator for the index described by `manifest`, with the cluster's static membership and the default
+    /// retrieval settings (`retrieval.search` should be the manifest's).
+    pub fn new(
+        config: &ClusterConfig,
+        manifest: IndexManifest,
+        retrieval: RetrievalConfig,
+    ) -> Result<Self, ClusterError> {
+        config.validate_for_coordinator()?;
+        if config.shards.len() != manifest.shards as usize {
+            return Err(ClusterError::Config(format!(
+                "cluster.shards lists {} shards, the index has {}",
+                config.shards.len(),
+                manifest.shards
+            )));
+        }
+        let connect = Duration::from_millis(config.connect_timeout_ms);
+        let mut shards: Vec<ShardRoute> = config
+            .shards
+            .iter()
+            .map(|s| {
+                let replicas = s
+                    .replicas
+                    .iter()
+                    .map(|a| Ok(Replica { addr: a.clone(), client: client::index_node(client::channel(a, connect)?) }))
+                    .collect::<Result<_, ClusterError>>()?;
+                Ok(ShardRoute { id: s.id, replicas, next: AtomicUsize::new(0) })
+            })
+            .collect::<Result<_, ClusterError>>()?;
+        shards.sort_by_key(|s| s.id);
+        let workers = config
+            .workers
+            .iter()
+            .map(|a| {
+                let channel = client::channel(a, connect)?;
+                Ok(WorkerEndpoint { addr: a.clone(), client: client::worker(channel.clone()), channel })
+            })
+            .collect::<Result<_, ClusterError>>()?;
+        let inner =
+            Inner { shards, workers, next_worker: AtomicUsize::new(0), manifest, retrieval, config: config.clone() };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// The gRPC service with message limits and the token check.
+    pub fn into_server(self, auth: BearerAuth) -> InterceptedService<CoordinatorServer<Self>, BearerAuth> {
+        let server = CoordinatorServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        InterceptedService::new(server, auth)
+    }
+}
+
+fn remaining(deadline: Instant) -> Result<Duration, Status> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() { Err(Status::deadline_exceeded("the query's deadline passed")) } else { Ok(left) }
+}
+
+/// A status the next replica or worker would answer the same way: the request itself is wrong.
+fn is_callers_fault(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::Unauthenticated | Code::PermissionDenied
+    )
+}
+
+fn decode_shard(r: pb::ShardSearchResponse, shard: u32, count: u32, nq: usize) -> Result<ShardAnswer, String> {
+    if r.shard_id != shard || r.lists.len() != nq {
+        return Err(format!("answered shard {} with {} lists for {nq} query descriptors", r.shard_id, r.lists.len()));
+    }
+    let mut keypoints = HashMap::new();
+    let mut lists = Vec::with_capacity(nq);
+    for list in r.lists {
+        let mut out = Vec::with_capacity(list.neighbors.len());
+        for n in list.neighbors {
+            let feature = u16::try_from(n.feature).map_err(|_| format!("feature number {} out of range", n.feature))?;
+            if n.image % count != shard || !n.distance.is_finite() {
+                return Err(format!(
+                    "neighbour image {} distance {} does not belong to this shard",
+                    n.image, n.distance
+                ));
+            }
+            keypoints.insert((n.image, feature), (n.x, n.y));
+            out.push(Neighbor { distance: n.distance, image: n.image, feature });
+        }
+        lists.push(out);
+    }
+    let ids = r.images.into_iter().map(|i| (i.image, i.id)).collect();
+    Ok(ShardAnswer { lists, keypoints, ids })
+}
+
+fn model_from_pb(m: &[f64]) -> Option<FittedModel> {
+    match m.len() {
+        6 => Some(FittedModel::Affine { m: m.try_into().ok()? }),
+        9 => Some(FittedModel::Homography { h: m.try_into().ok()? }),
+        _ => None,
+    }
+}
+
+fn xy(points: &[Point]) -> Vec<f32> {
+    points.iter().flat_map(|p| [p.x as f32, p.y as f32]).collect()
+}
+
+impl Inner {
+    fn token(&self) -> Option<&str> {
+        self.config.token.as_deref()
+    }
+
+    /// One replica after another (starting at a rotating one) until one answers within its time.
+    async fn search_shard(
+        &self,
+        shard: &ShardRoute,
+        mut request: pb::ShardSearchRequest,
+        request_id: &str,
+        deadline: Instant,
+    ) -> Result<ShardOutcome, Status> {
+        request.shard_id = shard.id;
+        let nq = request.descriptors.len() / request.dim.max(1) as usize;
+        let n = shard.replicas.len();
+        let first = shard.next.fetch_add(1, Ordering::Relaxed);
+        let per_try = Duration::from_millis(self.config.shard_timeout_ms);
+        let mut errors = Vec::new();
+        for i in 0..n {
+            let replica = &shard.replicas[(first + i) % n];
+            let Ok(left) = remaining(deadline) else {
+                errors.push(format!("{}: not tried, deadline passed", replica.addr));
+                continue;
+            };
+            let t = left.min(per_try);
+            let mut node = replica.client.clone();
+            let call = node.search(client::request(request.clone(), request_id, self.token(), t));
+            let error = match tokio::time::timeout(t, call).await {
+                Ok(Ok(r)) => match decode_shard(r.into_inner(), shard.id, self.manifest.shards, nq) {
+                    Ok(answer) => return Ok(ShardOutcome::Answer(answer)),
+                    Err(e) => format!("bad answer: {e}"),
+                },
+                Ok(Err(s)) if is_callers_fault(&s) => return Err(s),
+                Ok(Err(s)) => format!("{:?}: {}", s.code(), s.message()),
+                Err(_) => format!("no answer within {} ms", t.as_millis()),
+            };
+            tracing::warn!(shard = shard.id, replica = %replica.addr, %error, "replica failed; trying the next one");
+            errors.push(format!("{}: {error}", replica.addr));
+        }
+        Ok(ShardOutcome::Down(errors))
+    }
+
+    /// Calls workers one after another (starting at the next in rotation) until one answers.
+    async fn on_workers<T, F, Fut>(&self, what: &str, deadline: Instant, call: F) -> Result<T, Status>
+    where
+        F: Fn(WorkerClient<Channel>, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+    {
+        let n = self.workers.len();
+        let first = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        let per_try = Duration::from_millis(self.config.worker_timeout_ms);
+        let mut errors = Vec::new();
+        for i in 0..n {
+            let w = &self.workers[(first + i) % n];
+            let left = remaining(deadline)?;
+            let t = left.min(per_try);
+            let error = match tokio::time::timeout(t, call(w.client.clone(), t)).await {
+                Ok(Ok(r)) => return Ok(r.into_inner()),
+                Ok(Err(s)) if is_callers_fault(&s) => return Err(s),
+                Ok(Err(s)) => format!("{:?}: {}", s.code(), s.message()),
+                Err(_) => format!("no answer within {} ms", t.as_millis()),
+            };
+            tracing::warn!(worker = %w.addr, %error, "{what} failed on a worker; trying another");
+            errors.push(format!("{}: {error}", w.addr));
+        }
+        Err(Status::unavailable(format!("{what} failed on every worker: {}", errors.join("; "))))
+    }
+
+    async fn query_features(
+        &self,
+        query: Option<pb::search_request::Query>,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<FeatureSet, Status> {
+        let features = match query {
+            Some(pb::search_request::Query::Features(f)) => f,
+            Some(pb::search_request::Query::Image(bytes)) => {
+                if bytes.is_empty() {
+                    return Err(Status::invalid_argument("the query image is empty"));
+                }
+                let request = pb::ExtractRequest {
+                    request_id: id.to_string(),
+                    image: bytes,
+                    descriptor_fingerprint: self.manifest.descriptor_fingerprint.clone(),
+                };
+                self.on_workers("extraction", deadline, |mut c, t| {
+                    let r = client::request(request.clone(), id, self.token(), t);
+                    async move { c.extract(r).await }
+                })
+                .await?
+                .features
+                .ok_or_else(|| Status::internal("a worker answered an extraction without features"))?
+            }
+            None => return Err(Status::invalid_argument("the request has neither an image nor features")),
+        };
+        let features = crate::convert::features_from_pb(features)?;
+        if features.fingerprint.as_str() != self.manifest.descriptor_fingerprint {
+            return Err(Status::failed_precondition(format!(
+                "the query's descriptors are {}, the index holds {}",
+                features.fingerprint, self.manifest.descriptor_fingerprint
+            )));
+        }
+        Ok(features)
+    }
+
+    fn settings(&self, r: &pb::SearchRequest) -> (RetrievalConfig, ShardFailurePolicy, Duration) {
+        let mut rc = self.retrieval.clone();
+        if r.top > 0 {
+            rc.top = r.top as usize;
+        }
+        if r.candidates > 0 {
+            rc.candidates = r.candidates as usize;
+        }
+        if r.nprobe > 0 {
+            rc.search.nprobe = r.nprobe as usize;
+        }
+        if r.min_inliers > 0 {
+            rc.verify.policy.min_inliers = r.min_inliers as usize;
+        }
+        let policy = match r.on_shard_failure() {
+            pb::ShardFailurePolicy::Unspecified => self.config.on_shard_failure,
+            pb::ShardFailurePolicy::Partial => ShardFailurePolicy::Partial,
+            pb::ShardFailurePolicy::Fail => ShardFailurePolicy::Fail,
+        };
+        let deadline =
+            if r.deadline_ms > 0 { Duration::from_millis(u64::from(r.deadline_ms)) } else { self.config.deadline() };
+        (rc, policy, deadline)
+    }
+
+    async fn search(&self, r: pb::SearchRequest, request_id: String) -> Result<pb::SearchResponse, Status> {
+        let started = Instant::now();
+        let (rc, policy, budget) = self.settings(&r);
+        let deadline = started + budget;
+        let query = self.query_features(r.query, &request_id, deadline).await?;
+        let extract_ms = started.elapsed().as_secs_f64() * 1e3;
+        let mut response = pb::SearchResponse { request_id: request_id.clone(), ..Default::default() };
+        if query.is_empty() {
+            response.timing = Some(pb::Timing { extract_ms, total_ms: extract_ms, ..Default::default() });
+            return Ok(response);
+        }
+
+        // Fan-out to one replica of every shard, then the global top-K per query descriptor.
+        let t = Instant::now();
+        let request = pb::ShardSearchRequest {
+            request_id: request_id.clone(),
+            shard_id: 0,
+            descriptor_fingerprint: self.manifest.descriptor_fingerprint.clone(),
+            dim: query.dim as u32,
+            descriptors: query.descriptors.clone(),
+            k: rc.search.k as u32,
+            nprobe: rc.search.nprobe as u32,
+            max_distance: rc.search.max_distance,
+        };
+        let outcomes =
+            join_all(self.shards.iter().map(|s| self.search_shard(s, request.clone(), &request_id, deadline))).await;
+        let mut parts = Vec::new();
+        let mut keypoints = HashMap::new();
+        let mut ids = HashMap::new();
+        for (shard, outcome) in self.shards.iter().zip(outcomes) {
+            match outcome? {
+                ShardOutcome::Answer(a) => {
+                    parts.push(a.lists);
+                    keypoints.extend(a.keypoints);
+                    ids.extend(a.ids);
+                }
+                ShardOutcome::Down(errors) => {
+                    tracing::error!(shard = shard.id, errors = %errors.join("; "), "no replica of the shard answered");
+                    if policy == ShardFailurePolicy::Fail {
+                        return Err(Status::unavailable(format!(
+                            "no replica of shard {} answered: {}",
+                            shard.id,
+                            errors.join("; ")
+                        )));
+                    }
+                    response.degraded = true;
+                    response.missing_shards.push(shard.id);
+                }
+            }
+        }
+        let neighbors =
+            if parts.is_empty() { vec![Vec::new(); query.len()] } else { merge_neighbor_lists(parts, rc.search.k) };
+        let candidates = vote(&neighbors, rc.candidates);
+        let ann_ms = t.elapsed().as_secs_f64() * 1e3;
+
+        // Correspondences here, RANSAC on the workers.
+        let t = Instant::now();
+        let wanted: HashSet<u32> = candidates.iter().map(|&(image, _)| image).collect();
+        let matches = correspondences(&neighbors, &wanted, &rc);
+        let mut pending: Vec<(VerifiedImage, pb::Candidate)> = Vec::with_capacity(candidates.len());
+        for &(image, votes) in &candidates {
+            let Some(id) = ids.get(&image) else { continue };
+            let putative = matches.get(&image).map_or(&[][..], Vec::as_slice);
+            let kp = |f: u32| {
+                u16::try_from(f).ok().and_then(|f| keypoints.get(&(image, f)).copied()).unwrap_or((f32::NAN, f32::NAN))
+            };
+            let (query_points, db_points) = candidate_points(putative, &query, kp);
+            let candidate = pb::Candidate { image, query_xy: xy(&query_points), db_xy: xy(&db_points) };
+            let v = VerifiedImage {
+                image,
+                id: id.clone(),
+                votes,
+                score: 0,
+                model: None,
+                query_points,
+                db_points,
+                inliers: Vec::new(),
+            };
+            pending.push((v, candidate));
+        }
+        let settings = crate::convert::verify_settings_to_pb(&rc.verify);
+        let batches: Vec<pb::VerifyRequest> = pending
+            .chunks(self.config.verify_batch)
+            .map(|chunk| pb::VerifyRequest {
+                request_id: request_id.clone(),
+                candidates: chunk.iter().map(|(_, c)| c.clone()).collect(),
+                settings: Some(settings.clone()),
+            })
+            .collect();
+        let verified = join_all(batches.iter().map(|b| {
+            self.on_workers("verification", deadline, |mut c, t| {
+                let r = client::request(b.clone(), &request_id, self.token(), t);
+                async move { c.verify(r).await }
+            })
+        }))
+        .await;
+        let mut results = Vec::with_capacity(pending.len());
+        let mut pending = pending.into_iter();
+        for (batch, answer) in batches.iter().zip(verified) {
+            let answer = answer?;
+            if answer.results.len() != batch.candidates.len() {
+                return Err(Status::internal("a worker answered a different number of candidates"));
+            }
+            for (res, (mut v, c)) in answer.results.into_iter().zip(pending.by_ref()) {
+                if res.image != c.image || res.inlier.len() != v.query_points.len() {
+                    return Err(Status::internal(format!("a worker's answer for image {} does not match", c.image)));
+                }
+                v.score = res.inlier.iter().filter(|&&b| b).count();
+                v.model = model_from_pb(&res.model);
+                v.inliers = res.inlier;
+                results.push(v);
+            }
+        }
+        response.verified = results.len() as u32;
+        let ranked = rank(results, &rc);
+        let verify_ms = t.elapsed().as_secs_f64() * 1e3;
+        response.results = ranked
+            .iter()
+            .enumerate()
+            .map(|(i, v)| pb::Match {
+                image_id: v.id.clone(),
+                score: v.score as u32,
+                votes: v.votes as u32,
+                rank: i as u32 + 1,
+            })
+            .collect();
+        response.timing =
+            Some(pb::Timing { extract_ms, ann_ms, verify_ms, total_ms: started.elapsed().as_secs_f64() * 1e3 });
+        Ok(response)
+    }
+
+    async fn status(&self) -> pb::ClusterStatusResponse {
+        let t = Duration::from_millis(self.config.connect_timeout_ms.max(1000));
+        let id = client::new_request_id();
+        let shards = join_all(self.shards.iter().map(|s| async {
+            let healthy = join_all(s.replicas.iter().map(|r| async {
+                let mut node = r.client.clone();
+                let call = node.info(client::request(pb::ShardInfoRequest {}, &id, self.token(), t));
+                matches!(tokio::time::timeout(t, call).await, Ok(Ok(info)) if info.get_ref().ready)
+            }))
+            .await;
+            pb::ShardStatus { shard_id: s.id, replicas: s.replicas.iter().map(|r| r.addr.clone()).collect(), healthy }
+        }))
+        .await;
+        let workers_healthy = join_all(self.workers.iter().map(|w| async {
+            let mut health = tonic_health::pb::health_client::HealthClient::new(w.channel.clone());
+            let req = tonic_health::pb::HealthCheckRequest { service: "delf.v1.Worker".into() };
+            matches!(tokio::time::timeout(t, health.check(req)).await, Ok(Ok(r)) if r.get_ref().status == 1)
+        }))
+        .await;
+        pb::ClusterStatusResponse {
+            index_spec: self.manifest.spec.clone(),
+            descriptor_fingerprint: self.manifest.descriptor_fingerprint.clone(),
+            shards,
+            workers: self.workers.iter().map(|w| w.addr.clone()).collect(),
+            workers_healthy,
+            shard_count: self.manifest.shards,
+            images: self.manifest.images as u64,
+            descriptors: self.manifest.descriptors as u64,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Coordinator for CoordinatorService {
+    async fn search(&self, request: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
+        let from_metadata = client::request_id_of(&request);
+        let r = request.into_inner();
+        let request_id = Some(r.request_id.clone())
+            .filter(|s| !s.is_empty())
+            .or(from_metadata)
+            .unwrap_or_else(client::new_request_id);
+        let span = tracing::info_span!("search", request_id = %request_id);
+        let inner = Arc::clone(&self.inner);
+        let result = inner.search(r, request_id).instrument(span.clone()).await;
+        let _enter = span.enter();
+        match &result {
+            Ok(r) => tracing::info!(
+                results = r.results.len(),
+                degraded = r.degraded,
+                ms = r.timing.as_ref().map_or(0.0, |t| t.total_ms),
+                "query answered"
+            ),
+            Err(s) => tracing::warn!(code = ?s.code(), message = s.message(), "query failed"),
+        }
+        result.map(Response::new)
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        Ok(Response::new(self.inner.status().await))
+    }
+}
+
+/// Serves the coordinator on `listen` until SIGTERM / Ctrl-C.
+pub async fn serve(listen: &str, service: CoordinatorService, token: Option<&str>) -> Result<(), ClusterError> {
+    let incoming = crate::server::bind(listen)?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<CoordinatorServer<CoordinatorService>>().await;
+    tracing::info!(
+        addr = %listen,
+        shards = service.inner.shards.len(),
+        workers = service.inner.workers.len(),
+        spec = %service.inner.manifest.spec,
+        "coordinator listening"
+    );
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(crate::server::reflection()?)
+        .add_service(service.into_server(BearerAuth::new(token)))
+        .serve_with_incoming_shutdown(incoming, crate::server::shutdown_signal())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! An index node: one PQ shard of an index, loaded in the background from the index folder (local or object
+//! storage, see [`crate::index_files`]); health says NOT_SERVING and searches get UNAVAILABLE until it is loaded.
+//! A search takes all descriptors of a query image at once and answers, per descriptor, the shard's top-K with
+//! the keypoint of every neighbour (so verification needs no second round trip) and the ids of the images named.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use delf_index::sharded::shard_file_name;
+use delf_index::{ScanKernel, SearchParams, Shard};
+use delf_proto::MAX_MESSAGE_BYTES;
+use delf_proto::v1 as pb;
+use delf_proto::v1::index_node_server::{IndexNode, IndexNodeServer};
+use delf_search::IndexManifest;
+use delf_search::manifest::MANIFEST_FILE;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status};
+
+use crate::error::ClusterError;
+use crate::server::BearerAuth;
+
+/// Largest K (neighbours per query descriptor) a node accepts.
+pub const MAX_K: u32 = 1024;
+/// Largest number of query descriptors in one search.
+pub const MAX_QUERY_DESCRIPTORS: usize = 100_000;
+
+/// What an index node serves.
+#[derive(Debug, Clone)]
+pub struct IndexNodeOptions {
+    /// The index folder or URI.
+    pub index: String,
+    /// Cache for files fetched from object storage.
+    pub cache_dir: PathBuf,
+    /// The shard this node serves.
+    pub shard_id: u32,
+}
+
+struct Loaded {
+    shard: Shard,
+    manifest: IndexManifest,
+}
+
+/// The IndexNode service of one shard.
+#[derive(Clone)]
+pub struct IndexNodeService {
+    shard_id: u32,
+    loaded: Arc<OnceLock<Loaded>>,
+    kernel: ScanKernel,
+}
+
+impl IndexNodeService {
+    /// A node for `shard_id`, not loaded yet.
+    pub fn new(shard_id: u32) -> Self {
+        Self { shard_id, loaded: Arc::new(OnceLock::new()), kernel: ScanKernel::detect() }
+    }
+
+    /// Fetches (if remote) and loads the shard, then checks it against the manifest. Call once; searches are
+    /// refused until it returns Ok.
+    pub async fn load(&self, opts: &IndexNodeOptions) -> Result<(), ClusterError> {
+        let dir = crate::index_files::local_folder(&opts.index, &opts.cache_dir, &[MANIFEST_FILE.to_string()]).await?;
+        let manifest = IndexManifest::load(&dir)?;
+        if opts.shard_id >= manifest.shards {
+            return Err(ClusterError::Config(format!(
+                "shard {} does not exist: the index at {} has {} shards",
+                opts.shard_id, opts.index, manifest.shards
+            )));
+        }
+        let name = shard_file_name(opts.shard_id, manifest.shards);
+        let dir = crate::index_files::local_folder(&opts.index, &opts.cache_dir, std::slice::from_ref(&name)).await?;
+        let path = dir.join(&name);
+        let shard = tokio::task::spawn_blocking(move || delf_index::file::load(&path))
+            .await
+            .map_err(|e| ClusterError::Config(format!("loading the shard panicked: {e}")))??;
+        let info = shard.info();
+        let bad = |what: String| Err(ClusterError::Config(format!("{name} does not match the manifest: {what}")));
+        if info.shard_id != opts.shard_id || info.shard_count != manifest.shards {
+            return bad(format!("holds shard {} of {}", info.shard_id, info.shard_count));
+        }
+        if info.descriptor_fingerprint != manifest.descriptor_fingerprint {
+            return bad(format!("descriptors {}", info.descriptor_fingerprint));
+        }
+        if shard.codebooks().fingerprint().as_str() != manifest.codebooks_fingerprint {
+            return bad(format!("codebooks {}", shard.codebooks().fingerprint()));
+        }
+        tracing::info!(
+            shard = opts.shard_id,
+            images = shard.live_images(),
+            descriptors = shard.live_vectors(),
+            spec = %manifest.spec,
+            "shard loaded"
+        );
+        let _ = self.loaded.set(Loaded { shard, manifest });
+        Ok(())
+    }
+
+    /// True once the shard is loaded.
+    pub fn is_ready(&self) -> bool {
+        self.loaded.get().is_some()
+    }
+
+    /// The gRPC service with message limits and the token check.
+    pub fn into_server(self, auth: BearerAuth) -> InterceptedService<IndexNodeServer<Self>, BearerAuth> {
+        let server = IndexNodeServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        InterceptedService::new(server, auth)
+    }
+}
+
+fn check_request(r: &pb::ShardSearchRequest, loaded: &Loaded, shard_id: u32) -> Result<SearchParams, Status> {
+    if r.shard_id != shard_id {
+        return Err(Status::not_found(format!("this node serves shard {shard_id}, not shard {}", r.shard_id)));
+    }
+    let expected = &loaded.manifest.descriptor_fingerprint;
+    if &r.descriptor_fingerprint != expected {
+        return Err(Status::failed_precondition(format!(
+            "descriptor fingerprint {:?}; this shard holds {expected}",
+            r.descriptor_fingerprint
+        )));
+    }
+    if r.k == 0 || r.k > MAX_K {
+        return Err(Status::invalid_argument(format!("k {} is outside 1..={MAX_K}", r.k)));
+    }
+    let dim = r.dim as usize;
+    if dim == 0 || !r.descriptors.len().is_multiple_of(dim) {
+        return Err(Status::invalid_argument(format!(
+            "{} descriptor values are not a whole number of {dim}-d descriptors",
+            r.descriptors.len()
+        )));
+    }
+    if r.descriptors.len() / dim > MAX_QUERY_DESCRIPTORS {
+        return Err(Status::invalid_argument(format!("more than {MAX_QUERY_DESCRIPTORS} query descriptors")));
+    }
+    let mut params = loaded.manifest.search;
+    params.k = r.k as usize;
+    if r.nprobe > 0 {
+        params.nprobe = r.nprobe as usize;
+    }
+    params.max_distance = r.max_distance;
+    params.validate(&loaded.shard.codebooks().spec).map_err(|e| crate::convert::index_status(&e))?;
+    Ok(params)
+}
+
+#[tonic::async_trait]
+impl IndexNode for IndexNodeService {
+    async fn search(
+        &self,
+        request: Request<pb::ShardSearchRequest>,
+    ) -> Result<Response<pb::ShardSearchResponse>, Status> {
+        let Some(_) = self.loaded.get() else {
+            return Err(Status::unavailable(format!("shard {} is still loading", self.shard_id)));
+        };
+        let r = request.into_inner();
+        let span = tracing::debug_span!("shard_search", request_id = %r.request_id, shard = self.shard_id);
+        let _enter = span.enter();
+        let this = self.clone();
+        let started = std::time::Instant::now();
+        let response = tokio::task::spawn_blocking(move || {
+            let loaded = this.loaded.get().ok_or_else(|| Status::unavailable("shard not loaded"))?;
+            let params = check_request(&r, loaded, this.shard_id)?;
+            let shard = &loaded.shard;
+            let dim = r.dim as usize;
+            let lists = if shard.live_vectors() == 0 {
+                vec![Vec::new(); r.descriptors.len() / dim]
+            } else {
+                delf_index::search(&[shard], &r.descriptors, dim, &params, this.kernel)
+                    .map_err(|e| crate::convert::index_status(&e))?
+            };
+            let mut images = BTreeMap::new();
+            let lists = lists
+                .into_iter()
+                .map(|list| pb::NeighborList {
+                    neighbors: list
+                        .into_iter()
+                        .map(|n| {
+                            images.entry(n.image).or_insert_with(|| shard.image(n.image).map(|e| e.name.clone()));
+                            let [x, y] = shard.keypoint(n.image, n.feature).unwrap_or([f32::NAN, f32::NAN]);
+                            pb::Neighbor { image: n.image, feature: u32::from(n.feature), distance: n.distance, x, y }
+                        })
+                        .collect(),
+                })
+                .collect();
+            let images =
+                images.into_iter().map(|(image, id)| pb::ImageRef { image, id: id.unwrap_or_default() }).collect();
+            Ok::<_, Status>(pb::ShardSearchResponse { shard_id: this.shard_id, lists, images })
+        })
+        .await
+        .map_err(|e| Status::internal(format!("search task failed: {e}")))??;
+        tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "shard searched");
+        Ok(Response::new(response))
+    }
+
+    async fn info(&self, _request: Request<pb::ShardInfoRequest>) -> Result<Response<pb::ShardInfo>, Status> {
+        let mut info = pb::ShardInfo { shard_id: self.shard_id, ..Default::default() };
+        if let Some(l) = self.loaded.get() {
+            info.shard_count = l.manifest.shards;
+            info.spec = l.manifest.spec.clone();
+            info.descriptor_fingerprint = l.manifest.descriptor_fingerprint.clone();
+            info.codebooks_fingerprint = l.manifest.codebooks_fingerprint.clone();
+            info.live_images = l.shard.live_images() as u64;
+            info.live_descriptors = l.shard.live_vectors() as u64;
+            info.ready = true;
+        }
+        Ok(Response::new(info))
+    }
+}
+
+/// Serves shard `opts.shard_id` on `listen` until SIGTERM / Ctrl-C: health NOT_SERVING while loading, SERVING once
+/// loaded. A shard that cannot be loaded stops the node with the error.
+pub async fn serve(listen: &str, opts: IndexNodeOptions, token: Option<&str>) -> Result<(), ClusterError> {
+    let incoming = crate::server::bind(listen)?;
+    let service = IndexNodeService::new(opts.shard_id);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_not_serving::<IndexNodeServer<IndexNodeService>>().await;
+    tracing::info!(addr = %listen, shard = opts.shard_id, index = %opts.index, "index node listening; loading the shard");
+    let loader = {
+        let service = service.clone();
+        async move {
+            service.load(&opts).await?;
+            reporter.set_serving::<IndexNodeServer<IndexNodeService>>().await;
+            Ok::<_, ClusterError>(())
+        }
+    };
+    let server = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(crate::server::reflection()?)
+        .add_service(service.into_server(BearerAuth::new(token)))
+        .serve_with_incoming_shutdown(incoming, crate::server::shutdown_signal());
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => return Ok(r?),
+        r = loader => r?,
+    }
+    Ok(server.await?)
+}
