@@ -69,8 +69,13 @@ pub enum Command {
     Search(SearchArgs),
     /// Match two images: putative matches, RANSAC verification, inlier count, and a picture of the inliers.
     Match(MatchArgs),
-    /// Run a cluster role: coordinator, index node or worker.
+    /// Run a cluster role (coordinator, index node or worker) as configured in `[cluster]` (docs/cluster.md).
     Serve(ServeArgs),
+    /// Search through a running cluster's coordinator.
+    Query(QueryArgs),
+    /// Inspect a running cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Evaluate retrieval: Revisited Oxford/Paris, Google Landmarks v2, or our own pairs format.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -414,12 +419,79 @@ pub struct ServeArgs {
     /// The role to run.
     #[arg(value_enum)]
     pub role: Role,
+    /// `host:port` to listen on (default for the coordinator: `cluster.coordinator`; required for the others).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// The shard an index node serves.
+    #[arg(long, required_if_eq("role", "index-node"))]
+    pub shard: Option<u32>,
+    /// Device of a worker's extraction (`cpu`, `cuda`, `cuda:N`; default: the `device` setting).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// A worker that only verifies (no model loaded; extraction requests get UNIMPLEMENTED).
+    #[arg(long)]
+    pub no_extract: bool,
+}
+
+/// `delf query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Coordinator `host:port` (default: `cluster.coordinator`).
+    #[arg(long)]
+    pub coordinator: Option<String>,
+    /// Query photos, sent as they are (extracted on a worker).
+    #[arg(required = true)]
+    pub queries: Vec<PathBuf>,
+    /// Results per query at most.
+    #[arg(long, default_value_t = 10)]
+    pub top: u32,
+    /// Best-voted candidates verified (default: the coordinator's).
+    #[arg(long)]
+    pub candidates: Option<u32>,
+    /// Inverted lists probed (default: the index's).
+    #[arg(long)]
+    pub nprobe: Option<u32>,
+    /// Inliers a result needs (default: the coordinator's).
+    #[arg(long)]
+    pub min_inliers: Option<u32>,
+    /// When some shard has no answering replica: `partial` (degraded answer) or `fail` (default: the coordinator's).
+    #[arg(long, value_enum)]
+    pub on_shard_failure: Option<FailurePolicyArg>,
+    /// Milliseconds for each query (default: the coordinator's).
+    #[arg(long)]
+    pub deadline_ms: Option<u32>,
+    /// One JSON object per query on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--on-shard-failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailurePolicyArg {
+    /// Answer from the shards that answered, flagged as degraded.
+    Partial,
+    /// Fail the query.
+    Fail,
+}
+
+/// `delf cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Shards, replicas and workers as the coordinator sees them (each replica and worker is asked now).
+    Status {
+        /// Coordinator `host:port` (default: `cluster.coordinator`).
+        #[arg(long)]
+        coordinator: Option<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A cluster role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Role {
-    /// Fans queries out to index nodes, merges, aggregates, assigns verification; keeps metadata under Raft.
+    /// Fans queries out to index nodes, merges, aggregates votes, assigns verification to workers.
     Coordinator,
     /// Holds one PQ shard and answers batched descriptor searches.
     IndexNode,

@@ -30,8 +30,10 @@ pub struct Config {
     pub extract: ExtractSettings,
     /// Matching and geometric verification.
     pub verify: VerifySettings,
-    /// Retrieval defaults of `delf search`.
+    /// Retrieval defaults of `delf search` (and of the cluster coordinator).
     pub search: SearchSettings,
+    /// The cluster (docs/cluster.md): where the index is, who serves which shard, workers, deadlines, token.
+    pub cluster: delf_cluster::ClusterConfig,
 }
 
 /// `[search]` section (docs/search.md).
@@ -234,6 +236,7 @@ impl Default for Config {
             extract: ExtractSettings::default(),
             verify: VerifySettings::default(),
             search: SearchSettings::default(),
+            cluster: delf_cluster::ClusterConfig::default(),
         }
     }
 }
@@ -299,7 +302,11 @@ impl Config {
 
     /// As TOML, for `delf config`.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+        let mut shown = self.clone();
+        if shown.cluster.token.is_some() {
+            shown.cluster.token = Some("(set, not shown)".into());
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
 }
 

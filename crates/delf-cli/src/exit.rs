@@ -43,6 +43,16 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                 _ => BAD_INPUT,
             };
         }
+        if let Some(e) = cause.downcast_ref::<crate::commands::query::RemoteError>() {
+            return if e.is_bad_input() { BAD_INPUT } else { FAILURE };
+        }
+        if let Some(e) = cause.downcast_ref::<delf_cluster::ClusterError>() {
+            return match e {
+                delf_cluster::ClusterError::Config(_) | delf_cluster::ClusterError::Address { .. } => CONFIG,
+                delf_cluster::ClusterError::Index(_) | delf_cluster::ClusterError::Shard(_) => BAD_INPUT,
+                _ => FAILURE,
+            };
+        }
         if cause.is::<delf_image::ImageError>() {
             return BAD_INPUT;
         }

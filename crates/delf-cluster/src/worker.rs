@@ -39,7 +39,7 @@ pub trait QueryExtractor: Send + Sync + 'static {
     /// Fingerprint of the descriptors it produces.
     fn fingerprint(&self) -> String;
     /// Decodes `bytes` (EXIF orientation applied, size limits enforced) and extracts the features.
-    fn extract(&self, bytes: &[u8]) -> Result<FeatureSet, ExtractFailure>;
+    fn extract(&self, bytes: Vec<u8>) -> Result<FeatureSet, ExtractFailure>;
 }
 
 /// The Worker service.
@@ -112,7 +112,8 @@ impl Worker for WorkerService {
         }
         let _slot = self.extract_slots.acquire().await.map_err(|_| Status::unavailable("worker stopping"))?;
         let started = std::time::Instant::now();
-        let features = tokio::task::spawn_blocking(move || extractor.extract(&r.image))
+        let (request_id, image) = (r.request_id, r.image);
+        let features = tokio::task::spawn_blocking(move || extractor.extract(image))
             .await
             .map_err(|e| Status::internal(format!("extraction task failed: {e}")))?
             .map_err(|e| match e {
@@ -120,7 +121,7 @@ impl Worker for WorkerService {
                 ExtractFailure::Failed(m) => Status::internal(m),
             })?;
         tracing::debug!(
-            request_id = %r.request_id,
+            %request_id,
             features = features.len(),
             ms = started.elapsed().as_secs_f64() * 1e3,
             "extracted"

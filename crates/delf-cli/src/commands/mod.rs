@@ -12,8 +12,10 @@ pub mod index_from_features;
 pub mod matching;
 pub mod model;
 pub mod pca;
+pub mod query;
 pub mod search;
 pub mod search_report;
+pub mod serve;
 
 use anyhow::Result;
 

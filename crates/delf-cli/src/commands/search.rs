@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use delf_index::ScanKernel;
 use delf_search::manifest::PCA_FILE;
-use delf_search::{IndexManifest, Retrieval, RetrievalConfig, retrieve};
+use delf_search::{IndexManifest, Retrieval, retrieve};
 
 use crate::cli::SearchArgs;
 use crate::commands::{model, search_report};
@@ -36,14 +36,17 @@ pub fn run(opts: &SearchArgs, config: &Config) -> Result<()> {
             query: extractor.fingerprint().to_string(),
         });
     }
-    let candidates = opts.candidates.unwrap_or(config.search.candidates).max(1);
-    let mut rc = RetrievalConfig { top: opts.top, candidates, ..RetrievalConfig::default() };
-    rc.search = manifest.search;
+    let mut rc = crate::commands::serve::retrieval_config(config, &manifest);
+    rc.top = opts.top;
+    if let Some(n) = opts.candidates {
+        rc.candidates = n.max(1);
+    }
     if let Some(n) = opts.nprobe {
         rc.search.nprobe = n;
     }
-    rc.verify = config.verify.to_config();
-    rc.verify.policy.min_inliers = opts.min_inliers.unwrap_or(config.search.min_inliers);
+    if let Some(n) = opts.min_inliers {
+        rc.verify.policy.min_inliers = n;
+    }
     let kernel = ScanKernel::detect();
     tracing::info!(index = %opts.index.display(), spec = %manifest.spec, search = %rc.search, candidates = rc.candidates, "searching");
 

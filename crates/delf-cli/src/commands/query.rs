@@ -1,0 +1,223 @@
+//! `delf query --coordinator ADDR IMAGE...` and `delf cluster status`: gRPC clients of a running cluster. Query
+//! output has the shape of `delf search` (table, or `--json` lines), plus the degraded flag and missing shards.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use delf_cluster::client;
+use delf_proto::v1 as pb;
+
+use crate::cli::{ClusterCommand, FailurePolicyArg, QueryArgs};
+use crate::config::Config;
+
+/// A call the cluster refused or failed, with its gRPC status code.
+#[derive(Debug, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct RemoteError {
+    /// The gRPC status code.
+    pub code: tonic::Code,
+    /// The server's message.
+    pub message: String,
+}
+
+impl RemoteError {
+    /// True when the request itself was refused (bad image, wrong fingerprint, unknown shard): exit code 3.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self.code, tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::NotFound)
+    }
+}
+
+impl From<tonic::Status> for RemoteError {
+    fn from(s: tonic::Status) -> Self {
+        Self { code: s.code(), message: s.message().to_string() }
+    }
+}
+
+fn connect(
+    addr: Option<&String>,
+    config: &Config,
+) -> Result<delf_proto::v1::coordinator_client::CoordinatorClient<tonic::transport::Channel>> {
+    let addr = addr.unwrap_or(&config.cluster.coordinator);
+    let channel = client::channel(addr, Duration::from_millis(config.cluster.connect_timeout_ms))?;
+    Ok(client::coordinator(channel))
+}
+
+/// Sends every query; a query that fails is reported and the others still run.
+pub fn run(args: &QueryArgs, config: &Config) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut coordinator = connect(args.coordinator.as_ref(), config)?;
+    let token = config.cluster.token.as_deref();
+    let deadline_ms = args.deadline_ms.map_or(config.cluster.deadline_ms, u64::from);
+    let mut stdout = std::io::stdout().lock();
+    let mut failed = None;
+    for path in &args.queries {
+        let result = (|| -> Result<pb::SearchResponse> {
+            let image = read_query(path)?;
+            let request = pb::SearchRequest {
+                request_id: client::new_request_id(),
+                query: Some(pb::search_request::Query::Image(image)),
+                top: args.top,
+                candidates: args.candidates.unwrap_or(0),
+                nprobe: args.nprobe.unwrap_or(0),
+                min_inliers: args.min_inliers.unwrap_or(0),
+                on_shard_failure: match args.on_shard_failure {
+                    None => pb::ShardFailurePolicy::Unspecified,
+                    Some(FailurePolicyArg::Partial) => pb::ShardFailurePolicy::Partial,
+                    Some(FailurePolicyArg::Fail) => pb::ShardFailurePolicy::Fail,
+                } as i32,
+                deadline_ms: args.deadline_ms.unwrap_or(0),
+            };
+            // The coordinator enforces the deadline; the client waits a little longer for its answer.
+            let wait = Duration::from_millis(deadline_ms + 2_000);
+            let id = request.request_id.clone();
+            let response = rt
+                .block_on(coordinator.search(client::request(request, &id, token, wait)))
+                .map_err(RemoteError::from)
+                .with_context(|| format!("query {} (request {id})", path.display()))?;
+            Ok(response.into_inner())
+        })();
+        match result {
+            Ok(r) => {
+                if args.json {
+                    writeln!(stdout, "{}", json_line(path, &r))?;
+                } else {
+                    print_table(&mut stdout, path, &r)?;
+                }
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                eprintln!("error: {message}");
+                if args.json {
+                    writeln!(stdout, "{}", serde_json::json!({ "query": path, "error": message }))?;
+                }
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    stdout.flush()?;
+    match failed {
+        Some(e) => Err(e.context("some queries failed")),
+        None => Ok(()),
+    }
+}
+
+fn read_query(path: &Path) -> Result<Vec<u8>> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| delf_image::ImageError::Io { path: path.to_path_buf(), source: e })?;
+    // The workers' decode limit: a larger photo would be refused after the upload.
+    let limit = delf_image::DecodeLimits::default().max_file_bytes;
+    if meta.len() > limit {
+        anyhow::bail!(delf_image::ImageError::FileTooLarge { bytes: meta.len(), limit });
+    }
+    std::fs::read(path).map_err(|e| delf_image::ImageError::Io { path: path.to_path_buf(), source: e }.into())
+}
+
+fn json_line(query: &Path, r: &pb::SearchResponse) -> serde_json::Value {
+    let results: Vec<serde_json::Value> = r
+        .results
+        .iter()
+        .map(|m| serde_json::json!({ "image_id": m.image_id, "score": m.score, "votes": m.votes, "rank": m.rank }))
+        .collect();
+    let t = r.timing.unwrap_or_default();
+    serde_json::json!({
+        "query": query,
+        "request_id": r.request_id,
+        "results": results,
+        "verified": r.verified,
+        "degraded": r.degraded,
+        "missing_shards": r.missing_shards,
+        "timing_ms": { "extract": t.extract_ms, "ann": t.ann_ms, "verify": t.verify_ms, "total": t.total_ms },
+    })
+}
+
+fn print_table(out: &mut impl Write, query: &Path, r: &pb::SearchResponse) -> Result<()> {
+    let t = r.timing.unwrap_or_default();
+    writeln!(
+        out,
+        "query {} (request {}): extract {:.0} ms, ann {:.0} ms, verify {:.0} ms ({} candidates), total {:.0} ms",
+        query.display(),
+        r.request_id,
+        t.extract_ms,
+        t.ann_ms,
+        t.verify_ms,
+        r.verified,
+        t.total_ms
+    )?;
+    if r.degraded {
+        writeln!(
+            out,
+            "  DEGRADED: no replica of shard(s) {:?} answered; results may miss their images",
+            r.missing_shards
+        )?;
+    }
+    if r.results.is_empty() {
+        writeln!(out, "  no match")?;
+        return Ok(());
+    }
+    writeln!(out, "  {:>4}  {:>6}  {:>6}  image", "rank", "score", "votes")?;
+    for m in &r.results {
+        writeln!(out, "  {:>4}  {:>6}  {:>6}  {}", m.rank, m.score, m.votes, m.image_id)?;
+    }
+    Ok(())
+}
+
+/// `delf cluster ...`.
+pub fn cluster(command: &ClusterCommand, config: &Config) -> Result<()> {
+    match command {
+        ClusterCommand::Status { coordinator, json } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let mut c = connect(coordinator.as_ref(), config)?;
+            let id = client::new_request_id();
+            let request = client::request(
+                pb::ClusterStatusRequest {},
+                &id,
+                config.cluster.token.as_deref(),
+                Duration::from_secs(10),
+            );
+            let s = rt
+                .block_on(c.cluster_status(request))
+                .map_err(RemoteError::from)
+                .context("cluster status")?
+                .into_inner();
+            if *json {
+                let shards: Vec<serde_json::Value> = s
+                    .shards
+                    .iter()
+                    .map(|sh| serde_json::json!({ "shard": sh.shard_id, "replicas": sh.replicas, "healthy": sh.healthy }))
+                    .collect();
+                let v = serde_json::json!({
+                    "index_spec": s.index_spec,
+                    "descriptor_fingerprint": s.descriptor_fingerprint,
+                    "shard_count": s.shard_count,
+                    "images": s.images,
+                    "descriptors": s.descriptors,
+                    "shards": shards,
+                    "workers": s.workers,
+                    "workers_healthy": s.workers_healthy,
+                });
+                println!("{v}");
+            } else {
+                println!(
+                    "index {} ({} shards, {} images, {} descriptors), descriptors {}",
+                    s.index_spec, s.shard_count, s.images, s.descriptors, s.descriptor_fingerprint
+                );
+                for sh in &s.shards {
+                    let replicas: Vec<String> = sh
+                        .replicas
+                        .iter()
+                        .zip(&sh.healthy)
+                        .map(|(a, h)| format!("{a} ({})", if *h { "ready" } else { "DOWN" }))
+                        .collect();
+                    let up = sh.healthy.iter().filter(|h| **h).count();
+                    println!("  shard {}: {up}/{} ready: {}", sh.shard_id, sh.replicas.len(), replicas.join(", "));
+                }
+                for (w, h) in s.workers.iter().zip(&s.workers_healthy) {
+                    println!("  worker {w}: {}", if *h { "serving" } else { "DOWN" });
+                }
+            }
+            Ok(())
+        }
+    }
+}
