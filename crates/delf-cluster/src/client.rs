@@ -17,7 +17,7 @@ use crate::error::ClusterError;
 pub const REQUEST_ID: &str = "x-request-id";
 
 /// A channel to `host:port`, connected on first use (so a role starts while its peers are still down) and
-/// reconnected after failures.
+/// reconnected after failures. Must be called inside a Tokio runtime.
 pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, ClusterError> {
     crate::config::check_addr(addr)?;
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))

@@ -142,6 +142,18 @@ fn is_callers_fault(s: &Status) -> bool {
     )
 }
 
+/// What went wrong with a call that got `s` after waiting at most `t`. Tonic enforces the `grpc-timeout` it sends
+/// as a local CANCELLED, the server as DEADLINE_EXCEEDED: both mean the peer did not answer in time.
+fn describe(s: &Status, t: Duration) -> String {
+    let timed_out =
+        s.code() == Code::DeadlineExceeded || (s.code() == Code::Cancelled && s.message().contains("Timeout"));
+    if timed_out {
+        format!("no answer within {} ms", t.as_millis())
+    } else {
+        format!("{:?}: {}", s.code(), s.message())
+    }
+}
+
 fn decode_shard(r: pb::ShardSearchResponse, shard: u32, count: u32, nq: usize) -> Result<ShardAnswer, String> {
     if r.shard_id != shard || r.lists.len() != nq {
         return Err(format!("answered shard {} with {} lists for {nq} query descriptors", r.shard_id, r.lists.len()));
@@ -213,17 +225,17 @@ impl Inner {
                     Err(e) => format!("bad answer: {e}"),
                 },
                 Ok(Err(s)) if is_callers_fault(&s) => return Err(s),
-                Ok(Err(s)) => format!("{:?}: {}", s.code(), s.message()),
+                Ok(Err(s)) => describe(&s, t),
                 Err(_) => format!("no answer within {} ms", t.as_millis()),
             };
-            tracing::warn!(shard = shard.id, replica = %replica.addr, %error, "replica failed; trying the next one");
+            tracing::warn!(%request_id, shard = shard.id, replica = %replica.addr, %error, "replica failed; trying the next one");
             errors.push(format!("{}: {error}", replica.addr));
         }
         Ok(ShardOutcome::Down(errors))
     }
 
     /// Calls workers one after another (starting at the next in rotation) until one answers.
-    async fn on_workers<T, F, Fut>(&self, what: &str, deadline: Instant, call: F) -> Result<T, Status>
+    async fn on_workers<T, F, Fut>(&self, what: &str, request_id: &str, deadline: Instant, call: F) -> Result<T, Status>
     where
         F: Fn(WorkerClient<Channel>, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<Response<T>, Status>>,
@@ -239,10 +251,10 @@ impl Inner {
             let error = match tokio::time::timeout(t, call(w.client.clone(), t)).await {
                 Ok(Ok(r)) => return Ok(r.into_inner()),
                 Ok(Err(s)) if is_callers_fault(&s) => return Err(s),
-                Ok(Err(s)) => format!("{:?}: {}", s.code(), s.message()),
+                Ok(Err(s)) => describe(&s, t),
                 Err(_) => format!("no answer within {} ms", t.as_millis()),
             };
-            tracing::warn!(worker = %w.addr, %error, "{what} failed on a worker; trying another");
+            tracing::warn!(%request_id, worker = %w.addr, %error, "{what} failed on a worker; trying another");
             errors.push(format!("{}: {error}", w.addr));
         }
         Err(Status::unavailable(format!("{what} failed on every worker: {}", errors.join("; "))))
@@ -265,7 +277,7 @@ impl Inner {
                     image: bytes,
                     descriptor_fingerprint: self.manifest.descriptor_fingerprint.clone(),
                 };
-                self.on_workers("extraction", deadline, |mut c, t| {
+                self.on_workers("extraction", id, deadline, |mut c, t| {
                     let r = client::request(request.clone(), id, self.token(), t);
                     async move { c.extract(r).await }
                 })
@@ -346,7 +358,7 @@ impl Inner {
                     ids.extend(a.ids);
                 }
                 ShardOutcome::Down(errors) => {
-                    tracing::error!(shard = shard.id, errors = %errors.join("; "), "no replica of the shard answered");
+                    tracing::error!(%request_id, shard = shard.id, errors = %errors.join("; "), "no replica of the shard answered");
                     if policy == ShardFailurePolicy::Fail {
                         return Err(Status::unavailable(format!(
                             "no replica of shard {} answered: {}",
@@ -399,7 +411,7 @@ impl Inner {
             })
             .collect();
         let verified = join_all(batches.iter().map(|b| {
-            self.on_workers("verification", deadline, |mut c, t| {
+            self.on_workers("verification", &request_id, deadline, |mut c, t| {
                 let r = client::request(b.clone(), &request_id, self.token(), t);
                 async move { c.verify(r).await }
             })
@@ -483,16 +495,16 @@ impl Coordinator for CoordinatorService {
             .unwrap_or_else(client::new_request_id);
         let span = tracing::info_span!("search", request_id = %request_id);
         let inner = Arc::clone(&self.inner);
-        let result = inner.search(r, request_id).instrument(span.clone()).await;
-        let _enter = span.enter();
+        let result = inner.search(r, request_id.clone()).instrument(span).await;
         match &result {
             Ok(r) => tracing::info!(
+                %request_id,
                 results = r.results.len(),
                 degraded = r.degraded,
                 ms = r.timing.as_ref().map_or(0.0, |t| t.total_ms),
                 "query answered"
             ),
-            Err(s) => tracing::warn!(code = ?s.code(), message = s.message(), "query failed"),
+            Err(s) => tracing::warn!(%request_id, code = ?s.code(), message = s.message(), "query failed"),
         }
         result.map(Response::new)
     }

@@ -47,6 +47,7 @@ fn connect(
 /// Sends every query; a query that fails is reported and the others still run.
 pub fn run(args: &QueryArgs, config: &Config) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let _in_runtime = rt.enter();
     let mut coordinator = connect(args.coordinator.as_ref(), config)?;
     let token = config.cluster.token.as_deref();
     let deadline_ms = args.deadline_ms.map_or(config.cluster.deadline_ms, u64::from);
@@ -168,6 +169,7 @@ pub fn cluster(command: &ClusterCommand, config: &Config) -> Result<()> {
     match command {
         ClusterCommand::Status { coordinator, json } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let _in_runtime = rt.enter();
             let mut c = connect(coordinator.as_ref(), config)?;
             let id = client::new_request_id();
             let request = client::request(

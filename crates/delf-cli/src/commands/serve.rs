@@ -24,6 +24,8 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
     let cache = cluster.cache_dir.clone().unwrap_or_else(|| config.home.join("cluster-cache"));
     let token = cluster.token.as_deref();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Channels to peers are made (lazily connected) inside the runtime.
+    let _in_runtime = rt.enter();
     let listen = || args.listen.clone().context("--listen host:port is required for this role");
     match args.role {
         Role::IndexNode => {

@@ -1,0 +1,236 @@
+//! A real cluster on loopback, as operators run it: `delf serve` processes (a coordinator, 2 shards x 2 replicas,
+//! 2 workers) sharing one `[cluster]` configuration with a bearer token, queried with `delf query`. Answers must
+//! equal one-process `delf search` on the same index, and stay equal while replicas and workers are killed
+//! (SIGKILL) or hang (SIGSTOP); a shard with no answering replica gives a degraded answer or a failure, per policy;
+//! bad images and wrong tokens get the right status codes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use delf_testkit::photos_dir as photos;
+
+const TOKEN: &str = "cluster-test-token";
+
+fn delf(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_delf"));
+    c.env("DELF_LOG__LEVEL", "warn").env("DELF_CONFIG", config).env("DELF_CLUSTER__TOKEN", TOKEN);
+    c
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "stdout:\n{}\nstderr:\n{}", text(&out.stdout), text(&out.stderr));
+    text(&out.stdout)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `delf serve` process, killed when dropped.
+struct Role {
+    name: String,
+    child: Child,
+}
+
+impl Role {
+    fn start(config: &Path, log_dir: &Path, name: &str, args: &[&str]) -> Self {
+        let log = std::fs::File::create(log_dir.join(format!("{name}.log"))).unwrap();
+        let child = delf(config).arg("serve").args(args).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        Self { name: name.into(), child }
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill {sig} {}", self.name);
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (image id, score, votes) per result of each JSON line.
+fn answers(stdout: &str) -> Vec<Vec<(String, u64, u64)>> {
+    stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let id = r["image_id"].as_str().unwrap().to_string();
+                    (id, r["score"].as_u64().unwrap(), r["votes"].as_u64().unwrap())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn a_cluster_answers_like_one_process_through_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = photos();
+    let database = [
+        "graf1.png",
+        "leuvenA.jpg",
+        "box.png",
+        "aloeL.jpg",
+        "fruits.jpg",
+        "home.jpg",
+        "lena.jpg",
+        "board.jpg",
+        "building.jpg",
+        "pic1.png",
+        "smarties.png",
+        "apple.jpg",
+    ];
+    let present: Vec<PathBuf> = database.iter().map(|f| p.join(f)).filter(|f| f.is_file()).collect();
+    assert!(present.len() >= 10, "opencv-doc photos missing: {present:?}");
+    let list = dir.path().join("db.txt");
+    std::fs::write(&list, present.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join("\n")).unwrap();
+
+    // The index: 2 shards, extraction at 640 px to keep the test short (queries use the index's settings).
+    let index = dir.path().join("index");
+    let config = dir.path().join("delf.toml");
+    std::fs::write(&config, "").unwrap();
+    ok(delf(&config)
+        .env("DELF_EXTRACT__MAX_SIDE", "640")
+        .args(["index", "build", list.to_str().unwrap(), "--out", index.to_str().unwrap(), "--shards", "2"])
+        .args(["--spec", "IVF16,PQ20x8r", "--device", "cpu"])
+        .output()
+        .unwrap());
+
+    let port = |_| format!("127.0.0.1:{}", free_port());
+    let replicas: Vec<Vec<String>> = (0..2).map(|_| (0..2).map(port).collect()).collect();
+    let workers: Vec<String> = (0..2).map(port).collect();
+    let coordinator = port(0);
+    let quoted = |v: &[String]| v.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ");
+    let mut toml = format!(
+        "device = \"cpu\"\n[cluster]\nindex = {:?}\ncoordinator = {coordinator:?}\nworkers = [{}]\nshard_timeout_ms = 1500\n",
+        index.display().to_string(),
+        quoted(&workers)
+    );
+    for (id, r) in replicas.iter().enumerate() {
+        toml += &format!("[[cluster.shards]]\nid = {id}\nreplicas = [{}]\n", quoted(r));
+    }
+    std::fs::write(&config, toml).unwrap();
+
+    let logs = dir.path();
+    let mut nodes: Vec<Vec<Role>> = replicas
+        .iter()
+        .enumerate()
+        .map(|(shard, addrs)| {
+            addrs
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let s = shard.to_string();
+                    Role::start(
+                        &config,
+                        logs,
+                        &format!("node{shard}{i}"),
+                        &["index-node", "--listen", a, "--shard", &s],
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let mut worker_roles: Vec<Role> = workers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Role::start(&config, logs, &format!("worker{i}"), &["worker", "--listen", a]))
+        .collect();
+    let _coordinator = Role::start(&config, logs, "coordinator", &["coordinator"]);
+
+    // Ready: every replica loaded and every worker serving, as `delf cluster status` reports.
+    let started = Instant::now();
+    loop {
+        let out = delf(&config).args(["cluster", "status", "--json"]).output().unwrap();
+        if out.status.success() {
+            let s: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+            let all = |v: &serde_json::Value| v.as_array().unwrap().iter().all(|h| h.as_bool().unwrap());
+            if s["shards"].as_array().unwrap().iter().all(|sh| all(&sh["healthy"])) && all(&s["workers_healthy"]) {
+                assert_eq!(s["shard_count"], 2);
+                break;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(180), "cluster not ready: {}", text(&out.stderr));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    let queries: Vec<String> =
+        ["graf3.png", "leuvenB.jpg", "squirrel_cls.jpg"].iter().map(|q| p.join(q).display().to_string()).collect();
+    let expected = answers(&ok(delf(&config)
+        .args(["search", "--json", "--index", index.to_str().unwrap()])
+        .args(&queries)
+        .output()
+        .unwrap()));
+    assert!(expected[0].first().is_some_and(|r| r.0.ends_with("graf1.png")), "{expected:?}");
+    assert!(expected[1].first().is_some_and(|r| r.0.ends_with("leuvenA.jpg")), "{expected:?}");
+    assert!(expected[2].is_empty(), "the distractor matched: {expected:?}");
+    let query = |extra: &[&str]| delf(&config).args(["query", "--json"]).args(extra).args(&queries).output().unwrap();
+
+    // 1. All up: the same answers as one process.
+    assert_eq!(answers(&ok(query(&[]))), expected);
+
+    // 2. Bad requests: a corrupt photo is the caller's fault (exit 3); a wrong token is refused.
+    let corrupt = dir.path().join("corrupt.jpg");
+    std::fs::write(&corrupt, &std::fs::read(p.join("graf3.png")).unwrap()[..3000]).unwrap();
+    let out = delf(&config).args(["query", corrupt.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("InvalidArgument"), "{}", text(&out.stderr));
+    let out = delf(&config).env("DELF_CLUSTER__TOKEN", "wrong").args(["query", &queries[0]]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("Unauthenticated"), "{}", text(&out.stderr));
+
+    // 3. A hung replica (SIGSTOP): queries that try it first move to the other replica after shard_timeout_ms.
+    nodes[0][0].signal("-STOP");
+    assert_eq!(answers(&ok(query(&[]))), expected);
+    nodes[0][0].signal("-CONT");
+    let coordinator_log = std::fs::read_to_string(logs.join("coordinator.log")).unwrap();
+    assert!(coordinator_log.contains("no answer within 1500 ms"), "{coordinator_log}");
+
+    // 4. One replica of each shard killed, then a worker: nothing changes.
+    nodes[0][1].kill();
+    nodes[1][0].kill();
+    assert_eq!(answers(&ok(query(&[]))), expected);
+    worker_roles[0].kill();
+    assert_eq!(answers(&ok(query(&[]))), expected);
+
+    // 5. No answering replica of shard 0 (the last one hangs): degraded under `partial`, a failure under `fail`,
+    //    both within the deadline.
+    nodes[0][0].signal("-STOP");
+    let t = Instant::now();
+    let partial = json_lines(&ok(query(&["--on-shard-failure", "partial", "--deadline-ms", "6000"])));
+    for a in &partial {
+        assert_eq!(a["degraded"], true, "{a}");
+        assert_eq!(a["missing_shards"], serde_json::json!([0]), "{a}");
+    }
+    let out = query(&["--on-shard-failure", "fail", "--deadline-ms", "6000"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("Unavailable: no replica of shard 0 answered"), "{}", text(&out.stderr));
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    nodes[0][0].signal("-CONT");
+}
