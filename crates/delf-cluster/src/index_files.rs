@@ -12,12 +12,16 @@ use tokio::io::AsyncWriteExt;
 use crate::error::ClusterError;
 
 /// A local folder holding (at least) the requested files of the index at `index`.
-pub async fn local_folder(index: &str, cache_root: &Path, files: &[String]) -> Result<PathBuf, ClusterError> {
+pub async fn local_folder(
+    stores: &Stores,
+    index: &str,
+    cache_root: &Path,
+    files: &[String],
+) -> Result<PathBuf, ClusterError> {
     if !index.contains("://") || index.starts_with("file://") {
         let dir = PathBuf::from(index.strip_prefix("file://").unwrap_or(index));
         return Ok(dir);
     }
-    let stores = Stores::new();
     let location = stores.location(index)?;
     let fingerprint = delf_core::Fingerprint::of("index-cache", &[index.as_bytes()]);
     let dir = cache_root.join(fingerprint.as_str().replace(['/', ':'], "-"));

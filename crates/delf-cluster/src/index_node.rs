@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+use delf_features::Stores;
 use delf_index::sharded::shard_file_name;
 use delf_index::{ScanKernel, SearchParams, Shard};
 use delf_proto::MAX_MESSAGE_BYTES;
@@ -26,7 +27,7 @@ pub const MAX_K: u32 = 1024;
 pub const MAX_QUERY_DESCRIPTORS: usize = 100_000;
 
 /// What an index node serves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IndexNodeOptions {
     /// The index folder or URI.
     pub index: String,
@@ -34,6 +35,8 @@ pub struct IndexNodeOptions {
     pub cache_dir: PathBuf,
     /// The shard this node serves.
     pub shard_id: u32,
+    /// Object stores (credentials from the environment, or explicit options).
+    pub stores: Arc<Stores>,
 }
 
 struct Loaded {
@@ -58,7 +61,9 @@ impl IndexNodeService {
     /// Fetches (if remote) and loads the shard, then checks it against the manifest. Call once; searches are
     /// refused until it returns Ok.
     pub async fn load(&self, opts: &IndexNodeOptions) -> Result<(), ClusterError> {
-        let dir = crate::index_files::local_folder(&opts.index, &opts.cache_dir, &[MANIFEST_FILE.to_string()]).await?;
+        let dir =
+            crate::index_files::local_folder(&opts.stores, &opts.index, &opts.cache_dir, &[MANIFEST_FILE.to_string()])
+                .await?;
         let manifest = IndexManifest::load(&dir)?;
         if opts.shard_id >= manifest.shards {
             return Err(ClusterError::Config(format!(
@@ -67,7 +72,9 @@ impl IndexNodeService {
             )));
         }
         let name = shard_file_name(opts.shard_id, manifest.shards);
-        let dir = crate::index_files::local_folder(&opts.index, &opts.cache_dir, std::slice::from_ref(&name)).await?;
+        let dir =
+            crate::index_files::local_folder(&opts.stores, &opts.index, &opts.cache_dir, std::slice::from_ref(&name))
+                .await?;
         let path = dir.join(&name);
         let shard = tokio::task::spawn_blocking(move || delf_index::file::load(&path))
             .await

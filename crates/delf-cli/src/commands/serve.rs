@@ -26,11 +26,13 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     // Channels to peers are made (lazily connected) inside the runtime.
     let _in_runtime = rt.enter();
+    let stores = delf_features::Stores::new();
     let listen = || args.listen.clone().context("--listen host:port is required for this role");
     match args.role {
         Role::IndexNode => {
             let shard_id = args.shard.context("--shard is required for an index node")?;
-            let opts = IndexNodeOptions { index: cluster.index.clone(), cache_dir: cache, shard_id };
+            let stores = Arc::new(stores);
+            let opts = IndexNodeOptions { index: cluster.index.clone(), cache_dir: cache, shard_id, stores };
             rt.block_on(delf_cluster::index_node::serve(&listen()?, opts, token))?;
         }
         Role::Worker => {
@@ -38,7 +40,8 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
                 None
             } else {
                 let files = [MANIFEST_FILE.to_string(), PCA_FILE.to_string()];
-                let dir = rt.block_on(delf_cluster::index_files::local_folder(&cluster.index, &cache, &files))?;
+                let dir =
+                    rt.block_on(delf_cluster::index_files::local_folder(&stores, &cluster.index, &cache, &files))?;
                 let manifest = IndexManifest::load(&dir)?;
                 Some(Arc::new(ModelThread::start(config, &manifest, &dir, args.device.clone())?))
             };
@@ -47,7 +50,7 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
         Role::Coordinator => {
             let listen = args.listen.clone().unwrap_or_else(|| cluster.coordinator.clone());
             let files = [MANIFEST_FILE.to_string()];
-            let dir = rt.block_on(delf_cluster::index_files::local_folder(&cluster.index, &cache, &files))?;
+            let dir = rt.block_on(delf_cluster::index_files::local_folder(&stores, &cluster.index, &cache, &files))?;
             let manifest = IndexManifest::load(&dir)?;
             let retrieval = retrieval_config(config, &manifest);
             let service = CoordinatorService::new(cluster, manifest, retrieval)?;
