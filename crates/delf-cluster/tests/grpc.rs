@@ -109,8 +109,7 @@ async fn wait_ready(addr: &str) {
 }
 
 fn retrieval(manifest: &IndexManifest) -> RetrievalConfig {
-    let mut rc = RetrievalConfig::default();
-    rc.search = manifest.search;
+    let mut rc = RetrievalConfig { search: manifest.search, ..RetrievalConfig::default() };
     rc.verify.policy.min_inliers = 10;
     rc
 }
