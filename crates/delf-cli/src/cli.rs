@@ -112,6 +112,43 @@ pub enum BenchCommand {
     Index(BenchIndexArgs),
     /// Extraction images/s and peak memory per maximum image side, on real photos.
     Extract(BenchExtractArgs),
+    /// Cluster queries/s and latency against shards and replicas: real gRPC on loopback, a synthetic index.
+    Cluster(BenchClusterArgs),
+}
+
+/// `delf bench cluster`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchClusterArgs {
+    /// Synthetic database images.
+    #[arg(long, default_value_t = 2000)]
+    pub images: u32,
+    /// Descriptors per image (and per query).
+    #[arg(long, default_value_t = 1000)]
+    pub per_image: usize,
+    /// Shard counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub shards: Vec<u32>,
+    /// Replicas per shard.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub replicas: Vec<u32>,
+    /// Workers (verification).
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    /// Timed queries per configuration (after 3 warm-up queries).
+    #[arg(long, default_value_t = 60)]
+    pub queries: usize,
+    /// Queries in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Index structure.
+    #[arg(long, default_value = "IVF1024,PQ20x8r")]
+    pub spec: String,
+    /// Cells probed per query descriptor.
+    #[arg(long, default_value_t = 16)]
+    pub nprobe: usize,
+    /// Neighbours per query descriptor.
+    #[arg(long, default_value_t = 60)]
+    pub k: usize,
 }
 
 /// `delf bench index`.

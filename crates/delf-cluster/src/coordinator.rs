@@ -347,6 +347,7 @@ impl Inner {
         };
         let outcomes =
             join_all(self.shards.iter().map(|s| self.search_shard(s, request.clone(), &request_id, deadline))).await;
+        let merge_started = Instant::now();
         let mut parts = Vec::new();
         let mut keypoints = HashMap::new();
         let mut ids = HashMap::new();
@@ -375,6 +376,7 @@ impl Inner {
             if parts.is_empty() { vec![Vec::new(); query.len()] } else { merge_neighbor_lists(parts, rc.search.k) };
         let candidates = vote(&neighbors, rc.candidates);
         let ann_ms = t.elapsed().as_secs_f64() * 1e3;
+        let mut merge = merge_started.elapsed();
 
         // Correspondences here, RANSAC on the workers.
         let t = Instant::now();
@@ -401,6 +403,7 @@ impl Inner {
             };
             pending.push((v, candidate));
         }
+        merge += t.elapsed();
         let settings = crate::convert::verify_settings_to_pb(&rc.verify);
         let batches: Vec<pb::VerifyRequest> = pending
             .chunks(self.config.verify_batch)
@@ -435,7 +438,9 @@ impl Inner {
             }
         }
         response.verified = results.len() as u32;
+        let ranking = Instant::now();
         let ranked = rank(results, &rc);
+        merge += ranking.elapsed();
         let verify_ms = t.elapsed().as_secs_f64() * 1e3;
         response.results = ranked
             .iter()
@@ -447,8 +452,13 @@ impl Inner {
                 rank: i as u32 + 1,
             })
             .collect();
-        response.timing =
-            Some(pb::Timing { extract_ms, ann_ms, verify_ms, total_ms: started.elapsed().as_secs_f64() * 1e3 });
+        response.timing = Some(pb::Timing {
+            extract_ms,
+            ann_ms,
+            verify_ms,
+            total_ms: started.elapsed().as_secs_f64() * 1e3,
+            merge_ms: merge.as_secs_f64() * 1e3,
+        });
         Ok(response)
     }
 

@@ -14,82 +14,37 @@ use delf_cluster::config::{ClusterConfig, ShardReplicas};
 use delf_cluster::coordinator::CoordinatorService;
 use delf_cluster::index_node::IndexNodeOptions;
 use delf_cluster::{client, convert};
-use delf_core::rng::SplitMix64;
-use delf_core::{FeatureSet, Fingerprint, Keypoint};
+use delf_core::FeatureSet;
 use delf_features::Stores;
-use delf_index::{Codebooks, IndexSpec, NewImage, ScanKernel, ShardedIndex, SyntheticDescriptors};
+use delf_index::{ScanKernel, ShardedIndex};
 use delf_proto::v1 as pb;
+use delf_search::synthetic::{SYNTHETIC_FINGERPRINT, SyntheticIndex};
 use delf_search::{IndexManifest, RetrievalConfig};
 use tonic::Code;
 
 const DIM: usize = 40;
 const IMAGES: u32 = 40;
 const PER_IMAGE: usize = 150;
-const FINGERPRINT: &str = "delf/synthetic-test";
+const FINGERPRINT: &str = SYNTHETIC_FINGERPRINT;
 const TOKEN: &str = "t0ken";
 
 fn free_addr() -> String {
     format!("127.0.0.1:{}", TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
 }
 
-/// A 2-shard index of synthetic images in `dir`, and image 7's features seen through an affine change.
+/// A 2-shard synthetic index in `dir`, and a query showing image 0 through an affine change.
 fn build_index(dir: &Path) -> FeatureSet {
-    let synth = SyntheticDescriptors::new(DIM, 20_000, 0.2, 1);
-    let descriptors: Vec<Vec<f32>> = (0..IMAGES).map(|i| synth.sample(PER_IMAGE, 100 + u64::from(i))).collect();
-    let mut rng = SplitMix64(5);
-    let keypoints: Vec<Vec<[f32; 2]>> = (0..IMAGES)
-        .map(|_| (0..PER_IMAGE).map(|_| [rng.uniform() as f32 * 640.0, rng.uniform() as f32 * 480.0]).collect())
-        .collect();
-    let all: Vec<f32> = descriptors.concat();
-    let spec: IndexSpec = "IVF16,PQ20x8r".parse().unwrap();
-    let codebooks = Arc::new(Codebooks::train(&all, DIM, spec, &Default::default()).unwrap());
-    let mut index = ShardedIndex::new(Arc::clone(&codebooks), FINGERPRINT, 2).unwrap();
-    let names: Vec<String> = (0..IMAGES).map(|i| format!("img{i:03}.jpg")).collect();
-    let batch: Vec<NewImage<'_>> = (0..IMAGES as usize)
-        .map(|i| NewImage { number: i as u32, name: &names[i], descriptors: &descriptors[i], keypoints: &keypoints[i] })
-        .collect();
-    index.add_images(&batch, DIM).unwrap();
-    index.save(dir).unwrap();
-    let manifest = IndexManifest {
-        format: delf_search::manifest::MANIFEST_FORMAT,
-        delf_version: "test".into(),
-        created_unix_s: 0,
-        descriptor_fingerprint: FINGERPRINT.into(),
-        model: "synthetic".into(),
-        extract: serde_json::json!({}),
-        pca: "pca.safetensors".into(),
-        spec: spec.to_string(),
-        codebooks_fingerprint: codebooks.fingerprint().to_string(),
-        shards: 2,
-        images: IMAGES as usize,
-        descriptors: all.len() / DIM,
-        skipped: Vec::new(),
-        source: "synthetic".into(),
-        root: dir.to_path_buf(),
-        search: delf_index::SearchParams { k: 20, nprobe: 4, max_distance: None },
-        timings_s: Vec::new(),
-    };
-    manifest.save(dir).unwrap();
-
-    // The query: image 7's descriptors with a little noise, its keypoints scaled by 0.8 and shifted.
-    let mut desc = descriptors[7].clone();
-    for row in desc.chunks_exact_mut(DIM) {
-        row.iter_mut().for_each(|v| *v += 0.01 * rng.normal() as f32);
-        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-        row.iter_mut().for_each(|v| *v /= n);
-    }
-    let kps = keypoints[7]
-        .iter()
-        .map(|p| Keypoint { x: 0.8 * p[0] + 30.0, y: 0.8 * p[1] + 12.0, scale: 1.0, score: 1.0 })
-        .collect();
-    FeatureSet {
-        width: 560,
-        height: 420,
+    let spec = SyntheticIndex {
+        images: IMAGES,
+        per_image: PER_IMAGE,
         dim: DIM,
-        keypoints: kps,
-        descriptors: desc,
-        fingerprint: Fingerprint(FINGERPRINT.into()),
-    }
+        shards: 2,
+        spec: "IVF16,PQ20x8r".parse().unwrap(),
+        search: delf_index::SearchParams { k: 20, nprobe: 4, max_distance: None },
+        train_sample: 10_000,
+        seed: 1,
+    };
+    spec.build(dir, 1).unwrap().1.remove(0)
 }
 
 async fn wait_ready(addr: &str) {
@@ -167,7 +122,12 @@ async fn roles_over_grpc_answer_like_one_process_and_refuse_bad_requests() {
     // The same answer as one process on the same index.
     let local = ShardedIndex::load(&index_dir, 2).unwrap();
     let expected = delf_search::retrieve(&local, &query, &rc, ScanKernel::detect()).unwrap();
-    assert_eq!(expected.results.first().map(|r| r.id.as_str()), Some("img007.jpg"), "{:?}", expected.results);
+    assert_eq!(
+        expected.results.first().map(|r| r.id.as_str()),
+        Some("synthetic/00000000.jpg"),
+        "{:?}",
+        expected.results
+    );
     assert!(expected.results[0].score >= 50, "{}", expected.results[0].score);
     let search = |features: pb::Features| pb::SearchRequest {
         query: Some(pb::search_request::Query::Features(features)),

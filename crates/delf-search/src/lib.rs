@@ -3,6 +3,7 @@
 //!
 //! - [`manifest`]: what an index folder holds and how it was built (fingerprints, parameters, counts).
 //! - [`source`]: the images to index, from a folder or a list file, with stable ids.
+//! - [`synthetic`]: a synthetic index with matching queries, for cluster tests and benchmarks.
 //! - [`retrieval`]: ANN neighbours -> votes per database image -> geometric verification of the best candidates
 //!   -> ranked results scored by inliers, or "no match".
 
@@ -10,6 +11,7 @@ pub mod error;
 pub mod manifest;
 pub mod retrieval;
 pub mod source;
+pub mod synthetic;
 
 pub use error::SearchError;
 pub use manifest::IndexManifest;

@@ -21,6 +21,7 @@ pub fn run(command: &BenchCommand, config: &Config) -> Result<()> {
         }
         BenchCommand::Index(args) => crate::commands::bench_index::run(args),
         BenchCommand::Extract(args) => crate::commands::bench_extract::run(args, config),
+        BenchCommand::Cluster(args) => crate::commands::bench_cluster::run(args, config),
     }
 }
 

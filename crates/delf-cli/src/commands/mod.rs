@@ -2,6 +2,7 @@
 
 pub mod batch_extract;
 pub mod bench;
+pub mod bench_cluster;
 pub mod bench_extract;
 pub mod bench_index;
 pub mod doctor;
