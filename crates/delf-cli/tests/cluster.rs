@@ -1,5 +1,5 @@
 //! A real cluster on loopback, as operators run it: `delf serve` processes (a coordinator, 2 shards x 2 replicas,
-//! 2 workers) sharing one `[cluster]` configuration with a bearer token, queried with `delf query`. Answers must
+//! 2 workers) sharing one `[cluster]` configuration with mutual TLS and a bearer token, queried with `delf query`. Answers must
 //! equal one-process `delf search` on the same index, and stay equal while replicas and workers are killed
 //! (SIGKILL) or hang (SIGSTOP); a shard with no answering replica gives a degraded answer or a failure, per policy;
 //! bad images and wrong tokens get the right status codes.
@@ -131,6 +131,14 @@ fn a_cluster_answers_like_one_process_through_failures() {
         "device = \"cpu\"\n[cluster]\nindex = {:?}\ncoordinator = {coordinator:?}\nworkers = [{}]\nshard_timeout_ms = 1500\n",
         index.display().to_string(),
         quoted(&workers)
+    );
+    // Mutual TLS on every endpoint: one certificate per machine would be usual; one for all roles here.
+    let certs = delf_testkit::tls::TestCa::new("cluster test CA").issue(dir.path(), "node");
+    toml += &format!(
+        "[cluster.tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\nrequire_client_cert = true\n",
+        certs.cert.display().to_string(),
+        certs.key.display().to_string(),
+        certs.ca.display().to_string()
     );
     for (id, r) in replicas.iter().enumerate() {
         toml += &format!("[[cluster.shards]]\nid = {id}\nreplicas = [{}]\n", quoted(r));

@@ -12,16 +12,24 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::ClusterError;
+use crate::security::Security;
 
 /// Metadata key carrying the request id across the fan-out.
 pub const REQUEST_ID: &str = "x-request-id";
 
 /// A channel to `host:port`, connected on first use (so a role starts while its peers are still down) and
 /// reconnected after failures. Must be called inside a Tokio runtime.
-pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, ClusterError> {
+pub fn channel(addr: &str, connect_timeout: Duration, security: &Security) -> Result<Channel, ClusterError> {
     crate::config::check_addr(addr)?;
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| ClusterError::Address { addr: addr.into(), reason: e.to_string() })?
+    let bad = |reason: String| ClusterError::Address { addr: addr.into(), reason };
+    let scheme = if security.uses_tls() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| bad(e.to_string()))?;
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_matches(['[', ']']);
+    if let Some(tls) = security.client_tls(host) {
+        crate::security::install_crypto_provider();
+        endpoint = endpoint.tls_config(tls).map_err(|e| bad(format!("TLS: {e}")))?;
+    }
+    let endpoint = endpoint
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))

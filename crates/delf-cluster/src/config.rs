@@ -61,6 +61,8 @@ pub struct ClusterConfig {
     /// Bearer token required from every client and sent by every role (unset = no authentication; set it through
     /// `DELF_CLUSTER__TOKEN` rather than in a file).
     pub token: Option<String>,
+    /// TLS on every endpoint, optionally mutual (`[cluster.tls]`; unset = plaintext, for local use only).
+    pub tls: Option<crate::security::TlsSettings>,
 }
 
 impl Default for ClusterConfig {
@@ -78,6 +80,7 @@ impl Default for ClusterConfig {
             on_shard_failure: ShardFailurePolicy::Partial,
             verify_batch: 25,
             token: None,
+            tls: None,
         }
     }
 }
@@ -133,6 +136,11 @@ impl ClusterConfig {
             return Err(ClusterError::Config("cluster.workers is empty (verification runs on workers)".into()));
         }
         Ok(())
+    }
+
+    /// The token and TLS certificates of this configuration, read from disk.
+    pub fn security(&self) -> Result<crate::security::Security, ClusterError> {
+        crate::security::Security::new(self.token.clone(), self.tls.as_ref())
     }
 
     /// [`Self::deadline_ms`] as a duration.

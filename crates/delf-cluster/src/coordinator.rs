@@ -29,6 +29,7 @@ use tracing::Instrument;
 use crate::client;
 use crate::config::{ClusterConfig, ShardFailurePolicy};
 use crate::error::ClusterError;
+use crate::security::Security;
 use crate::server::BearerAuth;
 
 struct Replica {
@@ -56,6 +57,7 @@ struct Inner {
     manifest: IndexManifest,
     retrieval: RetrievalConfig,
     config: ClusterConfig,
+    security: Security,
 }
 
 /// The Coordinator service.
@@ -94,6 +96,7 @@ impl CoordinatorService {
             )));
         }
         let connect = Duration::from_millis(config.connect_timeout_ms);
+        let security = config.security()?;
         let mut shards: Vec<ShardRoute> = config
             .shards
             .iter()
@@ -101,7 +104,12 @@ impl CoordinatorService {
                 let replicas = s
                     .replicas
                     .iter()
-                    .map(|a| Ok(Replica { addr: a.clone(), client: client::index_node(client::channel(a, connect)?) }))
+                    .map(|a| {
+                        Ok(Replica {
+                            addr: a.clone(),
+                            client: client::index_node(client::channel(a, connect, &security)?),
+                        })
+                    })
                     .collect::<Result<_, ClusterError>>()?;
                 Ok(ShardRoute { id: s.id, replicas, next: AtomicUsize::new(0) })
             })
@@ -111,12 +119,19 @@ impl CoordinatorService {
             .workers
             .iter()
             .map(|a| {
-                let channel = client::channel(a, connect)?;
+                let channel = client::channel(a, connect, &security)?;
                 Ok(WorkerEndpoint { addr: a.clone(), client: client::worker(channel.clone()), channel })
             })
             .collect::<Result<_, ClusterError>>()?;
-        let inner =
-            Inner { shards, workers, next_worker: AtomicUsize::new(0), manifest, retrieval, config: config.clone() };
+        let inner = Inner {
+            shards,
+            workers,
+            next_worker: AtomicUsize::new(0),
+            manifest,
+            retrieval,
+            config: config.clone(),
+            security,
+        };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -193,7 +208,7 @@ fn xy(points: &[Point]) -> Vec<f32> {
 
 impl Inner {
     fn token(&self) -> Option<&str> {
-        self.config.token.as_deref()
+        self.security.token()
     }
 
     /// One replica after another (starting at a rotating one) until one answers within its time.
@@ -528,7 +543,7 @@ impl Coordinator for CoordinatorService {
 }
 
 /// Serves the coordinator on `listen` until SIGTERM / Ctrl-C.
-pub async fn serve(listen: &str, service: CoordinatorService, token: Option<&str>) -> Result<(), ClusterError> {
+pub async fn serve(listen: &str, service: CoordinatorService) -> Result<(), ClusterError> {
     let incoming = crate::server::bind(listen)?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<CoordinatorServer<CoordinatorService>>().await;
@@ -539,10 +554,11 @@ pub async fn serve(listen: &str, service: CoordinatorService, token: Option<&str
         spec = %service.inner.manifest.spec,
         "coordinator listening"
     );
-    tonic::transport::Server::builder()
+    let security = service.inner.security.clone();
+    crate::server::builder(&security)?
         .add_service(health)
         .add_service(crate::server::reflection()?)
-        .add_service(service.into_server(BearerAuth::new(token)))
+        .add_service(service.into_server(security.auth()))
         .serve_with_incoming_shutdown(incoming, crate::server::shutdown_signal())
         .await?;
     Ok(())

@@ -19,6 +19,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::error::ClusterError;
+use crate::security::Security;
 use crate::server::BearerAuth;
 
 /// Largest K (neighbours per query descriptor) a node accepts.
@@ -215,7 +216,7 @@ impl IndexNode for IndexNodeService {
 
 /// Serves shard `opts.shard_id` on `listen` until SIGTERM / Ctrl-C: health NOT_SERVING while loading, SERVING once
 /// loaded. A shard that cannot be loaded stops the node with the error.
-pub async fn serve(listen: &str, opts: IndexNodeOptions, token: Option<&str>) -> Result<(), ClusterError> {
+pub async fn serve(listen: &str, opts: IndexNodeOptions, security: &Security) -> Result<(), ClusterError> {
     let incoming = crate::server::bind(listen)?;
     let service = IndexNodeService::new(opts.shard_id);
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -229,10 +230,10 @@ pub async fn serve(listen: &str, opts: IndexNodeOptions, token: Option<&str>) ->
             Ok::<_, ClusterError>(())
         }
     };
-    let server = tonic::transport::Server::builder()
+    let server = crate::server::builder(security)?
         .add_service(health)
         .add_service(crate::server::reflection()?)
-        .add_service(service.into_server(BearerAuth::new(token)))
+        .add_service(service.into_server(security.auth()))
         .serve_with_incoming_shutdown(incoming, crate::server::shutdown_signal());
     tokio::pin!(server);
     tokio::select! {

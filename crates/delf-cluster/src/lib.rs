@@ -8,8 +8,8 @@
 //!   per-shard top-K, votes per image, spreads verification over workers (retried elsewhere on failure) and ranks
 //!   by inliers, exactly like one-process `delf search` on the same index.
 //!
-//! Around them: [`config`] (static membership), [`server`] (health, reflection, message limits, bearer tokens,
-//! graceful shutdown), [`client`] (channels and request metadata), [`convert`] (wire <-> core types) and
+//! Around them: [`config`] (static membership), [`security`] (TLS, mutual TLS, bearer tokens), [`server`] (health,
+//! reflection, message limits, the token check, graceful shutdown), [`client`] (channels and request metadata), [`convert`] (wire <-> core types) and
 //! [`index_files`] (fetching an index's files from object storage).
 
 pub mod client;
@@ -19,8 +19,10 @@ pub mod coordinator;
 pub mod error;
 pub mod index_files;
 pub mod index_node;
+pub mod security;
 pub mod server;
 pub mod worker;
 
 pub use config::{ClusterConfig, ShardFailurePolicy, ShardReplicas};
 pub use error::ClusterError;
+pub use security::{Security, TlsSettings};

@@ -10,6 +10,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Status};
 
 use crate::error::ClusterError;
+use crate::security::Security;
 
 /// Checks `authorization: Bearer <token>` on every call of a delf service when a token is configured. Health and
 /// reflection stay open (probes carry no credentials and reveal nothing).
@@ -40,6 +41,16 @@ impl Interceptor for BearerAuth {
             given.len() == expected.len() && given.iter().zip(expected.iter()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
         if same { Ok(request) } else { Err(Status::unauthenticated("missing or wrong bearer token")) }
     }
+}
+
+/// A server builder with TLS when `security` has it.
+pub fn builder(security: &Security) -> Result<tonic::transport::Server, ClusterError> {
+    crate::security::install_crypto_provider();
+    let builder = tonic::transport::Server::builder();
+    Ok(match security.server_tls() {
+        Some(tls) => builder.tls_config(tls)?,
+        None => builder,
+    })
 }
 
 /// Binds `host:port` (port 0 picks a free one; [`TcpIncoming::local_addr`] tells which).

@@ -16,6 +16,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::error::ClusterError;
+use crate::security::Security;
 use crate::server::BearerAuth;
 
 /// Largest number of candidates in one verification call.
@@ -161,16 +162,16 @@ impl Worker for WorkerService {
 pub async fn serve(
     listen: &str,
     extractor: Option<Arc<dyn QueryExtractor>>,
-    token: Option<&str>,
+    security: &Security,
 ) -> Result<(), ClusterError> {
     let incoming = crate::server::bind(listen)?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<WorkerServer<WorkerService>>().await;
     tracing::info!(addr = %listen, extract = extractor.is_some(), "worker listening");
-    tonic::transport::Server::builder()
+    crate::server::builder(security)?
         .add_service(health)
         .add_service(crate::server::reflection()?)
-        .add_service(WorkerService::new(extractor).into_server(BearerAuth::new(token)))
+        .add_service(WorkerService::new(extractor).into_server(security.auth()))
         .serve_with_incoming_shutdown(incoming, crate::server::shutdown_signal())
         .await?;
     Ok(())

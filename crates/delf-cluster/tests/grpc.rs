@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 use delf_cluster::config::{ClusterConfig, ShardReplicas};
 use delf_cluster::coordinator::CoordinatorService;
 use delf_cluster::index_node::IndexNodeOptions;
-use delf_cluster::{client, convert};
+use delf_cluster::{Security, TlsSettings, client, convert};
 use delf_core::FeatureSet;
 use delf_features::Stores;
 use delf_index::{ScanKernel, ShardedIndex};
 use delf_proto::v1 as pb;
 use delf_search::synthetic::{SYNTHETIC_FINGERPRINT, SyntheticIndex};
 use delf_search::{IndexManifest, RetrievalConfig};
+use delf_testkit::tls::{CertFiles, TestCa};
 use tonic::Code;
 
 const DIM: usize = 40;
@@ -47,8 +48,12 @@ fn build_index(dir: &Path) -> FeatureSet {
     spec.build(dir, 1).unwrap().1.remove(0)
 }
 
+fn token_only() -> Security {
+    Security::new(Some(TOKEN.into()), None).unwrap()
+}
+
 async fn wait_ready(addr: &str) {
-    let channel = client::channel(addr, Duration::from_secs(1)).unwrap();
+    let channel = client::channel(addr, Duration::from_secs(1), &Security::none()).unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let started = Instant::now();
     loop {
@@ -92,10 +97,10 @@ async fn roles_over_grpc_answer_like_one_process_and_refuse_bad_requests() {
             stores: Arc::clone(&stores),
         };
         let addr = addr.clone();
-        tokio::spawn(async move { delf_cluster::index_node::serve(&addr, opts, Some(TOKEN)).await.unwrap() });
+        tokio::spawn(async move { delf_cluster::index_node::serve(&addr, opts, &token_only()).await.unwrap() });
     }
     let w = worker.clone();
-    tokio::spawn(async move { delf_cluster::worker::serve(&w, None, Some(TOKEN)).await.unwrap() });
+    tokio::spawn(async move { delf_cluster::worker::serve(&w, None, &token_only()).await.unwrap() });
     let config = ClusterConfig {
         index: index_dir.display().to_string(),
         coordinator: coordinator.clone(),
@@ -112,11 +117,11 @@ async fn roles_over_grpc_answer_like_one_process_and_refuse_bad_requests() {
     let rc = retrieval(&manifest);
     let service = CoordinatorService::new(&config, manifest.clone(), rc.clone()).unwrap();
     let c = coordinator.clone();
-    tokio::spawn(async move { delf_cluster::coordinator::serve(&c, service, Some(TOKEN)).await.unwrap() });
+    tokio::spawn(async move { delf_cluster::coordinator::serve(&c, service).await.unwrap() });
     for n in &nodes {
         wait_ready(n).await;
     }
-    let channel = |a: &str| client::channel(a, Duration::from_secs(1)).unwrap();
+    let channel = |a: &str| client::channel(a, Duration::from_secs(1), &Security::none()).unwrap();
     let mut coord = client::coordinator(channel(&coordinator));
 
     // The same answer as one process on the same index.
@@ -244,9 +249,9 @@ async fn an_index_node_loads_its_shard_from_s3() {
         stores: Arc::clone(&stores),
     };
     let a = addr.clone();
-    tokio::spawn(async move { delf_cluster::index_node::serve(&a, opts, None).await.unwrap() });
+    tokio::spawn(async move { delf_cluster::index_node::serve(&a, opts, &Security::none()).await.unwrap() });
     wait_ready(&addr).await;
-    let mut node = client::index_node(client::channel(&addr, Duration::from_secs(1)).unwrap());
+    let mut node = client::index_node(client::channel(&addr, Duration::from_secs(1), &Security::none()).unwrap());
     let info = node.info(tonic::Request::new(pb::ShardInfoRequest {})).await.unwrap().into_inner();
     assert!(info.ready);
     assert_eq!((info.shard_id, info.shard_count, info.live_images), (1, 2, u64::from(IMAGES / 2)));
@@ -258,4 +263,71 @@ async fn an_index_node_loads_its_shard_from_s3() {
         .collect();
     assert!(cached.contains(&"shard-0001-of-0002.dshard".to_string()), "{cached:?}");
     assert!(!cached.iter().any(|f| f.ends_with(".part") || f.starts_with("shard-0000")), "{cached:?}");
+}
+
+fn tls(files: CertFiles) -> TlsSettings {
+    TlsSettings { cert: files.cert, key: files.key, ca: files.ca, require_client_cert: true, domain: None }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_cluster_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("cluster CA");
+    let server_tls = tls(ca.issue(dir.path(), "worker"));
+    let client_tls = tls(ca.issue(dir.path(), "coordinator"));
+    let stranger_tls = tls(TestCa::new("another CA").issue(dir.path(), "stranger"));
+
+    let addr = free_addr();
+    let server = Security::new(Some(TOKEN.into()), Some(&server_tls)).unwrap();
+    let a = addr.clone();
+    tokio::spawn(async move { delf_cluster::worker::serve(&a, None, &server).await.unwrap() });
+
+    let settings = Some(convert::verify_settings_to_pb(&delf_verify::VerifyConfig::robust()));
+    let request = pb::VerifyRequest { candidates: Vec::new(), settings, ..Default::default() };
+    let call = |security: Security| {
+        let request = request.clone();
+        let addr = addr.clone();
+        async move {
+            let channel = client::channel(&addr, Duration::from_secs(2), &security).unwrap();
+            client::worker(channel).verify(authed(request)).await
+        }
+    };
+    // Wait for the server: a trusted client with a certificate gets through.
+    let trusted = Security::new(Some(TOKEN.into()), Some(&client_tls)).unwrap();
+    let started = Instant::now();
+    loop {
+        match call(trusted.clone()).await {
+            Ok(r) => {
+                assert!(r.into_inner().results.is_empty());
+                break;
+            }
+            Err(e) => assert!(started.elapsed() < Duration::from_secs(20), "{e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Plaintext, a certificate from another CA, and TLS without a client certificate are refused by the transport
+    // (the connection is closed before any call reaches the service).
+    let refused = |r: Result<tonic::Response<pb::VerifyResponse>, tonic::Status>, what: &str| {
+        let code = r.err().unwrap_or_else(|| panic!("{what}: accepted")).code();
+        assert!(matches!(code, Code::Unavailable | Code::Cancelled | Code::Unknown), "{what}: {code:?}");
+    };
+    refused(call(Security::none()).await, "plaintext");
+    refused(call(Security::new(Some(TOKEN.into()), Some(&stranger_tls)).unwrap()).await, "another CA");
+    let ca_only = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(&client_tls.ca).unwrap()))
+        .domain_name("127.0.0.1");
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(ca_only)
+        .unwrap()
+        .connect_lazy();
+    refused(client::worker(channel).verify(authed(request.clone())).await, "no client certificate");
+    let mut missing = client_tls.clone();
+    missing.cert = dir.path().join("missing.pem");
+    assert!(matches!(Security::new(None, Some(&missing)), Err(delf_cluster::ClusterError::Io { .. })));
+    // TLS is not a substitute for the token.
+    let tls_without_token = Security::new(None, Some(&client_tls)).unwrap();
+    let channel = client::channel(&addr, Duration::from_secs(2), &tls_without_token).unwrap();
+    let status = client::worker(channel).verify(tonic::Request::new(request.clone())).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
 }

@@ -3,6 +3,9 @@
 //! [`S3Server`] starts a real S3-compatible server (`moto_server` from PyPI `moto[s3,server]`, installed into
 //! `.cache/venv` by `scripts/setup.sh`) on a free local port, creates buckets over plain HTTP, and stops it on drop.
 //! Tests talk to it through the same `object_store` client production uses, configured by [`S3Server::options`].
+//! [`tls::TestCa`] issues real certificates for TLS tests.
+
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

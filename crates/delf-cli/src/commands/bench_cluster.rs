@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use delf_cluster::config::{ClusterConfig, ShardReplicas};
 use delf_cluster::coordinator::CoordinatorService;
 use delf_cluster::index_node::IndexNodeOptions;
-use delf_cluster::{client, convert};
+use delf_cluster::{Security, client, convert};
 use delf_core::FeatureSet;
 use delf_index::{ScanKernel, SearchParams, ShardedIndex};
 use delf_proto::v1 as pb;
@@ -185,15 +185,15 @@ fn cluster(
                 stores: Arc::clone(&stores),
             };
             let addr = addr.clone();
-            nodes.push(rt.spawn(async move { delf_cluster::index_node::serve(&addr, opts, None).await }));
+            nodes.push(rt.spawn(async move { delf_cluster::index_node::serve(&addr, opts, &Security::none()).await }));
         }
     }
     for addr in workers {
-        rt.spawn(async move { delf_cluster::worker::serve(&addr, None, None).await });
+        rt.spawn(async move { delf_cluster::worker::serve(&addr, None, &Security::none()).await });
     }
     let service = CoordinatorService::new(&config, manifest.clone(), rc.clone())?;
     let addr = config.coordinator.clone();
-    rt.spawn(async move { delf_cluster::coordinator::serve(&addr, service, None).await });
+    rt.spawn(async move { delf_cluster::coordinator::serve(&addr, service).await });
 
     let requests: Vec<pb::SearchRequest> = queries
         .iter()
@@ -203,7 +203,8 @@ fn cluster(
             ..Default::default()
         })
         .collect();
-    let coordinator = client::coordinator(client::channel(&config.coordinator, Duration::from_secs(1))?);
+    let coordinator =
+        client::coordinator(client::channel(&config.coordinator, Duration::from_secs(1), &Security::none())?);
     let row = rt.block_on(async {
         // Ready: the coordinator's status shows every replica loaded.
         let started = Instant::now();

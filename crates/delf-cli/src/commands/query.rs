@@ -40,7 +40,8 @@ fn connect(
     config: &Config,
 ) -> Result<delf_proto::v1::coordinator_client::CoordinatorClient<tonic::transport::Channel>> {
     let addr = addr.unwrap_or(&config.cluster.coordinator);
-    let channel = client::channel(addr, Duration::from_millis(config.cluster.connect_timeout_ms))?;
+    let security = config.cluster.security()?;
+    let channel = client::channel(addr, Duration::from_millis(config.cluster.connect_timeout_ms), &security)?;
     Ok(client::coordinator(channel))
 }
 

@@ -22,7 +22,7 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
     let cluster = &config.cluster;
     cluster.validate()?;
     let cache = cluster.cache_dir.clone().unwrap_or_else(|| config.home.join("cluster-cache"));
-    let token = cluster.token.as_deref();
+    let security = cluster.security()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     // Channels to peers are made (lazily connected) inside the runtime.
     let _in_runtime = rt.enter();
@@ -33,7 +33,7 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
             let shard_id = args.shard.context("--shard is required for an index node")?;
             let stores = Arc::new(stores);
             let opts = IndexNodeOptions { index: cluster.index.clone(), cache_dir: cache, shard_id, stores };
-            rt.block_on(delf_cluster::index_node::serve(&listen()?, opts, token))?;
+            rt.block_on(delf_cluster::index_node::serve(&listen()?, opts, &security))?;
         }
         Role::Worker => {
             let extractor: Option<Arc<dyn QueryExtractor>> = if args.no_extract {
@@ -45,7 +45,7 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
                 let manifest = IndexManifest::load(&dir)?;
                 Some(Arc::new(ModelThread::start(config, &manifest, &dir, args.device.clone())?))
             };
-            rt.block_on(delf_cluster::worker::serve(&listen()?, extractor, token))?;
+            rt.block_on(delf_cluster::worker::serve(&listen()?, extractor, &security))?;
         }
         Role::Coordinator => {
             let listen = args.listen.clone().unwrap_or_else(|| cluster.coordinator.clone());
@@ -54,7 +54,7 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
             let manifest = IndexManifest::load(&dir)?;
             let retrieval = retrieval_config(config, &manifest);
             let service = CoordinatorService::new(cluster, manifest, retrieval)?;
-            rt.block_on(delf_cluster::coordinator::serve(&listen, service, token))?;
+            rt.block_on(delf_cluster::coordinator::serve(&listen, service))?;
         }
     }
     Ok(())

@@ -1,0 +1,122 @@
+//! Transport security of every role: TLS (rustls) with an optional client-certificate requirement (mutual TLS),
+//! and the bearer token. Both off by default, for the embedded/local mode; docs/cluster.md says how to turn them on
+//! for production. Each role uses one certificate both as a server and, towards its peers, as a client.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+use crate::error::ClusterError;
+use crate::server::BearerAuth;
+
+/// `[cluster.tls]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// This role's certificate chain (PEM), presented as a server and, for mutual TLS, as a client.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA (PEM) that signed every role's certificate: servers are verified against it, and so are client
+    /// certificates when they are required.
+    pub ca: PathBuf,
+    /// Mutual TLS: servers refuse connections without a client certificate signed by `ca`.
+    #[serde(default)]
+    pub require_client_cert: bool,
+    /// The name checked in server certificates (default: the host part of each address).
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
+#[derive(Clone)]
+struct LoadedTls {
+    identity: Identity,
+    ca: Certificate,
+    require_client_cert: bool,
+    domain: Option<String>,
+}
+
+/// What a role needs to talk securely: loaded certificates and the token.
+#[derive(Clone, Default)]
+pub struct Security {
+    token: Option<String>,
+    tls: Option<LoadedTls>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security").field("token", &self.token.is_some()).field("tls", &self.tls.is_some()).finish()
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ClusterError> {
+    std::fs::read(path).map_err(|source| ClusterError::Io { path: path.to_path_buf(), source })
+}
+
+impl Security {
+    /// No TLS, no token.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// A token and, when `tls` is given, its certificates read from disk.
+    pub fn new(token: Option<String>, tls: Option<&TlsSettings>) -> Result<Self, ClusterError> {
+        let tls = match tls {
+            None => None,
+            Some(t) => {
+                let (cert, key, ca) = (read(&t.cert)?, read(&t.key)?, read(&t.ca)?);
+                for (what, pem, path) in [("certificate", &cert, &t.cert), ("key", &key, &t.key), ("CA", &ca, &t.ca)] {
+                    if !pem.starts_with(b"-----BEGIN") && !String::from_utf8_lossy(pem).contains("-----BEGIN") {
+                        return Err(ClusterError::Config(format!("{} is not a PEM {what}", path.display())));
+                    }
+                }
+                Some(LoadedTls {
+                    identity: Identity::from_pem(cert, key),
+                    ca: Certificate::from_pem(ca),
+                    require_client_cert: t.require_client_cert,
+                    domain: t.domain.clone(),
+                })
+            }
+        };
+        Ok(Self { token: token.filter(|t| !t.is_empty()), tls })
+    }
+
+    /// The bearer token sent to peers.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// True when connections use TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The check servers apply to every delf call.
+    pub fn auth(&self) -> BearerAuth {
+        BearerAuth::new(self.token())
+    }
+
+    /// The server side of TLS, if on.
+    pub fn server_tls(&self) -> Option<ServerTlsConfig> {
+        self.tls.as_ref().map(|t| {
+            let config = ServerTlsConfig::new().identity(t.identity.clone());
+            if t.require_client_cert { config.client_ca_root(t.ca.clone()) } else { config }
+        })
+    }
+
+    /// The client side of TLS towards `host`, if on: the CA, this role's identity, the name to check.
+    pub fn client_tls(&self, host: &str) -> Option<ClientTlsConfig> {
+        self.tls.as_ref().map(|t| {
+            ClientTlsConfig::new()
+                .ca_certificate(t.ca.clone())
+                .identity(t.identity.clone())
+                .domain_name(t.domain.clone().unwrap_or_else(|| host.to_string()))
+        })
+    }
+}
+
+/// Makes rustls use aws-lc-rs (the provider the object-store client already links) in this process. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
