@@ -468,6 +468,9 @@ pub struct ServeArgs {
     /// A worker that only verifies (no model loaded; extraction requests get UNIMPLEMENTED).
     #[arg(long)]
     pub no_extract: bool,
+    /// Serve Prometheus metrics on `http://HOST:PORT/metrics`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
 }
 
 /// `delf query`.

@@ -123,6 +123,7 @@ fn a_cluster_answers_like_one_process_through_failures() {
         .unwrap());
 
     let port = |_| format!("127.0.0.1:{}", free_port());
+    let (coordinator_metrics, node_metrics) = (port(0), port(0));
     let replicas: Vec<Vec<String>> = (0..2).map(|_| (0..2).map(port).collect()).collect();
     let workers: Vec<String> = (0..2).map(port).collect();
     let coordinator = port(0);
@@ -155,12 +156,11 @@ fn a_cluster_answers_like_one_process_through_failures() {
                 .enumerate()
                 .map(|(i, a)| {
                     let s = shard.to_string();
-                    Role::start(
-                        &config,
-                        logs,
-                        &format!("node{shard}{i}"),
-                        &["index-node", "--listen", a, "--shard", &s],
-                    )
+                    let mut args = vec!["index-node", "--listen", a, "--shard", &s];
+                    if (shard, i) == (1, 1) {
+                        args.extend(["--metrics-listen", node_metrics.as_str()]);
+                    }
+                    Role::start(&config, logs, &format!("node{shard}{i}"), &args)
                 })
                 .collect()
         })
@@ -170,7 +170,8 @@ fn a_cluster_answers_like_one_process_through_failures() {
         .enumerate()
         .map(|(i, a)| Role::start(&config, logs, &format!("worker{i}"), &["worker", "--listen", a]))
         .collect();
-    let _coordinator = Role::start(&config, logs, "coordinator", &["coordinator"]);
+    let _coordinator =
+        Role::start(&config, logs, "coordinator", &["coordinator", "--metrics-listen", &coordinator_metrics]);
 
     // Ready: every replica loaded and every worker serving, as `delf cluster status` reports.
     let started = Instant::now();
@@ -241,4 +242,31 @@ fn a_cluster_answers_like_one_process_through_failures() {
     assert!(text(&out.stderr).contains("Unavailable: no replica of shard 0 answered"), "{}", text(&out.stderr));
     assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
     nodes[0][0].signal("-CONT");
+
+    // 6. What happened shows in the Prometheus metrics of the coordinator and of a node.
+    let text = scrape(&coordinator_metrics);
+    for expected in [
+        "delf_grpc_requests_total{role=\"coordinator\",method=\"Search\",code=\"Ok\"}",
+        "delf_grpc_requests_total{role=\"coordinator\",method=\"Search\",code=\"Unavailable\"} 3",
+        "delf_replica_failures_total{shard=\"0\"",
+        "delf_worker_failures_total{worker=",
+        "delf_degraded_answers_total 3",
+        "delf_query_stage_seconds_bucket{stage=\"ann\",le=\"+Inf\"}",
+    ] {
+        assert!(text.contains(expected), "{expected} not in:\n{text}");
+    }
+    let text = scrape(&node_metrics);
+    assert!(text.contains("delf_shard_ready{shard=\"1\"} 1"), "{text}");
+    assert!(text.contains("delf_grpc_requests_total{role=\"index_node\",method=\"Search\",code=\"Ok\"}"), "{text}");
+}
+
+/// `GET /metrics` over a plain socket.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    out
 }

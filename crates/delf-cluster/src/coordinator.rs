@@ -29,6 +29,7 @@ use tracing::Instrument;
 use crate::client;
 use crate::config::{ClusterConfig, ShardFailurePolicy};
 use crate::error::ClusterError;
+use crate::metrics;
 use crate::security::Security;
 use crate::server::BearerAuth;
 
@@ -244,6 +245,14 @@ impl Inner {
                 Err(_) => format!("no answer within {} ms", t.as_millis()),
             };
             tracing::warn!(%request_id, shard = shard.id, replica = %replica.addr, %error, "replica failed; trying the next one");
+            let shard_label = shard.id.to_string();
+            let labels = [("shard", shard_label.as_str()), ("replica", replica.addr.as_str())];
+            metrics::count(
+                "delf_replica_failures_total",
+                "Replica calls that failed or timed out (then the next replica was tried)",
+                &labels,
+                1.0,
+            );
             errors.push(format!("{}: {error}", replica.addr));
         }
         Ok(ShardOutcome::Down(errors))
@@ -270,6 +279,13 @@ impl Inner {
                 Err(_) => format!("no answer within {} ms", t.as_millis()),
             };
             tracing::warn!(%request_id, worker = %w.addr, %error, "{what} failed on a worker; trying another");
+            let labels = [("worker", w.addr.as_str()), ("call", what)];
+            metrics::count(
+                "delf_worker_failures_total",
+                "Worker calls that failed or timed out (then another worker was tried)",
+                &labels,
+                1.0,
+            );
             errors.push(format!("{}: {error}", w.addr));
         }
         Err(Status::unavailable(format!("{what} failed on every worker: {}", errors.join("; "))))
@@ -512,6 +528,7 @@ impl Inner {
 #[tonic::async_trait]
 impl Coordinator for CoordinatorService {
     async fn search(&self, request: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
+        let started = Instant::now();
         let from_metadata = client::request_id_of(&request);
         let r = request.into_inner();
         let request_id = Some(r.request_id.clone())
@@ -530,6 +547,25 @@ impl Coordinator for CoordinatorService {
                 "query answered"
             ),
             Err(s) => tracing::warn!(%request_id, code = ?s.code(), message = s.message(), "query failed"),
+        }
+        metrics::call("coordinator", "Search", metrics::code_of(&result), started);
+        if let Ok(r) = &result {
+            if r.degraded {
+                metrics::count("delf_degraded_answers_total", "Answers missing some shard (policy partial)", &[], 1.0);
+            }
+            if let Some(t) = &r.timing {
+                for (stage, ms) in
+                    [("extract", t.extract_ms), ("ann", t.ann_ms), ("verify", t.verify_ms), ("merge", t.merge_ms)]
+                {
+                    let d = Duration::from_secs_f64(ms.max(0.0) / 1e3);
+                    metrics::observe(
+                        "delf_query_stage_seconds",
+                        "Time per query stage on the coordinator",
+                        &[("stage", stage)],
+                        d,
+                    );
+                }
+            }
         }
         result.map(Response::new)
     }

@@ -19,8 +19,12 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::error::ClusterError;
+use crate::metrics;
 use crate::security::Security;
 use crate::server::BearerAuth;
+
+const READY: &str = "delf_shard_ready";
+const READY_HELP: &str = "1 once the node's shard is loaded and served, 0 while loading";
 
 /// Largest K (neighbours per query descriptor) a node accepts.
 pub const MAX_K: u32 = 1024;
@@ -98,6 +102,12 @@ impl IndexNodeService {
             spec = %manifest.spec,
             "shard loaded"
         );
+        let id = opts.shard_id.to_string();
+        let l = [("shard", id.as_str())];
+        metrics::set("delf_shard_images", "Live images in the shard this node serves", &l, shard.live_images() as f64);
+        let descriptors = shard.live_vectors() as f64;
+        metrics::set("delf_shard_descriptors", "Live descriptors in the shard this node serves", &l, descriptors);
+        metrics::set(READY, READY_HELP, &l, 1.0);
         let _ = self.loaded.set(Loaded { shard, manifest });
         Ok(())
     }
@@ -156,6 +166,32 @@ impl IndexNode for IndexNodeService {
         &self,
         request: Request<pb::ShardSearchRequest>,
     ) -> Result<Response<pb::ShardSearchResponse>, Status> {
+        let started = std::time::Instant::now();
+        let result = self.search_shard(request).await;
+        metrics::call("index_node", "Search", metrics::code_of(&result), started);
+        result
+    }
+
+    async fn info(&self, _request: Request<pb::ShardInfoRequest>) -> Result<Response<pb::ShardInfo>, Status> {
+        let mut info = pb::ShardInfo { shard_id: self.shard_id, ..Default::default() };
+        if let Some(l) = self.loaded.get() {
+            info.shard_count = l.manifest.shards;
+            info.spec = l.manifest.spec.clone();
+            info.descriptor_fingerprint = l.manifest.descriptor_fingerprint.clone();
+            info.codebooks_fingerprint = l.manifest.codebooks_fingerprint.clone();
+            info.live_images = l.shard.live_images() as u64;
+            info.live_descriptors = l.shard.live_vectors() as u64;
+            info.ready = true;
+        }
+        Ok(Response::new(info))
+    }
+}
+
+impl IndexNodeService {
+    async fn search_shard(
+        &self,
+        request: Request<pb::ShardSearchRequest>,
+    ) -> Result<Response<pb::ShardSearchResponse>, Status> {
         let Some(_) = self.loaded.get() else {
             return Err(Status::unavailable(format!("shard {} is still loading", self.shard_id)));
         };
@@ -198,20 +234,6 @@ impl IndexNode for IndexNodeService {
         tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "shard searched");
         Ok(Response::new(response))
     }
-
-    async fn info(&self, _request: Request<pb::ShardInfoRequest>) -> Result<Response<pb::ShardInfo>, Status> {
-        let mut info = pb::ShardInfo { shard_id: self.shard_id, ..Default::default() };
-        if let Some(l) = self.loaded.get() {
-            info.shard_count = l.manifest.shards;
-            info.spec = l.manifest.spec.clone();
-            info.descriptor_fingerprint = l.manifest.descriptor_fingerprint.clone();
-            info.codebooks_fingerprint = l.manifest.codebooks_fingerprint.clone();
-            info.live_images = l.shard.live_images() as u64;
-            info.live_descriptors = l.shard.live_vectors() as u64;
-            info.ready = true;
-        }
-        Ok(Response::new(info))
-    }
 }
 
 /// Serves shard `opts.shard_id` on `listen` until SIGTERM / Ctrl-C: health NOT_SERVING while loading, SERVING once
@@ -219,6 +241,7 @@ impl IndexNode for IndexNodeService {
 pub async fn serve(listen: &str, opts: IndexNodeOptions, security: &Security) -> Result<(), ClusterError> {
     let incoming = crate::server::bind(listen)?;
     let service = IndexNodeService::new(opts.shard_id);
+    metrics::set(READY, READY_HELP, &[("shard", opts.shard_id.to_string().as_str())], 0.0);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_not_serving::<IndexNodeServer<IndexNodeService>>().await;
     tracing::info!(addr = %listen, shard = opts.shard_id, index = %opts.index, "index node listening; loading the shard");

@@ -19,6 +19,7 @@ pub mod coordinator;
 pub mod error;
 pub mod index_files;
 pub mod index_node;
+pub mod metrics;
 pub mod security;
 pub mod server;
 pub mod worker;

@@ -16,6 +16,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::error::ClusterError;
+use crate::metrics;
 use crate::security::Security;
 use crate::server::BearerAuth;
 
@@ -100,6 +101,43 @@ fn model_to_pb(model: Option<FittedModel>) -> Vec<f64> {
 #[tonic::async_trait]
 impl Worker for WorkerService {
     async fn extract(&self, request: Request<pb::ExtractRequest>) -> Result<Response<pb::ExtractResponse>, Status> {
+        let started = std::time::Instant::now();
+        let _busy = InFlight::new("extract");
+        let result = self.run_extract(request).await;
+        metrics::call("worker", "Extract", metrics::code_of(&result), started);
+        result
+    }
+
+    async fn verify(&self, request: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
+        let started = std::time::Instant::now();
+        let _busy = InFlight::new("verify");
+        let result = self.run_verify(request).await;
+        metrics::call("worker", "Verify", metrics::code_of(&result), started);
+        result
+    }
+}
+
+/// Counts a call in `delf_worker_in_flight` while it lives (waiting for the model included).
+struct InFlight(&'static str);
+
+impl InFlight {
+    fn new(kind: &'static str) -> Self {
+        metrics::add(IN_FLIGHT, IN_FLIGHT_HELP, &[("kind", kind)], 1.0);
+        Self(kind)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::add(IN_FLIGHT, IN_FLIGHT_HELP, &[("kind", self.0)], -1.0);
+    }
+}
+
+const IN_FLIGHT: &str = "delf_worker_in_flight";
+const IN_FLIGHT_HELP: &str = "Calls being served (or waiting for the model), by kind: extract, verify";
+
+impl WorkerService {
+    async fn run_extract(&self, request: Request<pb::ExtractRequest>) -> Result<Response<pb::ExtractResponse>, Status> {
         let Some(extractor) = self.extractor.clone() else {
             return Err(Status::unimplemented("this worker was started without an extractor"));
         };
@@ -130,7 +168,7 @@ impl Worker for WorkerService {
         Ok(Response::new(pb::ExtractResponse { features: Some(crate::convert::features_to_pb(&features)) }))
     }
 
-    async fn verify(&self, request: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
+    async fn run_verify(&self, request: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
         let r = request.into_inner();
         let settings = r.settings.as_ref().ok_or_else(|| Status::invalid_argument("settings are required"))?;
         let config = crate::convert::verify_settings_from_pb(settings)?;
@@ -140,6 +178,7 @@ impl Worker for WorkerService {
         r.candidates.iter().try_for_each(check_candidate)?;
         let started = std::time::Instant::now();
         let n = r.candidates.len();
+        metrics::count("delf_verified_candidates_total", "Candidates verified (RANSAC runs)", &[], n as f64);
         let results = tokio::task::spawn_blocking(move || {
             r.candidates
                 .par_iter()

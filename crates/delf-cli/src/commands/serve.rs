@@ -27,6 +27,10 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
     // Channels to peers are made (lazily connected) inside the runtime.
     let _in_runtime = rt.enter();
     let stores = delf_features::Stores::new();
+    if let Some(addr) = &args.metrics_listen {
+        let listener = rt.block_on(delf_cluster::metrics::bind(addr))?;
+        rt.spawn(delf_cluster::metrics::run(listener));
+    }
     let listen = || args.listen.clone().context("--listen host:port is required for this role");
     match args.role {
         Role::IndexNode => {
