@@ -49,6 +49,10 @@ pub struct ClusterConfig {
     pub deadline_ms: u64,
     /// Time one replica gets to answer before the next replica of the shard is tried, milliseconds.
     pub shard_timeout_ms: u64,
+    /// Also ask the next replica of a shard when the current one has not answered after this many milliseconds
+    /// (hedging: the first good answer wins; unset = the next replica is asked only after a failure or
+    /// `shard_timeout_ms`).
+    pub hedge_after_ms: Option<u64>,
     /// Time one worker call (extraction or a verification batch) gets before another worker is tried, milliseconds.
     pub worker_timeout_ms: u64,
     /// Time to open a connection, milliseconds.
@@ -75,6 +79,7 @@ impl Default for ClusterConfig {
             workers: Vec::new(),
             deadline_ms: 30_000,
             shard_timeout_ms: 5_000,
+            hedge_after_ms: None,
             worker_timeout_ms: 20_000,
             connect_timeout_ms: 1_000,
             on_shard_failure: ShardFailurePolicy::Partial,

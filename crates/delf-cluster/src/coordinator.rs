@@ -150,6 +150,8 @@ fn remaining(deadline: Instant) -> Result<Duration, Status> {
     if left.is_zero() { Err(Status::deadline_exceeded("the query's deadline passed")) } else { Ok(left) }
 }
 
+const HEDGED: &str = "delf_hedged_requests_total";
+
 /// A status the next replica or worker would answer the same way: the request itself is wrong.
 fn is_callers_fault(s: &Status) -> bool {
     matches!(
@@ -212,7 +214,9 @@ impl Inner {
         self.security.token()
     }
 
-    /// One replica after another (starting at a rotating one) until one answers within its time.
+    /// One replica after another (starting at a rotating one) until one answers within its time. With
+    /// `cluster.hedge_after_ms`, the next replica is also asked when the current one is slower than that, and the
+    /// first good answer wins.
     async fn search_shard(
         &self,
         shard: &ShardRoute,
@@ -225,35 +229,79 @@ impl Inner {
         let n = shard.replicas.len();
         let first = shard.next.fetch_add(1, Ordering::Relaxed);
         let per_try = Duration::from_millis(self.config.shard_timeout_ms);
-        let mut errors = Vec::new();
-        for i in 0..n {
-            let replica = &shard.replicas[(first + i) % n];
-            let Ok(left) = remaining(deadline) else {
-                errors.push(format!("{}: not tried, deadline passed", replica.addr));
-                continue;
-            };
-            let t = left.min(per_try);
+        let hedge = self.config.hedge_after_ms.map(Duration::from_millis);
+        let request = &request;
+        let attempt = |i: usize, t: Duration| {
+            let replica = &shard.replicas[i];
+            let call = client::request(request.clone(), request_id, self.token(), t);
             let mut node = replica.client.clone();
-            let call = node.search(client::request(request.clone(), request_id, self.token(), t));
-            let error = match tokio::time::timeout(t, call).await {
-                Ok(Ok(r)) => match decode_shard(r.into_inner(), shard.id, self.manifest.shards, nq) {
-                    Ok(answer) => return Ok(ShardOutcome::Answer(answer)),
-                    Err(e) => format!("bad answer: {e}"),
-                },
-                Ok(Err(s)) if is_callers_fault(&s) => return Err(s),
-                Ok(Err(s)) => describe(&s, t),
-                Err(_) => format!("no answer within {} ms", t.as_millis()),
+            async move {
+                let outcome = match tokio::time::timeout(t, node.search(call)).await {
+                    Ok(Ok(r)) => match decode_shard(r.into_inner(), shard.id, self.manifest.shards, nq) {
+                        Ok(answer) => Ok(Ok(answer)),
+                        Err(e) => Ok(Err(format!("bad answer: {e}"))),
+                    },
+                    Ok(Err(s)) if is_callers_fault(&s) => Err(s),
+                    Ok(Err(s)) => Ok(Err(describe(&s, t))),
+                    Err(_) => Ok(Err(format!("no answer within {} ms", t.as_millis()))),
+                };
+                (i, outcome)
+            }
+        };
+        let mut errors = Vec::new();
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut next = 0;
+        loop {
+            // Start the next replica when none is running (first try, or after a failure).
+            while running.is_empty() && next < n {
+                let i = (first + next) % n;
+                next += 1;
+                match remaining(deadline) {
+                    Ok(left) => running.push(attempt(i, left.min(per_try))),
+                    Err(_) => errors.push(format!("{}: not tried, deadline passed", shard.replicas[i].addr)),
+                }
+            }
+            if running.is_empty() {
+                break;
+            }
+            let hedge_now = async {
+                match hedge {
+                    Some(h) if next < n => tokio::time::sleep(h).await,
+                    _ => std::future::pending::<()>().await,
+                }
             };
-            tracing::warn!(%request_id, shard = shard.id, replica = %replica.addr, %error, "replica failed; trying the next one");
-            let shard_label = shard.id.to_string();
-            let labels = [("shard", shard_label.as_str()), ("replica", replica.addr.as_str())];
-            metrics::count(
-                "delf_replica_failures_total",
-                "Replica calls that failed or timed out (then the next replica was tried)",
-                &labels,
-                1.0,
-            );
-            errors.push(format!("{}: {error}", replica.addr));
+            tokio::select! {
+                Some((i, outcome)) = futures::StreamExt::next(&mut running) => match outcome? {
+                    Ok(answer) => return Ok(ShardOutcome::Answer(answer)),
+                    Err(error) => {
+                        let replica = &shard.replicas[i];
+                        tracing::warn!(
+                            %request_id, shard = shard.id, replica = %replica.addr, %error,
+                            "replica failed; trying the next one"
+                        );
+                        let shard_label = shard.id.to_string();
+                        let labels = [("shard", shard_label.as_str()), ("replica", replica.addr.as_str())];
+                        metrics::count(
+                            "delf_replica_failures_total",
+                            "Replica calls that failed or timed out (then the next replica was tried)",
+                            &labels,
+                            1.0,
+                        );
+                        errors.push(format!("{}: {error}", replica.addr));
+                    }
+                },
+                () = hedge_now => {
+                    let i = (first + next) % n;
+                    next += 1;
+                    if let Ok(left) = remaining(deadline) {
+                        let t = left.min(per_try);
+                        let shard_label = shard.id.to_string();
+                        let labels = [("shard", shard_label.as_str())];
+                        metrics::count(HEDGED, "Second replicas asked because the first was slow", &labels, 1.0);
+                        running.push(attempt(i, t));
+                    }
+                }
+            }
         }
         Ok(ShardOutcome::Down(errors))
     }
@@ -390,7 +438,8 @@ impl Inner {
                     ids.extend(a.ids);
                 }
                 ShardOutcome::Down(errors) => {
-                    tracing::error!(%request_id, shard = shard.id, errors = %errors.join("; "), "no replica of the shard answered");
+                    let errors_text = errors.join("; ");
+                    tracing::error!(%request_id, shard = shard.id, errors = %errors_text, "no replica answered");
                     if policy == ShardFailurePolicy::Fail {
                         return Err(Status::unavailable(format!(
                             "no replica of shard {} answered: {}",

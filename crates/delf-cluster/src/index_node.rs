@@ -244,7 +244,7 @@ pub async fn serve(listen: &str, opts: IndexNodeOptions, security: &Security) ->
     metrics::set(READY, READY_HELP, &[("shard", opts.shard_id.to_string().as_str())], 0.0);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_not_serving::<IndexNodeServer<IndexNodeService>>().await;
-    tracing::info!(addr = %listen, shard = opts.shard_id, index = %opts.index, "index node listening; loading the shard");
+    tracing::info!(addr = %listen, shard = opts.shard_id, index = %opts.index, "index node listening; loading");
     let loader = {
         let service = service.clone();
         async move {

@@ -9,8 +9,9 @@
 //!   by inliers, exactly like one-process `delf search` on the same index.
 //!
 //! Around them: [`config`] (static membership), [`security`] (TLS, mutual TLS, bearer tokens), [`server`] (health,
-//! reflection, message limits, the token check, graceful shutdown), [`client`] (channels and request metadata), [`convert`] (wire <-> core types) and
-//! [`index_files`] (fetching an index's files from object storage).
+//! reflection, message limits, the token check, graceful shutdown), [`client`] (channels and request metadata),
+//! [`convert`] (wire <-> core types), [`metrics`] (Prometheus) and [`index_files`] (fetching an index's files from
+//! object storage).
 
 pub mod client;
 pub mod config;

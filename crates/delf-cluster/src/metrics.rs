@@ -191,10 +191,8 @@ pub async fn run(listener: tokio::net::TcpListener) {
                 ["GET", "/metrics"] => ("200 OK", render()),
                 _ => ("404 Not Found", "only GET /metrics is served here\n".to_string()),
             };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
+            let headers = "Content-Type: text/plain; version=0.0.4\r\nConnection: close";
+            let response = format!("HTTP/1.1 {status}\r\n{headers}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
             let _ = socket.write_all(response.as_bytes()).await;
         });
     }

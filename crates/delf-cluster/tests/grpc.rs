@@ -331,3 +331,69 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_cluster_ca()
     let status = client::worker(channel).verify(tonic::Request::new(request.clone())).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hedging_answers_from_the_second_replica_while_the_first_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let index_dir = dir.path().join("index");
+    let query = build_index(&index_dir);
+    let manifest = IndexManifest::load(&index_dir).unwrap();
+    let nodes: Vec<String> = (0..2).map(|_| free_addr()).collect();
+    for (shard_id, addr) in nodes.iter().enumerate() {
+        let opts = IndexNodeOptions {
+            index: index_dir.display().to_string(),
+            cache_dir: dir.path().join("cache"),
+            shard_id: shard_id as u32,
+            stores: Arc::new(Stores::new()),
+        };
+        let addr = addr.clone();
+        tokio::spawn(async move { delf_cluster::index_node::serve(&addr, opts, &Security::none()).await.unwrap() });
+    }
+    // A replica that accepts connections and never answers: a hung process, as seen from the network.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_addr = hung.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hung.accept().await {
+            held.push(socket);
+        }
+    });
+    let worker = free_addr();
+    let w = worker.clone();
+    tokio::spawn(async move { delf_cluster::worker::serve(&w, None, &Security::none()).await.unwrap() });
+    let config = ClusterConfig {
+        index: index_dir.display().to_string(),
+        coordinator: free_addr(),
+        shards: vec![
+            ShardReplicas { id: 0, replicas: vec![hung_addr, nodes[0].clone()] },
+            ShardReplicas { id: 1, replicas: vec![nodes[1].clone()] },
+        ],
+        workers: vec![worker],
+        shard_timeout_ms: 20_000,
+        hedge_after_ms: Some(100),
+        ..ClusterConfig::default()
+    };
+    let rc = retrieval(&manifest);
+    let service = CoordinatorService::new(&config, manifest, rc).unwrap();
+    let c = config.coordinator.clone();
+    tokio::spawn(async move { delf_cluster::coordinator::serve(&c, service).await.unwrap() });
+    for n in &nodes {
+        wait_ready(n).await;
+    }
+    let mut coord =
+        client::coordinator(client::channel(&config.coordinator, Duration::from_secs(1), &Security::none()).unwrap());
+    let request = pb::SearchRequest {
+        query: Some(pb::search_request::Query::Features(convert::features_to_pb(&query))),
+        ..Default::default()
+    };
+    // Two queries: the first replica tried rotates, so one of them starts with the hung replica.
+    let started = Instant::now();
+    for _ in 0..2 {
+        let r = coord.search(tonic::Request::new(request.clone())).await.unwrap().into_inner();
+        assert!(!r.degraded);
+        assert_eq!(r.results.first().map(|m| m.image_id.as_str()), Some("synthetic/00000000.jpg"));
+    }
+    // Without hedging one query would wait the 20 s shard timeout.
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(delf_cluster::metrics::render().contains("delf_hedged_requests_total{shard=\"0\"} 1"));
+}

@@ -188,7 +188,7 @@ pub fn cluster(command: &ClusterCommand, config: &Config) -> Result<()> {
                 let shards: Vec<serde_json::Value> = s
                     .shards
                     .iter()
-                    .map(|sh| serde_json::json!({ "shard": sh.shard_id, "replicas": sh.replicas, "healthy": sh.healthy }))
+                    .map(|sh| serde_json::json!({"shard": sh.shard_id, "replicas": sh.replicas, "healthy": sh.healthy}))
                     .collect();
                 let v = serde_json::json!({
                     "index_spec": s.index_spec,
