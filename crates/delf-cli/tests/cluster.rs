@@ -221,11 +221,32 @@ fn a_cluster_answers_like_one_process_through_failures() {
     let coordinator_log = std::fs::read_to_string(logs.join("coordinator.log")).unwrap();
     assert!(coordinator_log.contains("no answer within 1500 ms"), "{coordinator_log}");
 
-    // 4. One replica of each shard killed, then a worker: nothing changes.
+    // 4. Under continuous queries, one replica of each shard is killed, then a worker: no query fails and every
+    //    answer stays the same.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, config, queries) = (std::sync::Arc::clone(&stop), config.clone(), queries.clone());
+        std::thread::spawn(move || {
+            let mut outputs = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || outputs.len() < 2 {
+                outputs.push(delf(&config).args(["query", "--json"]).args(&queries).output().unwrap());
+            }
+            outputs
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
     nodes[0][1].kill();
+    std::thread::sleep(Duration::from_millis(700));
     nodes[1][0].kill();
-    assert_eq!(answers(&ok(query(&[]))), expected);
+    std::thread::sleep(Duration::from_millis(1500));
     worker_roles[0].kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let outputs = load.join().unwrap();
+    assert!(outputs.len() >= 2);
+    for out in outputs {
+        assert_eq!(answers(&ok(out)), expected);
+    }
     assert_eq!(answers(&ok(query(&[]))), expected);
 
     // 5. No answering replica of shard 0 (the last one hangs): degraded under `partial`, a failure under `fail`,
