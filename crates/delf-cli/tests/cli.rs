@@ -23,11 +23,8 @@ fn doctor_classifies_the_squirrel_photo() {
 
 #[test]
 fn commands_not_built_yet_exit_2_with_a_clear_message() {
-    let cases: [&[&str]; 3] = [
-        &["serve", "coordinator"],
-        &["eval", "pairs", "--gt", "gt.json"],
-        &["train", "attention", "--labels", "l.csv", "--out", "ckpt"],
-    ];
+    let cases: [&[&str]; 2] =
+        [&["eval", "pairs", "--gt", "gt.json"], &["train", "attention", "--labels", "l.csv", "--out", "ckpt"]];
     for args in cases {
         let out = delf(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -38,9 +35,19 @@ fn commands_not_built_yet_exit_2_with_a_clear_message() {
 }
 
 #[test]
+fn a_cluster_role_without_a_cluster_configuration_is_a_configuration_error() {
+    let out = delf(&["serve", "coordinator"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("cluster.index is not set"), "{}", text(&out.stderr));
+    let out = delf(&["serve", "index-node", "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(2), "--shard is required: {}", text(&out.stderr));
+}
+
+#[test]
 fn every_subcommand_has_help() {
     for cmd in [
-        "doctor", "config", "extract", "features", "pca", "index", "search", "match", "serve", "eval", "train", "bench",
+        "doctor", "config", "extract", "features", "pca", "index", "search", "match", "serve", "query", "cluster",
+        "eval", "train", "bench",
     ] {
         let out = delf(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd}");
