@@ -542,32 +542,61 @@ pub enum Role {
 /// `delf eval ...`.
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
-    /// Revisited Oxford/Paris: mAP and mP@1/5/10 for Easy, Medium and Hard.
+    /// Revisited Oxford/Paris: mAP and mP@1/5/10 for Easy, Medium and Hard, exactly as the protocol computes them.
     Revisitop {
         /// Ground-truth pickle (gnd_roxford5k.pkl, gnd_rparis6k.pkl).
         #[arg(long)]
         gnd: PathBuf,
-        /// Folder with the dataset's images.
+        /// Folder with the dataset's images (`NAME.jpg`, or in a `jpg/` subfolder).
         #[arg(long)]
         images: PathBuf,
-        /// Existing index of the database images.
+        /// Index of the database images (`delf index build IMAGES --out DIR`).
         #[arg(long)]
-        index: Option<PathBuf>,
+        index: PathBuf,
+        /// Device for query extraction.
+        #[arg(long)]
+        device: Option<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
-    /// Google Landmarks v2: retrieval mAP@100 and recognition GAP from Kaggle CSVs.
+    /// Google Landmarks v2: retrieval mAP@100 or recognition GAP from Kaggle CSVs (task read from the header).
     Gldv2 {
-        /// Solution CSV.
+        /// Solution CSV (`id,images,Usage` or `id,landmarks,Usage`).
         #[arg(long)]
         solution: PathBuf,
-        /// Predictions CSV.
+        /// Predictions CSV (`id,images` or `id,landmarks` with "LABEL SCORE").
         #[arg(long)]
         predictions: PathBuf,
+        /// GAP: skip predictions for queries without a landmark (default: they count as wrong, as on Kaggle).
+        #[arg(long)]
+        ignore_non_landmark_queries: bool,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
-    /// Our own pairs format: mAP, recall@k and the distractor false-positive curve.
+    /// Our own pairs format: mAP, recall@1/5 and the distractor false-positive rate across score thresholds.
     Pairs {
-        /// Ground truth JSON.
+        /// Ground truth JSON: {"queries": [{"query": "a.jpg", "positives": ["b.jpg"]}, ...]} (no positives =
+        /// a distractor).
         #[arg(long)]
         gt: PathBuf,
+        /// Search this index with the queries (paths relative to --queries-dir).
+        #[arg(long, conflicts_with = "results", required_unless_present = "results")]
+        index: Option<PathBuf>,
+        /// Folder of the query images (default: the ground truth's folder).
+        #[arg(long)]
+        queries_dir: Option<PathBuf>,
+        /// Instead of --index: answers already computed, as the JSON lines of `delf search --json` or
+        /// `delf query --json`.
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// Device for query extraction.
+        #[arg(long)]
+        device: Option<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -53,6 +53,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                 _ => FAILURE,
             };
         }
+        if cause.is::<delf_eval::EvalError>() {
+            return BAD_INPUT;
+        }
         if cause.is::<delf_image::ImageError>() {
             return BAD_INPUT;
         }

@@ -66,7 +66,7 @@ fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
         Command::Cluster(command) => commands::query::cluster(command, config),
         Command::Train(_) => pending("train", 10),
         Command::Bench(command) => commands::bench::run(command, config),
-        Command::Eval(_) => pending("eval", 11),
+        Command::Eval(command) => commands::eval::run(command, config),
     }
 }
 

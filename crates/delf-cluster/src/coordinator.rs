@@ -442,9 +442,8 @@ impl Inner {
                     tracing::error!(%request_id, shard = shard.id, errors = %errors_text, "no replica answered");
                     if policy == ShardFailurePolicy::Fail {
                         return Err(Status::unavailable(format!(
-                            "no replica of shard {} answered: {}",
-                            shard.id,
-                            errors.join("; ")
+                            "no replica of shard {} answered: {errors_text}",
+                            shard.id
                         )));
                     }
                     response.degraded = true;

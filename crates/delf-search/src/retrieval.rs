@@ -70,6 +70,9 @@ pub struct Retrieval {
     pub results: Vec<VerifiedImage>,
     /// Candidates verified.
     pub verified: usize,
+    /// Every image that got a vote, by votes (then image number): the order before verification, which evaluation
+    /// uses to rank the images beyond the verified candidates.
+    pub voted: Vec<(u32, usize)>,
     /// Milliseconds in the ANN search and vote count.
     pub ann_ms: f64,
     /// Milliseconds in geometric verification.
@@ -88,11 +91,12 @@ pub fn retrieve(
         return Err(SearchError::FingerprintMismatch { index: expected.clone(), query: query.fingerprint.to_string() });
     }
     if query.is_empty() {
-        return Ok(Retrieval { results: Vec::new(), verified: 0, ann_ms: 0.0, verify_ms: 0.0 });
+        return Ok(Retrieval { results: Vec::new(), verified: 0, voted: Vec::new(), ann_ms: 0.0, verify_ms: 0.0 });
     }
     let started = Instant::now();
     let neighbors = index.search(&query.descriptors, query.dim, &config.search, kernel)?;
-    let candidates = vote(&neighbors, config.candidates);
+    let voted = vote(&neighbors, usize::MAX);
+    let candidates = &voted[..config.candidates.min(voted.len())];
     let ann_ms = started.elapsed().as_secs_f64() * 1e3;
 
     let started = Instant::now();
@@ -113,7 +117,7 @@ pub fn retrieve(
         .collect();
     let verified = results.len();
     let results = rank(results, config);
-    Ok(Retrieval { results, verified, ann_ms, verify_ms: started.elapsed().as_secs_f64() * 1e3 })
+    Ok(Retrieval { results, verified, voted, ann_ms, verify_ms: started.elapsed().as_secs_f64() * 1e3 })
 }
 
 /// The one-to-one correspondences of a candidate as point pairs (query, database), from its putative matches and

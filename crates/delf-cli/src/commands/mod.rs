@@ -6,6 +6,7 @@ pub mod bench_cluster;
 pub mod bench_extract;
 pub mod bench_index;
 pub mod doctor;
+pub mod eval;
 pub mod extract;
 pub mod features;
 pub mod index_build;

@@ -22,21 +22,52 @@ pub struct QueryOutcome {
     pub result: std::result::Result<(Retrieval, f64, f64), String>,
 }
 
+/// An open index with the extractor that makes its descriptors: what `delf search` and `delf eval` query.
+pub struct Searcher {
+    /// The index's manifest.
+    pub manifest: IndexManifest,
+    /// The shards.
+    pub index: delf_index::ShardedIndex,
+    /// The index's model, PCA and extraction settings.
+    pub extractor: delf_model::Extractor,
+    /// Retrieval settings (the index's ANN parameters, the configuration's verification and search sections).
+    pub rc: delf_search::RetrievalConfig,
+    /// The scan kernel of this CPU.
+    pub kernel: ScanKernel,
+}
+
+impl Searcher {
+    /// Opens the index in `dir` and loads its extractor on `device` (a flag, else the configuration's).
+    pub fn open(dir: &Path, config: &Config, device: Option<&str>) -> Result<Self> {
+        let manifest = IndexManifest::load(dir)?;
+        let index = manifest.open_index(dir)?;
+        let settings: ExtractSettings = serde_json::from_value(manifest.extract.clone())
+            .context("the manifest's extraction settings are not readable by this build")?;
+        let device = model::device(device, config)?;
+        let extractor = model::extractor(config, settings.to_config(), Some(&dir.join(PCA_FILE)), device)?;
+        if extractor.fingerprint().as_str() != manifest.descriptor_fingerprint {
+            anyhow::bail!(delf_search::SearchError::FingerprintMismatch {
+                index: manifest.descriptor_fingerprint.clone(),
+                query: extractor.fingerprint().to_string(),
+            });
+        }
+        let rc = crate::commands::serve::retrieval_config(config, &manifest);
+        Ok(Self { manifest, index, extractor, rc, kernel: ScanKernel::detect() })
+    }
+
+    /// Extracts `image` and retrieves it: the retrieval and the extraction milliseconds.
+    pub fn search(&self, image: &image::RgbImage) -> Result<(Retrieval, f64)> {
+        let t = Instant::now();
+        let features = self.extractor.extract(image)?;
+        let extract_ms = t.elapsed().as_secs_f64() * 1e3;
+        Ok((retrieve(&self.index, &features, &self.rc, self.kernel)?, extract_ms))
+    }
+}
+
 /// Runs the search; a query that cannot be read is reported and the others still run (then exit code 3).
 pub fn run(opts: &SearchArgs, config: &Config) -> Result<()> {
-    let manifest = IndexManifest::load(&opts.index)?;
-    let index = manifest.open_index(&opts.index)?;
-    let settings: ExtractSettings = serde_json::from_value(manifest.extract.clone())
-        .context("the manifest's extraction settings are not readable by this build")?;
-    let device = model::device(opts.device.as_deref(), config)?;
-    let extractor = model::extractor(config, settings.to_config(), Some(&opts.index.join(PCA_FILE)), device)?;
-    if extractor.fingerprint().as_str() != manifest.descriptor_fingerprint {
-        anyhow::bail!(delf_search::SearchError::FingerprintMismatch {
-            index: manifest.descriptor_fingerprint.clone(),
-            query: extractor.fingerprint().to_string(),
-        });
-    }
-    let mut rc = crate::commands::serve::retrieval_config(config, &manifest);
+    let mut searcher = Searcher::open(&opts.index, config, opts.device.as_deref())?;
+    let rc = &mut searcher.rc;
     rc.top = opts.top;
     if let Some(n) = opts.candidates {
         rc.candidates = n.max(1);
@@ -47,7 +78,7 @@ pub fn run(opts: &SearchArgs, config: &Config) -> Result<()> {
     if let Some(n) = opts.min_inliers {
         rc.verify.policy.min_inliers = n;
     }
-    let kernel = ScanKernel::detect();
+    let (manifest, rc) = (&searcher.manifest, &searcher.rc);
     tracing::info!(index = %opts.index.display(), spec = %manifest.spec, search = %rc.search, candidates = rc.candidates, "searching");
 
     let mut outcomes = Vec::new();
@@ -57,19 +88,17 @@ pub fn run(opts: &SearchArgs, config: &Config) -> Result<()> {
         let started = Instant::now();
         let result = (|| -> Result<(Retrieval, f64, f64)> {
             let img = model::read_image(query)?;
-            let t = Instant::now();
-            let features = extractor.extract(&img.rgb).with_context(|| format!("extracting {}", query.display()))?;
-            let extract_ms = t.elapsed().as_secs_f64() * 1e3;
-            let r = retrieve(&index, &features, &rc, kernel)?;
+            let (r, extract_ms) =
+                searcher.search(&img.rgb).with_context(|| format!("searching with {}", query.display()))?;
             Ok((r, extract_ms, started.elapsed().as_secs_f64() * 1e3))
         })();
         let result = match result {
             Ok((r, extract_ms, total_ms)) => {
                 if opts.json {
-                    writeln!(stdout, "{}", json_line(query, &r, &manifest, extract_ms, total_ms))?;
+                    writeln!(stdout, "{}", json_line(query, &r, manifest, extract_ms, total_ms))?;
                 } else {
                     let min = rc.verify.policy.min_inliers;
-                    print_table(&mut stdout, query, &r, &manifest, extract_ms, total_ms, min)?;
+                    print_table(&mut stdout, query, &r, manifest, extract_ms, total_ms, min)?;
                 }
                 Ok((r, extract_ms, total_ms))
             }
@@ -87,7 +116,7 @@ pub fn run(opts: &SearchArgs, config: &Config) -> Result<()> {
     }
     stdout.flush()?;
     if let Some(path) = &opts.html {
-        search_report::write(path, &outcomes, &manifest)?;
+        search_report::write(path, &outcomes, manifest)?;
         eprintln!("report: {}", path.display());
     }
     match failed {

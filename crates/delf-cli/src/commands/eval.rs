@@ -1,0 +1,286 @@
+//! `delf eval revisitop | gldv2 | pairs`: the published retrieval metrics (delf-eval) over searches of an index, or
+//! over answers computed elsewhere. Rankings for the metrics: the verified candidates by inliers (every one, with
+//! no `min_inliers` cut), then the other voted images by votes, then the rest in list order.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use delf_eval::gldv2;
+use delf_eval::pairs::{self, Answer, PairsGroundTruth};
+use delf_eval::revisitop::{GroundTruth, Setup};
+use delf_search::Retrieval;
+
+use crate::cli::EvalCommand;
+use crate::commands::model;
+use crate::commands::search::Searcher;
+use crate::config::Config;
+
+/// Runs an evaluation.
+pub fn run(command: &EvalCommand, config: &Config) -> Result<()> {
+    match command {
+        EvalCommand::Gldv2 { solution, predictions, ignore_non_landmark_queries, json } => {
+            gldv2_eval(solution, predictions, *ignore_non_landmark_queries, *json)
+        }
+        EvalCommand::Pairs { gt, index, queries_dir, results, device, json } => pairs_eval(
+            gt,
+            index.as_deref(),
+            queries_dir.as_deref(),
+            results.as_deref(),
+            device.as_deref(),
+            *json,
+            config,
+        ),
+        EvalCommand::Revisitop { gnd, images, index, device, json } => {
+            revisitop_eval(gnd, images, index, device.as_deref(), *json, config)
+        }
+    }
+}
+
+/// A metric over (a subset of) the solution's queries.
+type Scorer = dyn Fn(&std::collections::BTreeMap<String, Vec<String>>) -> f64;
+
+fn gldv2_eval(solution: &Path, predictions: &Path, ignore: bool, json: bool) -> Result<()> {
+    let header = std::fs::read_to_string(solution)
+        .map_err(|e| delf_eval::EvalError::Io { path: solution.to_path_buf(), source: e })?;
+    let column = header.lines().next().and_then(|l| l.split(',').nth(1)).map(str::trim).unwrap_or_default();
+    let (task, metric) = match column {
+        "images" => ("retrieval", "map@100"),
+        "landmarks" => ("recognition", "gap"),
+        other => bail!(delf_eval::EvalError::Format {
+            path: solution.to_path_buf(),
+            reason: format!("second column {other:?}: expected `images` (retrieval) or `landmarks` (recognition)"),
+        }),
+    };
+    let sol = gldv2::read_solution(solution, column)?;
+    let (score, unknown): (Box<Scorer>, Vec<String>) = if task == "retrieval" {
+        let p = gldv2::read_retrieval_predictions(predictions)?;
+        let unknown = gldv2::mean_average_precision(&p, &sol.expected, 100).1;
+        (Box::new(move |s| gldv2::mean_average_precision(&p, s, 100).0), unknown)
+    } else {
+        let p = gldv2::read_recognition_predictions(predictions)?;
+        (Box::new(move |s| gldv2::global_average_precision(&p, s, ignore)), Vec::new())
+    };
+    let part = |usage: &str| {
+        let s = gldv2::subset(&sol, usage);
+        (!s.is_empty()).then(|| score(&s))
+    };
+    let result = gldv2::Gldv2Score {
+        task: task.into(),
+        metric: metric.into(),
+        all: score(&sol.expected),
+        public: part("Public"),
+        private: part("Private"),
+        queries: sol.expected.len(),
+        unknown_predictions: unknown,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}", v * 100.0));
+        println!("GLDv2 {task}: {metric} over {} queries", result.queries);
+        println!("  {:>8}  {:>8}  {:>8}", "all", "public", "private");
+        println!("  {:>8}  {:>8}  {:>8}", pct(Some(result.all)), pct(result.public), pct(result.private));
+        if !result.unknown_predictions.is_empty() {
+            println!("  {} predicted ids are not in the solution (not scored)", result.unknown_predictions.len());
+        }
+    }
+    Ok(())
+}
+
+/// The evaluation ranking of one retrieval, as index image numbers.
+fn ranking(r: &Retrieval) -> Vec<u32> {
+    let mut seen = std::collections::HashSet::new();
+    r.results.iter().map(|v| v.image).chain(r.voted.iter().map(|v| v.0)).filter(|i| seen.insert(*i)).collect()
+}
+
+/// A searcher tuned for evaluation: every verified candidate returned, none cut by `min_inliers`.
+fn eval_searcher(index: &Path, config: &Config, device: Option<&str>) -> Result<Searcher> {
+    let mut s = Searcher::open(index, config, device)?;
+    s.rc.top = usize::MAX;
+    s.rc.verify.policy.min_inliers = 0;
+    Ok(s)
+}
+
+fn pairs_eval(
+    gt_path: &Path,
+    index: Option<&Path>,
+    queries_dir: Option<&Path>,
+    results: Option<&Path>,
+    device: Option<&str>,
+    json: bool,
+    config: &Config,
+) -> Result<()> {
+    let gt = PairsGroundTruth::load(gt_path)?;
+    let answers: Vec<Answer> = match (results, index) {
+        (Some(path), _) => read_answers(path)?,
+        (None, Some(index)) => {
+            let searcher = eval_searcher(index, config, device)?;
+            let dir = queries_dir
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| gt_path.parent().unwrap_or(Path::new(".")).to_path_buf());
+            let mut out = Vec::new();
+            for q in &gt.queries {
+                let path = dir.join(&q.query);
+                let img = model::read_image(&path)?;
+                let (r, _) = searcher.search(&img.rgb).with_context(|| format!("searching with {}", path.display()))?;
+                tracing::info!(query = %q.query, results = r.results.len(), "searched");
+                let results = r.results.iter().map(|v| (v.id.clone(), v.score as f64)).collect();
+                out.push(Answer { query: path.display().to_string(), results });
+            }
+            out
+        }
+        (None, None) => bail!("give --index DIR (search now) or --results FILE (answers computed before)"),
+    };
+    let score = pairs::evaluate(&gt, &answers, &[1, 5]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if json {
+        println!("{}", serde_json::to_string(&score)?);
+        return Ok(());
+    }
+    println!(
+        "{} queries with positives, {} distractors: mAP {:.2}, recall@1 {:.2}, recall@5 {:.2}",
+        score.positive_queries,
+        score.distractor_queries,
+        score.map * 100.0,
+        score.recall_at[0].1 * 100.0,
+        score.recall_at[1].1 * 100.0
+    );
+    println!("  {:>9}  {:>8}  {:>8}  {:>8}", "threshold", "TPR", "wrong", "FPR");
+    for p in &score.curve {
+        println!(
+            "  {:>9.0}  {:>8.3}  {:>8.3}  {:>8.3}",
+            p.threshold, p.true_positive_rate, p.wrong_answer_rate, p.false_positive_rate
+        );
+    }
+    match score.chosen {
+        Some(p) => println!(
+            "lowest threshold with no distractor above it: {:.0} inliers (TPR {:.3}, wrong answers {:.3}); configured \
+             search.min_inliers: {}",
+            p.threshold, p.true_positive_rate, p.wrong_answer_rate, config.search.min_inliers
+        ),
+        None => println!("every threshold lets a distractor through"),
+    }
+    for o in &score.queries {
+        let top = o.top.as_ref().map_or("no result".to_string(), |(id, s)| format!("{id} ({s:.0})"));
+        let kind = if o.positives == 0 {
+            "distractor"
+        } else if o.top_is_positive {
+            "correct"
+        } else {
+            "WRONG"
+        };
+        println!("  {:<40} {kind:<10} top: {top}", o.query);
+    }
+    Ok(())
+}
+
+/// JSON lines of `delf search --json` / `delf query --json`; a line with an error is an error.
+fn read_answers(path: &Path) -> Result<Vec<Answer>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| delf_eval::EvalError::Io { path: path.to_path_buf(), source: e })?;
+    let bad = |line: usize, reason: String| delf_eval::EvalError::Format {
+        path: path.to_path_buf(),
+        reason: format!("line {line}: {reason}"),
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(i + 1, e.to_string()))?;
+        if let Some(e) = v.get("error") {
+            bail!(bad(i + 1, format!("the query failed: {e}")));
+        }
+        let query = v["query"].as_str().ok_or_else(|| bad(i + 1, "no query".into()))?.to_string();
+        let results = v["results"]
+            .as_array()
+            .ok_or_else(|| bad(i + 1, "no results array".into()))?
+            .iter()
+            .map(|r| match (r["image_id"].as_str(), r["score"].as_f64()) {
+                (Some(id), Some(s)) => Ok((id.to_string(), s)),
+                _ => Err(bad(i + 1, "a result without image_id or score".into())),
+            })
+            .collect::<Result<_, _>>()?;
+        out.push(Answer { query, results });
+    }
+    Ok(out)
+}
+
+/// The query photo of a revisitop dataset: `NAME.jpg` in the folder or in its `jpg/` subfolder.
+fn query_path(images: &Path, name: &str) -> Result<PathBuf> {
+    let file = if Path::new(name).extension().is_some() { name.to_string() } else { format!("{name}.jpg") };
+    [images.join(&file), images.join("jpg").join(&file)].into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        anyhow::anyhow!(delf_image::ImageError::Io {
+            path: images.join(&file),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "query image not found (also looked in jpg/)"),
+        })
+    })
+}
+
+fn stem(id: &str) -> String {
+    Path::new(id).file_stem().map_or_else(|| id.to_string(), |s| s.to_string_lossy().into_owned())
+}
+
+fn revisitop_eval(
+    gnd: &Path,
+    images: &Path,
+    index: &Path,
+    device: Option<&str>,
+    json: bool,
+    config: &Config,
+) -> Result<()> {
+    let gt = GroundTruth::load(gnd)?;
+    let searcher = eval_searcher(index, config, device)?;
+    let by_stem: HashMap<String, usize> = gt.imlist.iter().enumerate().map(|(i, n)| (stem(n), i)).collect();
+    // Index image number -> dataset image number.
+    let mut to_dataset: HashMap<u32, usize> = HashMap::new();
+    for shard in searcher.index.shards() {
+        for e in shard.images().iter().filter(|e| !e.deleted) {
+            if let Some(&i) = by_stem.get(&stem(&e.name)) {
+                to_dataset.insert(e.number, i);
+            }
+        }
+    }
+    if to_dataset.len() < gt.imlist.len() {
+        tracing::warn!(
+            indexed = to_dataset.len(),
+            dataset = gt.imlist.len(),
+            "some dataset images are not in the index"
+        );
+    }
+    let mut rankings = Vec::with_capacity(gt.qimlist.len());
+    for (q, name) in gt.qimlist.iter().enumerate() {
+        let path = query_path(images, name)?;
+        let img = model::read_image(&path)?.rgb;
+        let img = match gt.gnd[q].bbx {
+            Some([x1, y1, x2, y2]) => {
+                let (w, h) = (f64::from(img.width()), f64::from(img.height()));
+                let (x1, y1) = (x1.clamp(0.0, w).floor() as u32, y1.clamp(0.0, h).floor() as u32);
+                let (x2, y2) = (x2.clamp(0.0, w).ceil() as u32, y2.clamp(0.0, h).ceil() as u32);
+                if x2 <= x1 || y2 <= y1 {
+                    bail!("query {name}: empty bounding box {:?}", gt.gnd[q].bbx);
+                }
+                image::imageops::crop_imm(&img, x1, y1, x2 - x1, y2 - y1).to_image()
+            }
+            None => img,
+        };
+        let (r, _) = searcher.search(&img).with_context(|| format!("searching with {}", path.display()))?;
+        rankings.push(ranking(&r).iter().filter_map(|n| to_dataset.get(n).copied()).collect::<Vec<usize>>());
+        tracing::info!(query = %name, done = q + 1, of = gt.qimlist.len(), "searched");
+    }
+    let scores: Vec<_> =
+        Setup::ALL.iter().map(|&s| delf_eval::revisitop::evaluate(&gt, &rankings, s, &[1, 5, 10])).collect();
+    if json {
+        println!("{}", serde_json::to_string(&scores)?);
+    } else {
+        println!("{:<8} {:>7} {:>7} {:>7} {:>7}", "setup", "mAP", "mP@1", "mP@5", "mP@10");
+        for s in &scores {
+            println!(
+                "{:<8} {:>7.2} {:>7.2} {:>7.2} {:>7.2}",
+                format!("{:?}", s.setup),
+                s.map * 100.0,
+                s.mp[0].1 * 100.0,
+                s.mp[1].1 * 100.0,
+                s.mp[2].1 * 100.0
+            );
+        }
+    }
+    Ok(())
+}

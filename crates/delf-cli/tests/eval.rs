@@ -1,0 +1,91 @@
+//! `delf eval` as users call it: Kaggle CSVs for GLDv2, JSON lines of `delf search --json` for the pairs format,
+//! and clear errors (exit code 3) for malformed files.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Output};
+
+fn delf(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_delf")).env("DELF_LOG__LEVEL", "warn").args(args).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn gldv2_retrieval_and_recognition_from_kaggle_csvs() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        path.display().to_string()
+    };
+    let solution = p("rs.csv", "id,images,Usage\nq1,a b,Public\nq2,c,Private\nq3,d,Ignored\n");
+    let predictions = p("rp.csv", "id,images\nq1,a x b\nq2,x c\n");
+    let out = delf(&["eval", "gldv2", "--solution", &solution, "--predictions", &predictions, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    // q1: (1/1 + 2/3) / 2; q2: 1/2; q3 ignored.
+    let q1 = (1.0 + 2.0 / 3.0) / 2.0;
+    assert!((v["all"].as_f64().unwrap() - (q1 + 0.5) / 2.0).abs() < 1e-12, "{v}");
+    assert!((v["public"].as_f64().unwrap() - q1).abs() < 1e-12, "{v}");
+    assert_eq!(v["metric"], "map@100");
+
+    let solution = p("gs.csv", "id,landmarks,Usage\nq1,7,Public\nq2,8,Public\nn1,,Private\n");
+    let predictions = p("gp.csv", "id,landmarks\nq1,7 0.9\nn1,7 0.8\nq2,8 0.5\n");
+    let out = delf(&["eval", "gldv2", "--solution", &solution, "--predictions", &predictions, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert!((v["all"].as_f64().unwrap() - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12, "{v}");
+    assert_eq!(v["metric"], "gap");
+
+    let bad = p("bad.csv", "id,images,Usage\nq1,a,Sometimes\n");
+    let out = delf(&["eval", "gldv2", "--solution", &bad, "--predictions", &predictions]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("line 2: Usage \"Sometimes\""), "{}", text(&out.stderr));
+}
+
+#[test]
+fn pairs_from_search_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let gt = dir.path().join("gt.json");
+    std::fs::write(
+        &gt,
+        r#"{"queries": [{"query": "graf3.png", "positives": ["graf1.png"]},
+                        {"query": "box_in_scene.png", "positives": ["box.png"]},
+                        {"query": "baboon.jpg", "positives": []}]}"#,
+    )
+    .unwrap();
+    let answers = dir.path().join("answers.jsonl");
+    std::fs::write(
+        &answers,
+        [
+            r#"{"query": "/q/graf3.png", "results": [{"image_id": "graf1.png", "score": 98, "votes": 900, "rank": 1}]}"#,
+            r#"{"query": "/q/box_in_scene.png", "results": [{"image_id": "lena.jpg", "score": 30, "votes": 10, "rank": 1}, {"image_id": "box.png", "score": 26, "votes": 9, "rank": 2}]}"#,
+            r#"{"query": "/q/baboon.jpg", "results": [{"image_id": "fruits.jpg", "score": 27, "votes": 5, "rank": 1}]}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let (gt_s, answers_s) = (gt.to_str().unwrap(), answers.to_str().unwrap());
+    let out = delf(&["eval", "pairs", "--gt", gt_s, "--results", answers_s, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert!((v["map"].as_f64().unwrap() - 0.75).abs() < 1e-12, "{v}");
+    assert_eq!(v["recall_at"], serde_json::json!([[1, 0.5], [5, 1.0]]));
+    // The baboon distractor scored 27: the lowest clean threshold is the next best score, 30.
+    assert_eq!(v["chosen"]["threshold"], 30.0);
+    let table = delf(&["eval", "pairs", "--gt", gt_s, "--results", answers_s]);
+    assert!(
+        text(&table.stdout).contains("lowest threshold with no distractor above it: 30"),
+        "{}",
+        text(&table.stdout)
+    );
+
+    // A query without an answer, or a failed one, is an error.
+    std::fs::write(&answers, r#"{"query": "/q/graf3.png", "error": "unreadable"}"#).unwrap();
+    let out = delf(&["eval", "pairs", "--gt", gt_s, "--results", answers_s]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("the query failed"), "{}", text(&out.stderr));
+}
