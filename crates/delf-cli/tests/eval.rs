@@ -89,3 +89,92 @@ fn pairs_from_search_json_lines() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("the query failed"), "{}", text(&out.stderr));
 }
+
+/// A Revisited-Oxford-shaped dataset made of opencv-doc photos (the real one cannot be downloaded here): a gnd
+/// pickle written by Python in the original layout, queries cropped to their box, searched in a real index. The
+/// same index answers the pairs format.
+#[test]
+fn revisitop_and_pairs_search_a_real_index() {
+    let photos = delf_testkit::photos_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jpg");
+    std::fs::create_dir(&db).unwrap();
+    let database =
+        ["graf1.png", "leuvenA.jpg", "box.png", "aloeL.jpg", "fruits.jpg", "apple.jpg", "board.jpg", "pic1.png"];
+    for f in database {
+        std::fs::copy(photos.join(f), db.join(f)).unwrap();
+    }
+    let index = dir.path().join("index");
+    let out = Command::new(env!("CARGO_BIN_EXE_delf"))
+        .env("DELF_LOG__LEVEL", "warn")
+        .env("DELF_EXTRACT__MAX_SIDE", "640")
+        .args(["index", "build", db.to_str().unwrap(), "--out", index.to_str().unwrap(), "--spec", "IVF16,PQ20x8r"])
+        .args(["--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Queries: held-out views next to the database folder; graf3 with a box around its left half.
+    let queries = ["graf3.png", "leuvenB.jpg", "aloeR.jpg"];
+    for q in queries {
+        std::fs::copy(photos.join(q), dir.path().join(q)).unwrap();
+    }
+    let python = std::env::var("DELFRS_PYTHON")
+        .unwrap_or_else(|_| delf_testkit::repo_root().join(".cache/venv/bin/python").display().to_string());
+    let script = r#"
+import pickle, sys
+imlist = ['graf1', 'leuvenA', 'box', 'aloeL', 'fruits', 'apple', 'board', 'pic1']
+gnd = [
+    {'easy': [0], 'hard': [], 'junk': [], 'bbx': [0.0, 0.0, 400.0, 640.0]},
+    {'easy': [], 'hard': [1], 'junk': [2], 'bbx': [0.0, 0.0, 900.0, 600.0]},
+    {'easy': [3], 'hard': [], 'junk': [6], 'bbx': [0.0, 0.0, 5000.0, 5000.0]},
+]
+pickle.dump({'imlist': imlist, 'qimlist': ['graf3.png', 'leuvenB.jpg', 'aloeR.jpg'], 'gnd': gnd},
+            open(sys.argv[1], 'wb'))
+"#;
+    let gnd = dir.path().join("gnd_test.pkl");
+    let out = Command::new(&python).arg("-c").arg(script).arg(&gnd).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = delf(&[
+        "eval",
+        "revisitop",
+        "--gnd",
+        gnd.to_str().unwrap(),
+        "--images",
+        dir.path().to_str().unwrap(),
+        "--index",
+        index.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    // Every query's partner is found first: mAP 100 in every setup that has positives; Easy skips the leuven
+    // query (hard only), Hard skips the other two.
+    for (setup, evaluated) in [(0, 2), (1, 3), (2, 1)] {
+        assert_eq!(v[setup]["map"], 1.0, "{v}");
+        assert_eq!(v[setup]["aps"].as_array().unwrap().iter().filter(|a| !a.is_null()).count(), evaluated, "{v}");
+    }
+
+    let gt = dir.path().join("pairs.json");
+    std::fs::write(
+        &gt,
+        r#"{"queries": [{"query": "graf3.png", "positives": ["graf1.png"]},
+                        {"query": "aloeR.jpg", "positives": ["aloeL.jpg"]}]}"#,
+    )
+    .unwrap();
+    let out = delf(&[
+        "eval",
+        "pairs",
+        "--gt",
+        gt.to_str().unwrap(),
+        "--index",
+        index.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(v["map"], 1.0, "{v}");
+}
