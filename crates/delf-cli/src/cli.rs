@@ -559,6 +559,9 @@ pub enum EvalCommand {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also write an HTML page with every query's APs and first results.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Google Landmarks v2: retrieval mAP@100 or recognition GAP from Kaggle CSVs (task read from the header).
     Gldv2 {
@@ -597,6 +600,9 @@ pub enum EvalCommand {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also write an HTML page with the threshold curve and every query's outcome.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
 }
 

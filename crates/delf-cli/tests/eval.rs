@@ -76,7 +76,10 @@ fn pairs_from_search_json_lines() {
     assert_eq!(v["recall_at"], serde_json::json!([[1, 0.5], [5, 1.0]]));
     // The baboon distractor scored 27: the lowest clean threshold is the next best score, 30.
     assert_eq!(v["chosen"]["threshold"], 30.0);
-    let table = delf(&["eval", "pairs", "--gt", gt_s, "--results", answers_s]);
+    let html = dir.path().join("pairs.html");
+    let table = delf(&["eval", "pairs", "--gt", gt_s, "--results", answers_s, "--html", html.to_str().unwrap()]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<td>baboon.jpg</td><td class=bad>distractor</td><td>fruits.jpg</td>"), "{page}");
     assert!(
         text(&table.stdout).contains("lowest threshold with no distractor above it: 30"),
         "{}",
@@ -146,6 +149,8 @@ pickle.dump({'imlist': imlist, 'qimlist': ['graf3.png', 'leuvenB.jpg', 'aloeR.jp
         "--device",
         "cpu",
         "--json",
+        "--html",
+        dir.path().join("r.html").to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
@@ -156,6 +161,8 @@ pickle.dump({'imlist': imlist, 'qimlist': ['graf3.png', 'leuvenB.jpg', 'aloeR.jp
         assert_eq!(v[setup]["aps"].as_array().unwrap().iter().filter(|a| !a.is_null()).count(), evaluated, "{v}");
     }
 
+    let page = std::fs::read_to_string(dir.path().join("r.html")).unwrap();
+    assert!(page.contains("<span class='easy'>graf1</span>"), "{page}");
     let gt = dir.path().join("pairs.json");
     std::fs::write(
         &gt,

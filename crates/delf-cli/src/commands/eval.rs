@@ -22,17 +22,18 @@ pub fn run(command: &EvalCommand, config: &Config) -> Result<()> {
         EvalCommand::Gldv2 { solution, predictions, ignore_non_landmark_queries, json } => {
             gldv2_eval(solution, predictions, *ignore_non_landmark_queries, *json)
         }
-        EvalCommand::Pairs { gt, index, queries_dir, results, device, json } => pairs_eval(
-            gt,
-            index.as_deref(),
-            queries_dir.as_deref(),
-            results.as_deref(),
-            device.as_deref(),
-            *json,
-            config,
-        ),
-        EvalCommand::Revisitop { gnd, images, index, device, json } => {
-            revisitop_eval(gnd, images, index, device.as_deref(), *json, config)
+        EvalCommand::Pairs { gt, index, queries_dir, results, device, json, html } => {
+            let source = match (results, index) {
+                (Some(r), _) => Answers::File(r),
+                (None, Some(index)) => {
+                    Answers::Search { index, queries_dir: queries_dir.as_deref(), device: device.as_deref() }
+                }
+                (None, None) => bail!("give --index DIR (search now) or --results FILE (answers computed before)"),
+            };
+            pairs_eval(gt, source, *json, html.as_deref(), config)
+        }
+        EvalCommand::Revisitop { gnd, images, index, device, json, html } => {
+            revisitop_eval(gnd, images, index, device.as_deref(), *json, html.as_deref(), config)
         }
     }
 }
@@ -102,19 +103,26 @@ fn eval_searcher(index: &Path, config: &Config, device: Option<&str>) -> Result<
     Ok(s)
 }
 
-fn pairs_eval(
-    gt_path: &Path,
-    index: Option<&Path>,
-    queries_dir: Option<&Path>,
-    results: Option<&Path>,
-    device: Option<&str>,
-    json: bool,
-    config: &Config,
-) -> Result<()> {
+/// Where the answers of a pairs evaluation come from.
+enum Answers<'a> {
+    /// JSON lines computed before.
+    File(&'a Path),
+    /// Searches of an index now.
+    Search {
+        /// The index.
+        index: &'a Path,
+        /// Folder of the query images.
+        queries_dir: Option<&'a Path>,
+        /// Extraction device.
+        device: Option<&'a str>,
+    },
+}
+
+fn pairs_eval(gt_path: &Path, source: Answers<'_>, json: bool, html: Option<&Path>, config: &Config) -> Result<()> {
     let gt = PairsGroundTruth::load(gt_path)?;
-    let answers: Vec<Answer> = match (results, index) {
-        (Some(path), _) => read_answers(path)?,
-        (None, Some(index)) => {
+    let answers: Vec<Answer> = match source {
+        Answers::File(path) => read_answers(path)?,
+        Answers::Search { index, queries_dir, device } => {
             let searcher = eval_searcher(index, config, device)?;
             let dir = queries_dir
                 .map(Path::to_path_buf)
@@ -130,9 +138,11 @@ fn pairs_eval(
             }
             out
         }
-        (None, None) => bail!("give --index DIR (search now) or --results FILE (answers computed before)"),
     };
     let score = pairs::evaluate(&gt, &answers, &[1, 5]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(path) = html {
+        crate::commands::eval_report::pairs(path, &score, config.search.min_inliers)?;
+    }
     if json {
         println!("{}", serde_json::to_string(&score)?);
         return Ok(());
@@ -224,6 +234,7 @@ fn revisitop_eval(
     index: &Path,
     device: Option<&str>,
     json: bool,
+    html: Option<&Path>,
     config: &Config,
 ) -> Result<()> {
     let gt = GroundTruth::load(gnd)?;
@@ -267,6 +278,11 @@ fn revisitop_eval(
     }
     let scores: Vec<_> =
         Setup::ALL.iter().map(|&s| delf_eval::revisitop::evaluate(&gt, &rankings, s, &[1, 5, 10])).collect();
+    if let Some(path) = html {
+        let completed: Vec<Vec<usize>> =
+            rankings.iter().map(|r| delf_eval::revisitop::complete_ranking(r, gt.imlist.len())).collect();
+        crate::commands::eval_report::revisitop(path, &gt, &scores, &completed)?;
+    }
     if json {
         println!("{}", serde_json::to_string(&scores)?);
     } else {

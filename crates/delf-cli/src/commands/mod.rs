@@ -7,6 +7,7 @@ pub mod bench_extract;
 pub mod bench_index;
 pub mod doctor;
 pub mod eval;
+pub mod eval_report;
 pub mod extract;
 pub mod features;
 pub mod index_build;

@@ -31,7 +31,8 @@ fn png_uri(img: &RgbImage) -> Result<String> {
     Ok(format!("data:image/png;base64,{}", base64(buf.get_ref())))
 }
 
-fn escape(s: &str) -> String {
+/// Escapes text for HTML.
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
