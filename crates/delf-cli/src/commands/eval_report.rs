@@ -11,7 +11,8 @@ use delf_eval::revisitop::{GroundTruth, SetupScore};
 use crate::commands::search_report::escape;
 
 const HEAD: &str = "<!doctype html><meta charset=utf-8><style>body{font-family:sans-serif;margin:2em}\
-    td,th{padding:2px 8px;text-align:left}table{border-collapse:collapse;margin-bottom:2em}tr:nth-child(even){background:#f4f4f4}\
+    td,th{padding:2px 8px;text-align:left}table{border-collapse:collapse;margin-bottom:2em}\
+    tr:nth-child(even){background:#f4f4f4}\
     .ok{color:#070}.bad{color:#a00}.easy{background:#cfc}.hard{background:#cdf}.junk{background:#ddd}</style>";
 
 fn write(path: &Path, html: &str) -> Result<()> {
