@@ -309,7 +309,12 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_cluster_ca()
     // (the connection is closed before any call reaches the service).
     let refused = |r: Result<tonic::Response<pb::VerifyResponse>, tonic::Status>, what: &str| {
         let code = r.err().unwrap_or_else(|| panic!("{what}: accepted")).code();
-        assert!(matches!(code, Code::Unavailable | Code::Cancelled | Code::Unknown), "{what}: {code:?}");
+        // The client sees the closed connection as whatever its HTTP/2 layer made of it; what matters is that the
+        // service never answered (it would say OK or UNAUTHENTICATED).
+        assert!(
+            matches!(code, Code::Unavailable | Code::Cancelled | Code::Unknown | Code::Internal),
+            "{what}: {code:?}"
+        );
     };
     refused(call(Security::none()).await, "plaintext");
     refused(call(Security::new(Some(TOKEN.into()), Some(&stranger_tls)).unwrap()).await, "another CA");
