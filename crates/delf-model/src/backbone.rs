@@ -84,7 +84,7 @@ impl Backbone for LiteBackbone {
 }
 
 /// A 64-bit FNV-1a digest of a file's bytes.
-pub(crate) fn file_digest(path: &Path) -> Result<Vec<u8>, ModelError> {
+pub fn file_digest(path: &Path) -> Result<Vec<u8>, ModelError> {
     let bytes = std::fs::read(path).map_err(|e| ModelError::Config(format!("cannot read {}: {e}", path.display())))?;
     let fp = delf_core::Fingerprint::of("file", &[&bytes]);
     Ok(fp.0.into_bytes())

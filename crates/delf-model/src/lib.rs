@@ -7,6 +7,7 @@
 //! - [`geometry`]: receptive fields computed from each backbone's own layers.
 //! - [`extractor`]: pyramid, keypoints, top-N, PCA: image in, [`delf_core::FeatureSet`] out.
 //! - [`pca`]: fitting and applying the descriptor PCA.
+//! - [`tensor_file`]: named tensors + metadata in safetensors files (PCA, heads, training checkpoints).
 //! - [`preprocess`], [`imagenet`], [`device`]: pixels to tensors, ImageNet checks, CPU/CUDA.
 //!
 //! Tensors are NCHW, `f32`, RGB channel order.
@@ -23,6 +24,7 @@ pub mod pca;
 pub mod preprocess;
 pub mod resnet;
 mod same_conv;
+pub mod tensor_file;
 
 pub use attention::{Attention, AttentionHead};
 pub use backbone::{Backbone, LiteBackbone};
@@ -32,6 +34,7 @@ pub use error::ModelError;
 pub use extractor::{ExtractConfig, Extractor};
 pub use pca::Pca;
 pub use resnet::ResNet50Conv4;
+pub use tensor_file::TensorFile;
 
 /// The libtorch version this binary was built against (from `$LIBTORCH/build-version`).
 pub const LIBTORCH_VERSION: &str = env!("DELFRS_LIBTORCH_VERSION");

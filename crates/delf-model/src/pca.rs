@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use tch::{Device, Kind, Tensor};
 
 use crate::ModelError;
+use crate::tensor_file::TensorFile;
 
 const EPS: f64 = 1e-9;
 
@@ -101,49 +101,26 @@ impl Pca {
 
     /// Writes the PCA to a safetensors file.
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
-        let to_bytes = |t: &Tensor| -> Vec<u8> {
-            let v: Vec<f32> = t.flatten(0, -1).try_into().unwrap_or_default();
-            v.iter().flat_map(|x| x.to_le_bytes()).collect()
-        };
-        let tensors = [("mean", &self.mean), ("components", &self.components), ("eigenvalues", &self.eigenvalues)];
-        let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-            .iter()
-            .map(|(name, t)| (name.to_string(), t.size().iter().map(|&s| s as usize).collect(), to_bytes(t)))
-            .collect();
-        let views = data
-            .iter()
-            .map(|(name, shape, bytes)| {
-                TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v)).map_err(pca_err(path))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let tensors = [("mean", &self.mean), ("components", &self.components), ("eigenvalues", &self.eigenvalues)]
+            .map(|(name, t)| (name.to_string(), t.shallow_clone()));
         let meta = HashMap::from([
             ("format".to_string(), "delf-pca/1".to_string()),
             ("whiten".to_string(), self.whiten.to_string()),
             ("source".to_string(), self.source.clone()),
         ]);
-        let bytes = safetensors::serialize(views, Some(meta)).map_err(pca_err(path))?;
-        std::fs::write(path, bytes).map_err(|e| ModelError::Config(format!("cannot write {}: {e}", path.display())))
+        TensorFile::save(path, &tensors, meta)
     }
 
     /// Reads a PCA written by [`Pca::save`].
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let bytes =
-            std::fs::read(path).map_err(|e| ModelError::Config(format!("cannot read PCA {}: {e}", path.display())))?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(pca_err(path))?;
-        let meta = meta.metadata().clone().unwrap_or_default();
-        if meta.get("format").map(String::as_str) != Some("delf-pca/1") {
+        let file = TensorFile::load(path)?;
+        if file.meta.get("format").map(String::as_str) != Some("delf-pca/1") {
             return Err(ModelError::Config(format!("{} is not a delf PCA file", path.display())));
         }
-        let st = SafeTensors::deserialize(&bytes).map_err(pca_err(path))?;
         let get = |name: &str| -> Result<Tensor, ModelError> {
-            let view = st.tensor(name).map_err(pca_err(path))?;
-            if view.dtype() != Dtype::F32 {
-                return Err(ModelError::Config(format!("{}: {name} is not f32", path.display())));
-            }
-            let values: Vec<f32> =
-                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            let shape: Vec<i64> = view.shape().iter().map(|&s| s as i64).collect();
-            Ok(Tensor::from_slice(&values).view(shape.as_slice()))
+            file.get(name)
+                .map(Tensor::shallow_clone)
+                .ok_or_else(|| ModelError::Config(format!("PCA file {}: no tensor {name}", path.display())))
         };
         let (mean, components, eigenvalues) = (get("mean")?, get("components")?, get("eigenvalues")?);
         let (d_in, d_out) = (mean.size()[0], components.size()[0]);
@@ -154,14 +131,10 @@ impl Pca {
             mean,
             components,
             eigenvalues,
-            whiten: meta.get("whiten").is_some_and(|w| w == "true"),
-            source: meta.get("source").cloned().unwrap_or_default(),
+            whiten: file.meta.get("whiten").is_some_and(|w| w == "true"),
+            source: file.meta.get("source").cloned().unwrap_or_default(),
         })
     }
-}
-
-fn pca_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> ModelError + '_ {
-    move |e| ModelError::Config(format!("PCA file {}: {e}", path.display()))
 }
 
 #[cfg(test)]

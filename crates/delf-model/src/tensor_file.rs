@@ -1,0 +1,140 @@
+//! Named `f32` tensors with string metadata in safetensors files: the one reader and writer behind PCA files,
+//! attention heads and training checkpoints.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use tch::{Kind, Tensor, nn};
+
+use crate::ModelError;
+
+/// Tensors by name plus the file's metadata.
+#[derive(Debug)]
+pub struct TensorFile {
+    /// The tensors, on the CPU, in file order (sorted by name).
+    pub tensors: Vec<(String, Tensor)>,
+    /// String metadata (`__metadata__`).
+    pub meta: HashMap<String, String>,
+}
+
+impl TensorFile {
+    /// Serialises `tensors` (any float kind, written as `f32`) and `meta`.
+    pub fn to_bytes(tensors: &[(String, Tensor)], meta: HashMap<String, String>) -> Result<Vec<u8>, ModelError> {
+        let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+            .iter()
+            .map(|(name, t)| {
+                let values: Vec<f32> =
+                    t.detach().to_kind(Kind::Float).to_device(tch::Device::Cpu).flatten(0, -1).try_into()?;
+                let shape = t.size().iter().map(|&s| s as usize).collect();
+                Ok((name.clone(), shape, values.iter().flat_map(|x| x.to_le_bytes()).collect()))
+            })
+            .collect::<Result<_, ModelError>>()?;
+        let views = data
+            .iter()
+            .map(|(name, shape, bytes)| {
+                TensorView::new(Dtype::F32, shape.clone(), bytes)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| ModelError::Config(format!("tensor {name}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        safetensors::serialize(views, Some(meta)).map_err(|e| ModelError::Config(format!("safetensors: {e}")))
+    }
+
+    /// Writes a file atomically (a temporary sibling renamed into place), so a kill never leaves half a file.
+    pub fn save(path: &Path, tensors: &[(String, Tensor)], meta: HashMap<String, String>) -> Result<(), ModelError> {
+        let bytes = Self::to_bytes(tensors, meta)?;
+        let io = |e: std::io::Error| ModelError::Config(format!("cannot write {}: {e}", path.display()));
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes).map_err(io)?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// Reads a file written by [`TensorFile::save`] (or any safetensors file of `f32` tensors).
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        let bytes =
+            std::fs::read(path).map_err(|e| ModelError::Config(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Parses safetensors bytes; `what` names the source in errors.
+    pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Self, ModelError> {
+        let bad = |e: String| ModelError::Config(format!("{what}: {e}"));
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+        let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+        names.sort();
+        let tensors = names
+            .into_iter()
+            .map(|name| {
+                let view = st.tensor(&name).map_err(|e| bad(e.to_string()))?;
+                if view.dtype() != Dtype::F32 {
+                    return Err(bad(format!("{name} is {:?}, not f32", view.dtype())));
+                }
+                let values: Vec<f32> =
+                    view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                let shape: Vec<i64> = view.shape().iter().map(|&s| s as i64).collect();
+                Ok((name, Tensor::from_slice(&values).view(shape.as_slice())))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { tensors, meta })
+    }
+
+    /// The tensor called `name`.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// Copies `prefix + name` of this file into every variable of `vs` (names as the var store has them); a
+    /// variable the file lacks, or a shape that differs, is an error that names it.
+    pub fn copy_into(&self, vs: &nn::VarStore, prefix: &str, what: &str) -> Result<(), ModelError> {
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, mut var) in vars {
+            let key = format!("{prefix}{name}");
+            let src = self.get(&key).ok_or_else(|| ModelError::Config(format!("{what}: no tensor {key}")))?;
+            if src.size() != var.size() {
+                return Err(ModelError::Config(format!(
+                    "{what}: {key} has shape {:?}, expected {:?}",
+                    src.size(),
+                    var.size()
+                )));
+            }
+            tch::no_grad(|| var.f_copy_(src))?;
+        }
+        Ok(())
+    }
+}
+
+/// Every variable of `vs` as `(prefix + name, tensor)` (the variables themselves, not copies), sorted by name.
+pub fn named_variables(vs: &nn::VarStore, prefix: &str) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<(String, Tensor)> =
+        vs.variables().into_iter().map(|(n, t)| (format!("{prefix}{n}"), t)).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_values_shapes_and_metadata() {
+        let dir = std::env::temp_dir().join(format!("delf-tensor-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.safetensors");
+        let a = Tensor::from_slice(&[1.5f32, -2.0, 3.25, 0.0, 7.0, 8.0]).view([2, 3]);
+        let meta = HashMap::from([("format".to_string(), "test/1".to_string())]);
+        TensorFile::save(&path, &[("a".into(), a.shallow_clone())], meta).unwrap();
+        let file = TensorFile::load(&path).unwrap();
+        assert_eq!(file.meta.get("format").map(String::as_str), Some("test/1"));
+        let back = file.get("a").unwrap();
+        assert_eq!(back.size(), [2, 3]);
+        assert!(back.equal(&a));
+        std::fs::write(&path, b"not safetensors").unwrap();
+        assert!(matches!(TensorFile::load(&path), Err(ModelError::Config(_))));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
