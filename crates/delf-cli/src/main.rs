@@ -64,13 +64,8 @@ fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
         Command::Serve(args) => commands::serve::run(args, config),
         Command::Query(args) => commands::query::run(args, config),
         Command::Cluster(command) => commands::query::cluster(command, config),
-        Command::Train(_) => pending("train", 10),
+        Command::Train(command) => commands::train::run(command, config),
         Command::Bench(command) => commands::bench::run(command, config),
         Command::Eval(command) => commands::eval::run(command, config),
     }
-}
-
-/// A subcommand whose implementation has not landed: a clear error, exit code 2, never a fake result.
-fn pending(command: &'static str, issue: u32) -> anyhow::Result<()> {
-    Err(exit::NotImplemented { command, issue }.into())
 }

@@ -22,14 +22,26 @@ fn doctor_classifies_the_squirrel_photo() {
 }
 
 #[test]
-fn commands_not_built_yet_exit_2_with_a_clear_message() {
-    let cases: [&[&str]; 1] = [&["train", "attention", "--labels", "l.csv", "--out", "ckpt"]];
-    for args in cases {
-        let out = delf(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
+fn bad_label_files_are_bad_input_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = dir.path().join("a.jpg");
+    std::fs::write(&photo, b"x").unwrap();
+    let cases = [
+        ("path\na.jpg\n", "no landmark_id or label column"),
+        ("path,label\na.jpg,1\n", "at least two classes"),
+        ("path,label\na.jpg,1\nmissing.jpg,2\n", "do not exist"),
+        ("id,landmark_id\nabc123,1\ndef456,2\n", "--images DIR"),
+    ];
+    for (k, (csv, expected)) in cases.iter().enumerate() {
+        let labels = dir.path().join(format!("labels{k}.csv"));
+        std::fs::write(&labels, csv).unwrap();
+        let out_dir = dir.path().join(format!("out{k}"));
+        let out =
+            delf(&["train", "attention", "--labels", labels.to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
         let err = text(&out.stderr);
-        assert!(err.contains("is not implemented yet") && err.contains("issue #"), "{args:?}: {err}");
-        assert!(out.stdout.is_empty(), "{args:?} printed a result");
+        assert_eq!(out.status.code(), Some(3), "{csv:?}: {err}");
+        assert!(err.contains(expected), "{csv:?}: {err}");
+        assert!(!out_dir.join("checkpoint.safetensors").exists());
     }
 }
 

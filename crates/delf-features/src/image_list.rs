@@ -96,7 +96,7 @@ impl ImageList {
 }
 
 /// An entry made absolute: URIs with a scheme and absolute paths stay, relative paths join the list's folder.
-fn resolve(base: &Url, target: &str) -> Result<String, String> {
+pub fn resolve(base: &Url, target: &str) -> Result<String, String> {
     if target.contains("://") {
         return Ok(Url::parse(target).map_err(|e| format!("bad uri {target:?}: {e}"))?.to_string());
     }
@@ -116,7 +116,7 @@ fn parse_text(text: &str) -> Vec<(usize, String, String)> {
 }
 
 /// Splits one CSV record (RFC 4180: quoted fields, doubled quotes); records do not span lines here.
-fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+pub fn csv_fields(line: &str) -> Result<Vec<String>, String> {
     let mut fields = vec![String::new()];
     let mut chars = line.chars().peekable();
     let mut quoted = false;

@@ -121,8 +121,25 @@ impl Drop for S3Server {
 /// tests by `.cargo/config.toml`, relative paths are relative to the repository root). Panics with the fix when the
 /// folder is missing.
 pub fn photos_dir() -> PathBuf {
+    home_data("opencv-doc")
+}
+
+/// The training photos of the shipped attention head (`$DELF_HOME/data/train-photos`, with its `labels.csv`),
+/// kept apart from [`photos_dir`]. Panics with the fix when the folder is missing.
+pub fn train_photos_dir() -> PathBuf {
+    home_data("train-photos")
+}
+
+/// The EfficientNet-Lite0 ImageNet weights installed by `scripts/setup.sh`.
+pub fn lite0_weights() -> PathBuf {
+    let path = home_data("../models").join("efficientnet-lite0.safetensors");
+    assert!(path.is_file(), "{} missing: run scripts/setup.sh", path.display());
+    path
+}
+
+fn home_data(name: &str) -> PathBuf {
     let home = std::env::var("DELF_HOME").unwrap_or_else(|_| ".cache/delf".into());
-    let dir = repo_root().join(home).join("data/opencv-doc");
+    let dir = repo_root().join(home).join("data").join(name);
     assert!(dir.is_dir(), "{} missing: run scripts/setup.sh", dir.display());
     dir
 }

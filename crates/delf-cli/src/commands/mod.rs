@@ -19,6 +19,7 @@ pub mod query;
 pub mod search;
 pub mod search_report;
 pub mod serve;
+pub mod train;
 
 use anyhow::Result;
 
