@@ -247,21 +247,27 @@ fn a_cluster_answers_like_one_process_through_failures() {
     for out in outputs {
         assert_eq!(answers(&ok(out)), expected);
     }
+    let t = Instant::now();
     assert_eq!(answers(&ok(query(&[]))), expected);
+    let healthy = t.elapsed();
 
     // 5. No answering replica of shard 0 (the last one hangs): degraded under `partial`, a failure under `fail`,
-    //    both within the deadline.
+    //    both within the deadline: the hung shard adds at most the 15 s deadline to what the same command takes on
+    //    a healthy cluster (extraction dominates that, and it varies with the load of the machine).
     nodes[0][0].signal("-STOP");
+    let bound = healthy * 2 + Duration::from_secs(15);
     let t = Instant::now();
     let partial = json_lines(&ok(query(&["--on-shard-failure", "partial", "--deadline-ms", "15000"])));
     for a in &partial {
         assert_eq!(a["degraded"], true, "{a}");
         assert_eq!(a["missing_shards"], serde_json::json!([0]), "{a}");
     }
+    assert!(t.elapsed() < bound, "{:?} (healthy {healthy:?})", t.elapsed());
+    let t = Instant::now();
     let out = query(&["--on-shard-failure", "fail", "--deadline-ms", "15000"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(text(&out.stderr).contains("Unavailable: no replica of shard 0 answered"), "{}", text(&out.stderr));
-    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    assert!(t.elapsed() < bound, "{:?} (healthy {healthy:?})", t.elapsed());
     nodes[0][0].signal("-CONT");
 
     // 6. What happened shows in the Prometheus metrics of the coordinator and of a node.
