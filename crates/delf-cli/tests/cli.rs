@@ -46,6 +46,62 @@ fn bad_label_files_are_bad_input_with_a_clear_message() {
 }
 
 #[test]
+fn a_training_run_killed_mid_way_resumes_to_the_same_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = delf_testkit::train_photos_dir();
+    let labels = dir.path().join("labels.csv");
+    let csv: String = ["chelsea.png,cat", "coffee.png,coffee", "motorcycle_left.png,bike", "motorcycle_right.png,bike"]
+        .iter()
+        .fold("path,label\n".to_string(), |acc, row| acc + &format!("{}/skimage/{row}\n", photos.display()));
+    std::fs::write(&labels, csv).unwrap();
+    let args = |out: &std::path::Path| -> Vec<String> {
+        let flags = "--recipe instance --epochs 3 --repeats 2 --batch-size 4 --input-size 128 --lr 0.5 \
+                     --warmup-steps 1 --checkpoint-every 1 --device cpu --json";
+        let mut v = vec!["train".into(), "attention".into(), "--labels".into(), labels.display().to_string()];
+        v.extend(["--out".into(), out.display().to_string()]);
+        v.extend(flags.split_whitespace().map(String::from));
+        v
+    };
+    let run = |out: &std::path::Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_delf")).args(args(out)).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let straight = dir.path().join("straight");
+    assert_eq!(run(&straight)["steps"], 6);
+
+    // SIGKILL once at least two steps are logged, then run the same command again.
+    let killed = dir.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_delf"))
+        .args(args(&killed))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let steps = || std::fs::read_to_string(killed.join("metrics.jsonl")).map_or(0, |m| m.matches("\"step\"").count());
+    while steps() < 2 && started.elapsed() < std::time::Duration::from_secs(120) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done_before_kill = steps();
+    assert!((2..6).contains(&done_before_kill), "killed after {done_before_kill} steps");
+    let resumed = run(&killed);
+    assert!(resumed["resumed_from"].as_u64().unwrap() >= 1, "{resumed}");
+    assert_eq!(resumed["steps"], 6);
+    let head = |d: &std::path::Path| delf_model::TensorFile::load(&d.join("attention.safetensors")).unwrap();
+    let (a, b) = (head(&straight), head(&killed));
+    assert_eq!(a.meta, b.meta);
+    for ((name, x), (_, y)) in a.tensors.iter().zip(&b.tensors) {
+        assert!(x.equal(y), "{name} differs after the resume from step {}", resumed["resumed_from"]);
+    }
+    // And the files are the same bytes: a head is identified by its bytes (feature fingerprints).
+    let bytes = |d: &std::path::Path| std::fs::read(d.join("attention.safetensors")).unwrap();
+    assert!(bytes(&straight) == bytes(&killed));
+}
+
+#[test]
 fn a_cluster_role_without_a_cluster_configuration_is_a_configuration_error() {
     let out = delf(&["serve", "coordinator"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, SafeTensors};
 use tch::{Kind, Tensor, nn};
 
 use crate::ModelError;
@@ -19,26 +19,33 @@ pub struct TensorFile {
 }
 
 impl TensorFile {
-    /// Serialises `tensors` (any float kind, written as `f32`) and `meta`.
+    /// Serialises `tensors` (any float kind, written as `f32`) and `meta` in the safetensors layout: an 8-byte
+    /// little-endian header length, a JSON header padded with spaces to a multiple of 8, then the data. Written
+    /// here rather than by the `safetensors` crate so that the bytes are deterministic: its metadata is a
+    /// `HashMap`, whose order changes from one process to the next, and heads are identified by their bytes.
     pub fn to_bytes(tensors: &[(String, Tensor)], meta: HashMap<String, String>) -> Result<Vec<u8>, ModelError> {
-        let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-            .iter()
-            .map(|(name, t)| {
-                let values: Vec<f32> =
-                    t.detach().to_kind(Kind::Float).to_device(tch::Device::Cpu).flatten(0, -1).try_into()?;
-                let shape = t.size().iter().map(|&s| s as usize).collect();
-                Ok((name.clone(), shape, values.iter().flat_map(|x| x.to_le_bytes()).collect()))
-            })
-            .collect::<Result<_, ModelError>>()?;
-        let views = data
-            .iter()
-            .map(|(name, shape, bytes)| {
-                TensorView::new(Dtype::F32, shape.clone(), bytes)
-                    .map(|v| (name.clone(), v))
-                    .map_err(|e| ModelError::Config(format!("tensor {name}: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        safetensors::serialize(views, Some(meta)).map_err(|e| ModelError::Config(format!("safetensors: {e}")))
+        let mut sorted: Vec<&(String, Tensor)> = tensors.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut header = serde_json::Map::new();
+        let meta: std::collections::BTreeMap<String, String> = meta.into_iter().collect();
+        header.insert("__metadata__".into(), serde_json::json!(meta));
+        let mut data = Vec::new();
+        for (name, t) in sorted {
+            let values: Vec<f32> =
+                t.detach().to_kind(Kind::Float).to_device(tch::Device::Cpu).flatten(0, -1).try_into()?;
+            let start = data.len();
+            data.extend(values.iter().flat_map(|x| x.to_le_bytes()));
+            let entry = serde_json::json!({"dtype": "F32", "shape": t.size(), "data_offsets": [start, data.len()]});
+            header.insert(name.clone(), entry);
+        }
+        // serde_json's map is ordered by key (no `preserve_order`), so the header is the same on every run.
+        let mut json =
+            serde_json::to_vec(&header).map_err(|e| ModelError::Config(format!("safetensors header: {e}")))?;
+        json.resize(json.len().div_ceil(8) * 8, b' ');
+        let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(json);
+        bytes.extend(data);
+        Ok(bytes)
     }
 
     /// Writes a file atomically (a temporary sibling renamed into place), so a kill never leaves half a file.
@@ -128,6 +135,11 @@ mod tests {
         let a = Tensor::from_slice(&[1.5f32, -2.0, 3.25, 0.0, 7.0, 8.0]).view([2, 3]);
         let meta = HashMap::from([("format".to_string(), "test/1".to_string())]);
         TensorFile::save(&path, &[("a".into(), a.shallow_clone())], meta).unwrap();
+        // Deterministic bytes whatever the metadata map's order.
+        let many: HashMap<String, String> = (0..20).map(|i| (format!("k{i}"), i.to_string())).collect();
+        let one = TensorFile::to_bytes(&[("a".into(), a.shallow_clone())], many.clone()).unwrap();
+        let other: HashMap<String, String> = many.into_iter().collect::<Vec<_>>().into_iter().rev().collect();
+        assert_eq!(one, TensorFile::to_bytes(&[("a".into(), a.shallow_clone())], other).unwrap());
         let file = TensorFile::load(&path).unwrap();
         assert_eq!(file.meta.get("format").map(String::as_str), Some("test/1"));
         let back = file.get("a").unwrap();
