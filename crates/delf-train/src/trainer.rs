@@ -131,8 +131,6 @@ pub struct RunOptions {
     pub device: Device,
     /// CPU threads that decode and render views.
     pub loader_threads: usize,
-    /// Decoded pixels kept in memory, bytes.
-    pub cache_bytes: usize,
     /// Stop (with a checkpoint) once this many steps are done in total; the run can be resumed later.
     pub stop_after: Option<u64>,
     /// Steps between log lines.

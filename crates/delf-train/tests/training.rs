@@ -43,15 +43,7 @@ fn config(stage: Stage) -> TrainConfig {
 }
 
 fn options(out: PathBuf, stop_after: Option<u64>) -> RunOptions {
-    RunOptions {
-        weights: lite0_weights(),
-        out,
-        device: Device::Cpu,
-        loader_threads: 2,
-        cache_bytes: 64 << 20,
-        stop_after,
-        log_every: 1,
-    }
+    RunOptions { weights: lite0_weights(), out, device: Device::Cpu, loader_threads: 2, stop_after, log_every: 1 }
 }
 
 fn source() -> ImageSource {

@@ -31,7 +31,6 @@ pub fn run(command: &TrainCommand, config: &Config) -> Result<()> {
         out: args.out.clone(),
         device,
         loader_threads: threads,
-        cache_bytes: DECODE_CACHE_BYTES,
         stop_after: args.stop_after,
         log_every: args.log_every,
     };
