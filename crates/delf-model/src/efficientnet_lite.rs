@@ -68,6 +68,11 @@ impl LiteVariant {
     /// EfficientNet-Lite2.
     pub const LITE2: Self = Self { name: "efficientnet-lite2", width: 1.1, depth: 1.2, resolution: 260 };
 
+    /// The variant called `name` (`efficientnet-lite0`, `-lite1`, `-lite2`).
+    pub fn named(name: &str) -> Option<Self> {
+        [Self::LITE0, Self::LITE1, Self::LITE2].into_iter().find(|v| v.name == name)
+    }
+
     /// Channels after width scaling, rounded to a multiple of 8 as in the reference `round_filters`.
     pub fn round_filters(&self, filters: i64) -> i64 {
         let divisor: f64 = 8.0;

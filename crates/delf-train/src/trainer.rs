@@ -11,7 +11,7 @@ use delf_core::rng::SplitMix64;
 use delf_model::preprocess::Normalization;
 use delf_model::{FeatureTap, LiteVariant, TensorFile};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::TrainError;
 use crate::augment::AugmentConfig;
@@ -186,14 +186,9 @@ pub fn train(
     options: &RunOptions,
 ) -> Result<Summary, TrainError> {
     config.validate()?;
-    let variant = match config.backbone.as_str() {
-        "efficientnet-lite0" => LiteVariant::LITE0,
-        "efficientnet-lite1" => LiteVariant::LITE1,
-        "efficientnet-lite2" => LiteVariant::LITE2,
-        other => {
-            return Err(TrainError::Config(format!("training supports EfficientNet-Lite backbones, not {other:?}")));
-        }
-    };
+    let variant = LiteVariant::named(&config.backbone).ok_or_else(|| {
+        TrainError::Config(format!("training supports EfficientNet-Lite backbones, not {:?}", config.backbone))
+    })?;
     let tap: FeatureTap = config.layer.parse().map_err(TrainError::Config)?;
     std::fs::create_dir_all(&options.out)
         .map_err(|source| TrainError::Io { path: options.out.display().to_string(), source })?;
@@ -479,10 +474,4 @@ impl MetricsLog {
     fn write(&mut self, value: &serde_json::Value) -> Result<(), TrainError> {
         writeln!(self.0, "{value}").map_err(|source| TrainError::Io { path: self.1.display().to_string(), source })
     }
-}
-
-/// Mean attention score and its minimum over a batch, for checks that the head stays non-negative.
-pub fn attention_range(net: &TrainNet, x: &Tensor) -> Option<(f64, f64)> {
-    let scores = net.attention_scores(x)?;
-    Some((f64::try_from(scores.min()).ok()?, f64::try_from(scores.mean(Kind::Float)).ok()?))
 }

@@ -13,14 +13,13 @@ use crate::config::Config;
 
 /// The EfficientNet-Lite variant named by `model.backbone`.
 pub fn lite_variant(config: &Config) -> Result<LiteVariant> {
-    Ok(match config.model.backbone.as_str() {
-        "efficientnet-lite0" => LiteVariant::LITE0,
-        "efficientnet-lite1" => LiteVariant::LITE1,
-        "efficientnet-lite2" => LiteVariant::LITE2,
-        other => bail!(delf_model::ModelError::Config(format!(
-            "{other:?} is not an EfficientNet-Lite backbone (available: efficientnet-lite0, -lite1, -lite2, resnet50)"
+    let name = &config.model.backbone;
+    match LiteVariant::named(name) {
+        Some(variant) => Ok(variant),
+        None => bail!(delf_model::ModelError::Config(format!(
+            "{name:?} is not an EfficientNet-Lite backbone (available: efficientnet-lite0, -lite1, -lite2, resnet50)"
         ))),
-    })
+    }
 }
 
 /// Decodes an input image with the default limits; the error names the file.
