@@ -11,7 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files: Vec<_> = ["common", "index_node", "worker", "coordinator"]
+    let files: Vec<_> = ["common", "index_node", "worker", "coordinator", "meta"]
         .iter()
         .map(|f| root.join(format!("delf/v1/{f}.proto")))
         .collect();

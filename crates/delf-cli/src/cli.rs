@@ -459,9 +459,16 @@ pub struct ServeArgs {
     /// `host:port` to listen on (default for the coordinator: `cluster.coordinator`; required for the others).
     #[arg(long)]
     pub listen: Option<String>,
-    /// The shard an index node serves.
-    #[arg(long, required_if_eq("role", "index-node"))]
+    /// The shard an index node of a static cluster serves (under Raft-managed metadata, `[meta]`, shards are
+    /// assigned by the coordinators instead).
+    #[arg(long)]
     pub shard: Option<u32>,
+    /// Node name under Raft-managed metadata (stable across restarts; default: the advertised address).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// `host:port` the coordinators reach this node at (default: `--listen`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
     /// Device of a worker's extraction (`cpu`, `cuda`, `cuda:N`; default: the `device` setting).
     #[arg(long)]
     pub device: Option<String>,
@@ -525,6 +532,63 @@ pub enum ClusterCommand {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Raft-managed clusters: every coordinator's Raft view, the index versions, the nodes and the assignment.
+    Meta {
+        /// The replicated state as JSON (read linearizably) instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Registers a new index version (its shards are assigned to index nodes, which load it next to the active
+    /// version).
+    Register {
+        /// Version name (unique).
+        version: String,
+        /// The index folder or object-store URI (`delf index build --out`).
+        #[arg(long)]
+        index: String,
+        /// Index name it will serve (default: `meta.index_name`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replicas per shard.
+        #[arg(long, default_value_t = 2)]
+        replicas: u32,
+    },
+    /// Switches queries to a registered version once every shard has a ready replica (atomically: a query runs
+    /// on one version from start to end); the previously active version is retired.
+    Activate {
+        /// Version name.
+        version: String,
+        /// Keep trying for up to this many seconds while some shard is not ready yet.
+        #[arg(long, default_value_t = 0)]
+        wait_secs: u64,
+    },
+    /// Retires a version that is not active (its shards are unloaded).
+    Retire {
+        /// Version name.
+        version: String,
+    },
+    /// Adds or removes a coordinator (Raft voter), one change at a time.
+    Members {
+        #[command(subcommand)]
+        change: MembersCommand,
+    },
+}
+
+/// `delf cluster members ...`.
+#[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    /// Adds coordinator ID at ADDRESS (start it first with `meta.join = true` and `DELF_META__ID=ID`).
+    Add {
+        /// Raft id (new, never used before).
+        id: u64,
+        /// `host:port` of its gRPC port.
+        address: String,
+    },
+    /// Removes coordinator ID (stop it afterwards).
+    Remove {
+        /// Raft id.
+        id: u64,
     },
 }
 

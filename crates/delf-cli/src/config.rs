@@ -34,6 +34,8 @@ pub struct Config {
     pub search: SearchSettings,
     /// The cluster (docs/cluster.md): where the index is, who serves which shard, workers, deadlines, token.
     pub cluster: delf_cluster::ClusterConfig,
+    /// Raft-managed cluster metadata (docs/cluster-metadata.md); empty `coordinators` = static membership.
+    pub meta: delf_meta::MetaConfig,
 }
 
 /// `[search]` section (docs/search.md).
@@ -238,6 +240,7 @@ impl Default for Config {
             verify: VerifySettings::default(),
             search: SearchSettings::default(),
             cluster: delf_cluster::ClusterConfig::default(),
+            meta: delf_meta::MetaConfig::default(),
         }
     }
 }

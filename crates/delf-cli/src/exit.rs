@@ -34,6 +34,12 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<crate::commands::query::RemoteError>() {
             return if e.is_bad_input() { BAD_INPUT } else { FAILURE };
         }
+        if let Some(e) = cause.downcast_ref::<delf_meta::MetaError>() {
+            return match e {
+                delf_meta::MetaError::Config(_) => CONFIG,
+                _ => FAILURE,
+            };
+        }
         if let Some(e) = cause.downcast_ref::<delf_cluster::ClusterError>() {
             return match e {
                 delf_cluster::ClusterError::Config(_) | delf_cluster::ClusterError::Address { .. } => CONFIG,

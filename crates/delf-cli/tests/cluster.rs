@@ -6,87 +6,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::{Role, answers, delf, free_port, json_lines, ok, text};
 use delf_testkit::photos_dir as photos;
-
-const TOKEN: &str = "cluster-test-token";
-
-fn delf(config: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_delf"));
-    c.env("DELF_LOG__LEVEL", "warn").env("DELF_CONFIG", config).env("DELF_CLUSTER__TOKEN", TOKEN);
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(out: Output) -> String {
-    assert!(out.status.success(), "stdout:\n{}\nstderr:\n{}", text(&out.stdout), text(&out.stderr));
-    text(&out.stdout)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A `delf serve` process, killed when dropped.
-struct Role {
-    name: String,
-    child: Child,
-}
-
-impl Role {
-    fn start(config: &Path, log_dir: &Path, name: &str, args: &[&str]) -> Self {
-        let log = std::fs::File::create(log_dir.join(format!("{name}.log"))).unwrap();
-        let child = delf(config).arg("serve").args(args).stdout(Stdio::null()).stderr(log).spawn().unwrap();
-        Self { name: name.into(), child }
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success(), "kill {sig} {}", self.name);
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// (image id, score, votes) per result of each JSON line.
-fn answers(stdout: &str) -> Vec<Vec<(String, u64, u64)>> {
-    stdout
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["results"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| {
-                    let id = r["image_id"].as_str().unwrap().to_string();
-                    (id, r["score"].as_u64().unwrap(), r["votes"].as_u64().unwrap())
-                })
-                .collect()
-        })
-        .collect()
-}
-
-fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
-    stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
 
 #[test]
 fn a_cluster_answers_like_one_process_through_failures() {
@@ -283,7 +209,7 @@ fn a_cluster_answers_like_one_process_through_failures() {
         assert!(text.contains(expected), "{expected} not in:\n{text}");
     }
     let text = scrape(&node_metrics);
-    assert!(text.contains("delf_shard_ready{shard=\"1\"} 1"), "{text}");
+    assert!(text.contains("delf_shard_ready{shard=\"1\",version=\"\"} 1"), "{text}");
     assert!(text.contains("delf_grpc_requests_total{role=\"index_node\",method=\"Search\",code=\"Ok\"}"), "{text}");
 }
 

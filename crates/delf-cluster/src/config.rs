@@ -94,10 +94,16 @@ impl ClusterConfig {
     /// Checks what every role relies on: an index location, shards numbered `0..n` once each with at least one
     /// replica, addresses that parse, positive timeouts and batch size.
     pub fn validate(&self) -> Result<(), ClusterError> {
-        let bad = |m: String| Err(ClusterError::Config(m));
         if self.index.trim().is_empty() {
-            return bad("cluster.index is not set (the index folder or object-store URI)".into());
+            return Err(ClusterError::Config("cluster.index is not set (the index folder or object-store URI)".into()));
         }
+        self.validate_membership()
+    }
+
+    /// [`Self::validate`] without requiring `cluster.index` (a coordinator of a Raft-managed cluster serves the
+    /// index versions registered in the metadata).
+    pub fn validate_membership(&self) -> Result<(), ClusterError> {
+        let bad = |m: String| Err(ClusterError::Config(m));
         let ids: BTreeSet<u32> = self.shards.iter().map(|s| s.id).collect();
         if ids.len() != self.shards.len() {
             return bad("cluster.shards lists a shard id twice".into());

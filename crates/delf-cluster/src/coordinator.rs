@@ -7,8 +7,8 @@
 //! (a failed batch is retried on another worker). Ranking is `delf_search::rank`: answers equal `delf search`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use delf_core::FeatureSet;
@@ -21,13 +21,14 @@ use delf_proto::v1::worker_client::WorkerClient;
 use delf_search::{IndexManifest, RetrievalConfig, VerifiedImage, candidate_points, correspondences, rank, vote};
 use delf_verify::{FittedModel, Point};
 use futures::future::join_all;
+use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 
 use crate::client;
-use crate::config::{ClusterConfig, ShardFailurePolicy};
+use crate::config::{ClusterConfig, ShardFailurePolicy, ShardReplicas};
 use crate::error::ClusterError;
 use crate::metrics;
 use crate::security::Security;
@@ -51,11 +52,34 @@ struct WorkerEndpoint {
     channel: Channel,
 }
 
-struct Inner {
+/// Which index version the coordinator serves and who serves it: from `[cluster]` (static membership) or from the
+/// Raft-replicated metadata (`delf-meta`), replaced whole when it changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topology {
+    /// The index version's name (empty for the static index of `[cluster]`), sent with every shard search.
+    pub version: String,
+    /// The version's manifest.
+    pub manifest: IndexManifest,
+    /// Every shard of the version and the nodes serving it (shards `0..manifest.shards`; a shard with no replica
+    /// is answered as missing, per the failure policy).
+    pub shards: Vec<ShardReplicas>,
+    /// `host:port` of every worker.
+    pub workers: Vec<String>,
+}
+
+/// A topology with its clients; a query keeps the one it started with to the end.
+struct Routing {
+    version: String,
     shards: Vec<ShardRoute>,
     workers: Vec<WorkerEndpoint>,
-    next_worker: AtomicUsize,
     manifest: IndexManifest,
+    retrieval: RetrievalConfig,
+}
+
+struct Inner {
+    routing: RwLock<Option<Arc<Routing>>>,
+    channels: Mutex<HashMap<String, Channel>>,
+    next_worker: AtomicUsize,
     retrieval: RetrievalConfig,
     config: ClusterConfig,
     security: Security,
@@ -89,51 +113,49 @@ impl CoordinatorService {
         retrieval: RetrievalConfig,
     ) -> Result<Self, ClusterError> {
         config.validate_for_coordinator()?;
-        if config.shards.len() != manifest.shards as usize {
-            return Err(ClusterError::Config(format!(
-                "cluster.shards lists {} shards, the index has {}",
-                config.shards.len(),
-                manifest.shards
-            )));
-        }
-        let connect = Duration::from_millis(config.connect_timeout_ms);
-        let security = config.security()?;
-        let mut shards: Vec<ShardRoute> = config
-            .shards
-            .iter()
-            .map(|s| {
-                let replicas = s
-                    .replicas
-                    .iter()
-                    .map(|a| {
-                        Ok(Replica {
-                            addr: a.clone(),
-                            client: client::index_node(client::channel(a, connect, &security)?),
-                        })
-                    })
-                    .collect::<Result<_, ClusterError>>()?;
-                Ok(ShardRoute { id: s.id, replicas, next: AtomicUsize::new(0) })
-            })
-            .collect::<Result<_, ClusterError>>()?;
-        shards.sort_by_key(|s| s.id);
-        let workers = config
-            .workers
-            .iter()
-            .map(|a| {
-                let channel = client::channel(a, connect, &security)?;
-                Ok(WorkerEndpoint { addr: a.clone(), client: client::worker(channel.clone()), channel })
-            })
-            .collect::<Result<_, ClusterError>>()?;
-        let inner = Inner {
-            shards,
-            workers,
-            next_worker: AtomicUsize::new(0),
+        let this = Self::without_topology(config, retrieval)?;
+        let topology = Topology {
+            version: String::new(),
             manifest,
+            shards: config.shards.clone(),
+            workers: config.workers.clone(),
+        };
+        this.set_topology(topology)?;
+        Ok(this)
+    }
+
+    /// A coordinator whose topology comes later ([`Self::set_topology`]); until then searches get UNAVAILABLE.
+    /// `retrieval.search` is replaced by each topology's manifest.
+    pub fn without_topology(config: &ClusterConfig, retrieval: RetrievalConfig) -> Result<Self, ClusterError> {
+        config.validate_membership()?;
+        let inner = Inner {
+            routing: RwLock::new(None),
+            channels: Mutex::default(),
+            next_worker: AtomicUsize::new(0),
             retrieval,
             config: config.clone(),
-            security,
+            security: config.security()?,
         };
         Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Serves `topology` from now on; queries already running finish on the one they started with.
+    pub fn set_topology(&self, topology: Topology) -> Result<(), ClusterError> {
+        let routing = self.inner.routing_for(topology)?;
+        tracing::info!(
+            version = %routing.version,
+            shards = routing.shards.len(),
+            workers = routing.workers.len(),
+            spec = %routing.manifest.spec,
+            "serving topology"
+        );
+        *self.inner.routing.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(routing));
+        Ok(())
+    }
+
+    /// The version served now (None before the first topology).
+    pub fn version(&self) -> Option<String> {
+        self.inner.current().ok().map(|r| r.version.clone())
     }
 
     /// The gRPC service with message limits and the token check.
@@ -214,11 +236,69 @@ impl Inner {
         self.security.token()
     }
 
+    fn current(&self) -> Result<Arc<Routing>, Status> {
+        self.routing
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| Status::unavailable("no index version is active yet (delf cluster activate)"))
+    }
+
+    /// A (cached, lazily connected) channel to `addr`.
+    fn channel(&self, addr: &str) -> Result<Channel, ClusterError> {
+        let mut channels = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let connect = Duration::from_millis(self.config.connect_timeout_ms);
+        let c = client::channel(addr, connect, &self.security)?;
+        channels.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn routing_for(&self, t: Topology) -> Result<Routing, ClusterError> {
+        let ids: Vec<u32> = t.shards.iter().map(|s| s.id).collect();
+        if ids.len() != t.manifest.shards as usize || (0..t.manifest.shards).any(|i| !ids.contains(&i)) {
+            return Err(ClusterError::Config(format!(
+                "the topology of version {:?} lists shards {ids:?}, the index has {}",
+                t.version, t.manifest.shards
+            )));
+        }
+        if t.workers.is_empty() {
+            return Err(ClusterError::Config("no workers (verification runs on workers)".into()));
+        }
+        let mut shards: Vec<ShardRoute> = t
+            .shards
+            .iter()
+            .map(|s| {
+                let replicas = s
+                    .replicas
+                    .iter()
+                    .map(|a| Ok(Replica { addr: a.clone(), client: client::index_node(self.channel(a)?) }))
+                    .collect::<Result<_, ClusterError>>()?;
+                Ok(ShardRoute { id: s.id, replicas, next: AtomicUsize::new(0) })
+            })
+            .collect::<Result<_, ClusterError>>()?;
+        shards.sort_by_key(|s| s.id);
+        let workers = t
+            .workers
+            .iter()
+            .map(|a| {
+                let channel = self.channel(a)?;
+                Ok(WorkerEndpoint { addr: a.clone(), client: client::worker(channel.clone()), channel })
+            })
+            .collect::<Result<_, ClusterError>>()?;
+        let mut retrieval = self.retrieval.clone();
+        retrieval.search = t.manifest.search;
+        Ok(Routing { version: t.version, shards, workers, manifest: t.manifest, retrieval })
+    }
+
     /// One replica after another (starting at a rotating one) until one answers within its time. With
     /// `cluster.hedge_after_ms`, the next replica is also asked when the current one is slower than that, and the
     /// first good answer wins.
     async fn search_shard(
         &self,
+        shard_count: u32,
         shard: &ShardRoute,
         mut request: pb::ShardSearchRequest,
         request_id: &str,
@@ -237,7 +317,7 @@ impl Inner {
             let mut node = replica.client.clone();
             async move {
                 let outcome = match tokio::time::timeout(t, node.search(call)).await {
-                    Ok(Ok(r)) => match decode_shard(r.into_inner(), shard.id, self.manifest.shards, nq) {
+                    Ok(Ok(r)) => match decode_shard(r.into_inner(), shard.id, shard_count, nq) {
                         Ok(answer) => Ok(Ok(answer)),
                         Err(e) => Ok(Err(format!("bad answer: {e}"))),
                     },
@@ -307,17 +387,24 @@ impl Inner {
     }
 
     /// Calls workers one after another (starting at the next in rotation) until one answers.
-    async fn on_workers<T, F, Fut>(&self, what: &str, request_id: &str, deadline: Instant, call: F) -> Result<T, Status>
+    async fn on_workers<T, F, Fut>(
+        &self,
+        workers: &[WorkerEndpoint],
+        what: &str,
+        request_id: &str,
+        deadline: Instant,
+        call: F,
+    ) -> Result<T, Status>
     where
         F: Fn(WorkerClient<Channel>, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<Response<T>, Status>>,
     {
-        let n = self.workers.len();
+        let n = workers.len();
         let first = self.next_worker.fetch_add(1, Ordering::Relaxed);
         let per_try = Duration::from_millis(self.config.worker_timeout_ms);
         let mut errors = Vec::new();
         for i in 0..n {
-            let w = &self.workers[(first + i) % n];
+            let w = &workers[(first + i) % n];
             let left = remaining(deadline)?;
             let t = left.min(per_try);
             let error = match tokio::time::timeout(t, call(w.client.clone(), t)).await {
@@ -341,6 +428,7 @@ impl Inner {
 
     async fn query_features(
         &self,
+        routing: &Routing,
         query: Option<pb::search_request::Query>,
         id: &str,
         deadline: Instant,
@@ -354,9 +442,9 @@ impl Inner {
                 let request = pb::ExtractRequest {
                     request_id: id.to_string(),
                     image: bytes,
-                    descriptor_fingerprint: self.manifest.descriptor_fingerprint.clone(),
+                    descriptor_fingerprint: routing.manifest.descriptor_fingerprint.clone(),
                 };
-                self.on_workers("extraction", id, deadline, |mut c, t| {
+                self.on_workers(&routing.workers, "extraction", id, deadline, |mut c, t| {
                     let r = client::request(request.clone(), id, self.token(), t);
                     async move { c.extract(r).await }
                 })
@@ -367,17 +455,17 @@ impl Inner {
             None => return Err(Status::invalid_argument("the request has neither an image nor features")),
         };
         let features = crate::convert::features_from_pb(features)?;
-        if features.fingerprint.as_str() != self.manifest.descriptor_fingerprint {
+        if features.fingerprint.as_str() != routing.manifest.descriptor_fingerprint {
             return Err(Status::failed_precondition(format!(
                 "the query's descriptors are {}, the index holds {}",
-                features.fingerprint, self.manifest.descriptor_fingerprint
+                features.fingerprint, routing.manifest.descriptor_fingerprint
             )));
         }
         Ok(features)
     }
 
-    fn settings(&self, r: &pb::SearchRequest) -> (RetrievalConfig, ShardFailurePolicy, Duration) {
-        let mut rc = self.retrieval.clone();
+    fn settings(&self, routing: &Routing, r: &pb::SearchRequest) -> (RetrievalConfig, ShardFailurePolicy, Duration) {
+        let mut rc = routing.retrieval.clone();
         if r.top > 0 {
             rc.top = r.top as usize;
         }
@@ -402,9 +490,11 @@ impl Inner {
 
     async fn search(&self, r: pb::SearchRequest, request_id: String) -> Result<pb::SearchResponse, Status> {
         let started = Instant::now();
-        let (rc, policy, budget) = self.settings(&r);
+        // The version this query runs on to the end, even if another one is activated meanwhile.
+        let routing = self.current()?;
+        let (rc, policy, budget) = self.settings(&routing, &r);
         let deadline = started + budget;
-        let query = self.query_features(r.query, &request_id, deadline).await?;
+        let query = self.query_features(&routing, r.query, &request_id, deadline).await?;
         let extract_ms = started.elapsed().as_secs_f64() * 1e3;
         let mut response = pb::SearchResponse { request_id: request_id.clone(), ..Default::default() };
         if query.is_empty() {
@@ -417,20 +507,24 @@ impl Inner {
         let request = pb::ShardSearchRequest {
             request_id: request_id.clone(),
             shard_id: 0,
-            descriptor_fingerprint: self.manifest.descriptor_fingerprint.clone(),
+            descriptor_fingerprint: routing.manifest.descriptor_fingerprint.clone(),
             dim: query.dim as u32,
             descriptors: query.descriptors.clone(),
             k: rc.search.k as u32,
             nprobe: rc.search.nprobe as u32,
             max_distance: rc.search.max_distance,
+            version: routing.version.clone(),
         };
-        let outcomes =
-            join_all(self.shards.iter().map(|s| self.search_shard(s, request.clone(), &request_id, deadline))).await;
+        let count = routing.manifest.shards;
+        let outcomes = join_all(
+            routing.shards.iter().map(|s| self.search_shard(count, s, request.clone(), &request_id, deadline)),
+        )
+        .await;
         let merge_started = Instant::now();
         let mut parts = Vec::new();
         let mut keypoints = HashMap::new();
         let mut ids = HashMap::new();
-        for (shard, outcome) in self.shards.iter().zip(outcomes) {
+        for (shard, outcome) in routing.shards.iter().zip(outcomes) {
             match outcome? {
                 ShardOutcome::Answer(a) => {
                     parts.push(a.lists);
@@ -493,7 +587,7 @@ impl Inner {
             })
             .collect();
         let verified = join_all(batches.iter().map(|b| {
-            self.on_workers("verification", &request_id, deadline, |mut c, t| {
+            self.on_workers(&routing.workers, "verification", &request_id, deadline, |mut c, t| {
                 let r = client::request(b.clone(), &request_id, self.token(), t);
                 async move { c.verify(r).await }
             })
@@ -541,10 +635,11 @@ impl Inner {
         Ok(response)
     }
 
-    async fn status(&self) -> pb::ClusterStatusResponse {
+    async fn status(&self) -> Result<pb::ClusterStatusResponse, Status> {
+        let routing = self.current()?;
         let t = Duration::from_millis(self.config.connect_timeout_ms.max(1000));
         let id = client::new_request_id();
-        let shards = join_all(self.shards.iter().map(|s| async {
+        let shards = join_all(routing.shards.iter().map(|s| async {
             let healthy = join_all(s.replicas.iter().map(|r| async {
                 let mut node = r.client.clone();
                 let call = node.info(client::request(pb::ShardInfoRequest {}, &id, self.token(), t));
@@ -554,22 +649,23 @@ impl Inner {
             pb::ShardStatus { shard_id: s.id, replicas: s.replicas.iter().map(|r| r.addr.clone()).collect(), healthy }
         }))
         .await;
-        let workers_healthy = join_all(self.workers.iter().map(|w| async {
+        let workers_healthy = join_all(routing.workers.iter().map(|w| async {
             let mut health = tonic_health::pb::health_client::HealthClient::new(w.channel.clone());
             let req = tonic_health::pb::HealthCheckRequest { service: "delf.v1.Worker".into() };
             matches!(tokio::time::timeout(t, health.check(req)).await, Ok(Ok(r)) if r.get_ref().status == 1)
         }))
         .await;
-        pb::ClusterStatusResponse {
-            index_spec: self.manifest.spec.clone(),
-            descriptor_fingerprint: self.manifest.descriptor_fingerprint.clone(),
+        let m = &routing.manifest;
+        Ok(pb::ClusterStatusResponse {
+            index_spec: m.spec.clone(),
+            descriptor_fingerprint: m.descriptor_fingerprint.clone(),
             shards,
-            workers: self.workers.iter().map(|w| w.addr.clone()).collect(),
+            workers: routing.workers.iter().map(|w| w.addr.clone()).collect(),
             workers_healthy,
-            shard_count: self.manifest.shards,
-            images: self.manifest.images as u64,
-            descriptors: self.manifest.descriptors as u64,
-        }
+            shard_count: m.shards,
+            images: m.images as u64,
+            descriptors: m.descriptors as u64,
+        })
     }
 }
 
@@ -622,27 +718,24 @@ impl Coordinator for CoordinatorService {
         &self,
         _request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        Ok(Response::new(self.inner.status().await))
+        Ok(Response::new(self.inner.status().await?))
     }
 }
 
-/// Serves the coordinator on `listen` until SIGTERM / Ctrl-C.
-pub async fn serve(listen: &str, service: CoordinatorService) -> Result<(), ClusterError> {
+/// Serves the coordinator on `listen` until SIGTERM / Ctrl-C, with `extra` services on the same port (the
+/// Raft metadata service of a Raft-managed cluster; empty otherwise).
+pub async fn serve(listen: &str, service: CoordinatorService, extra: Routes) -> Result<(), ClusterError> {
     let incoming = crate::server::bind(listen)?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<CoordinatorServer<CoordinatorService>>().await;
-    tracing::info!(
-        addr = %listen,
-        shards = service.inner.shards.len(),
-        workers = service.inner.workers.len(),
-        spec = %service.inner.manifest.spec,
-        "coordinator listening"
-    );
+    tracing::info!(addr = %listen, version = ?service.version(), "coordinator listening");
     let security = service.inner.security.clone();
-    crate::server::builder(&security)?
+    let routes = extra
         .add_service(health)
         .add_service(crate::server::reflection()?)
-        .add_service(service.into_server(security.auth()))
+        .add_service(service.into_server(security.auth()));
+    crate::server::builder(&security)?
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, crate::server::shutdown_signal())
         .await?;
     Ok(())

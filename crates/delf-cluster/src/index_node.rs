@@ -3,9 +3,9 @@
 //! A search takes all descriptors of a query image at once and answers, per descriptor, the shard's top-K with
 //! the keypoint of every neighbour (so verification needs no second round trip) and the ids of the images named.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 
 use delf_features::Stores;
 use delf_index::sharded::shard_file_name;
@@ -49,72 +49,134 @@ struct Loaded {
     manifest: IndexManifest,
 }
 
-/// The IndexNode service of one shard.
+/// A shard of an index version: the version name (empty for the static index of `[cluster]`) and the shard id.
+pub type ShardKey = (String, u32);
+
+#[derive(Default)]
+struct Shards {
+    loaded: BTreeMap<ShardKey, Arc<Loaded>>,
+    loading: BTreeSet<ShardKey>,
+}
+
+/// The IndexNode service: the shards a node holds. A node of a static cluster holds one shard of one index; under
+/// Raft-managed metadata it holds whatever shards of whichever index versions it is assigned (two versions at once
+/// during a re-index switch).
 #[derive(Clone)]
 pub struct IndexNodeService {
-    shard_id: u32,
-    loaded: Arc<OnceLock<Loaded>>,
+    /// The shard of a static node (what `Info` describes); None under Raft-managed metadata.
+    static_shard: Option<u32>,
+    shards: Arc<RwLock<Shards>>,
     kernel: ScanKernel,
 }
 
+fn key_text((version, shard): &ShardKey) -> String {
+    format!("{version}/{shard}")
+}
+
 impl IndexNodeService {
-    /// A node for `shard_id`, not loaded yet.
+    /// A static node for `shard_id`, not loaded yet.
     pub fn new(shard_id: u32) -> Self {
-        Self { shard_id, loaded: Arc::new(OnceLock::new()), kernel: ScanKernel::detect() }
+        Self { static_shard: Some(shard_id), shards: Arc::default(), kernel: ScanKernel::detect() }
     }
 
-    /// Fetches (if remote) and loads the shard, then checks it against the manifest. Call once; searches are
-    /// refused until it returns Ok.
+    /// A node holding no shard until told to load some ([`Self::load_shard`]).
+    pub fn assignable() -> Self {
+        Self { static_shard: None, shards: Arc::default(), kernel: ScanKernel::detect() }
+    }
+
+    /// Fetches (if remote) and loads the shard of a static node, then checks it against the manifest. Call once;
+    /// searches are refused until it returns Ok.
     pub async fn load(&self, opts: &IndexNodeOptions) -> Result<(), ClusterError> {
-        let dir =
-            crate::index_files::local_folder(&opts.stores, &opts.index, &opts.cache_dir, &[MANIFEST_FILE.to_string()])
-                .await?;
-        let manifest = IndexManifest::load(&dir)?;
-        if opts.shard_id >= manifest.shards {
-            return Err(ClusterError::Config(format!(
-                "shard {} does not exist: the index at {} has {} shards",
-                opts.shard_id, opts.index, manifest.shards
-            )));
-        }
-        let name = shard_file_name(opts.shard_id, manifest.shards);
-        let dir =
-            crate::index_files::local_folder(&opts.stores, &opts.index, &opts.cache_dir, std::slice::from_ref(&name))
-                .await?;
-        let path = dir.join(&name);
-        let shard = tokio::task::spawn_blocking(move || delf_index::file::load(&path))
-            .await
-            .map_err(|e| ClusterError::Config(format!("loading the shard panicked: {e}")))??;
-        let info = shard.info();
-        let bad = |what: String| Err(ClusterError::Config(format!("{name} does not match the manifest: {what}")));
-        if info.shard_id != opts.shard_id || info.shard_count != manifest.shards {
-            return bad(format!("holds shard {} of {}", info.shard_id, info.shard_count));
-        }
-        if info.descriptor_fingerprint != manifest.descriptor_fingerprint {
-            return bad(format!("descriptors {}", info.descriptor_fingerprint));
-        }
-        if shard.codebooks().fingerprint().as_str() != manifest.codebooks_fingerprint {
-            return bad(format!("codebooks {}", shard.codebooks().fingerprint()));
-        }
+        self.load_shard("", &opts.index, opts.shard_id, &opts.stores, &opts.cache_dir).await
+    }
+
+    /// Fetches (if remote) and loads shard `shard_id` of the index at `index` as version `version`, checked
+    /// against the index's manifest. Searches naming that version and shard are served once it returns Ok.
+    pub async fn load_shard(
+        &self,
+        version: &str,
+        index: &str,
+        shard_id: u32,
+        stores: &Stores,
+        cache_dir: &std::path::Path,
+    ) -> Result<(), ClusterError> {
+        let key: ShardKey = (version.to_string(), shard_id);
+        self.write().loading.insert(key.clone());
+        let result = load_checked(index, shard_id, stores, cache_dir).await;
+        let mut shards = self.write();
+        shards.loading.remove(&key);
+        let loaded = result?;
+        let shard = &loaded.shard;
         tracing::info!(
-            shard = opts.shard_id,
+            version,
+            shard = shard_id,
             images = shard.live_images(),
             descriptors = shard.live_vectors(),
-            spec = %manifest.spec,
+            spec = %loaded.manifest.spec,
             "shard loaded"
         );
-        let id = opts.shard_id.to_string();
-        let l = [("shard", id.as_str())];
-        metrics::set("delf_shard_images", "Live images in the shard this node serves", &l, shard.live_images() as f64);
+        let id = shard_id.to_string();
+        let l = [("shard", id.as_str()), ("version", version)];
+        metrics::set("delf_shard_images", "Live images in a shard this node serves", &l, shard.live_images() as f64);
         let descriptors = shard.live_vectors() as f64;
-        metrics::set("delf_shard_descriptors", "Live descriptors in the shard this node serves", &l, descriptors);
+        metrics::set("delf_shard_descriptors", "Live descriptors in a shard this node serves", &l, descriptors);
         metrics::set(READY, READY_HELP, &l, 1.0);
-        let _ = self.loaded.set(Loaded { shard, manifest });
+        shards.loaded.insert(key, Arc::new(loaded));
         Ok(())
     }
 
-    /// True once the shard is loaded.
+    /// Stops serving a shard (searches already running on it finish; its memory is freed after them).
+    pub fn unload(&self, version: &str, shard_id: u32) {
+        if self.write().loaded.remove(&(version.to_string(), shard_id)).is_some() {
+            let id = shard_id.to_string();
+            metrics::set(READY, READY_HELP, &[("shard", id.as_str()), ("version", version)], 0.0);
+            tracing::info!(version, shard = shard_id, "shard unloaded");
+        }
+    }
+
+    /// The shards loaded and served.
+    pub fn serving(&self) -> Vec<ShardKey> {
+        self.read().loaded.keys().cloned().collect()
+    }
+
+    /// The shards being loaded.
+    pub fn loading(&self) -> Vec<ShardKey> {
+        self.read().loading.iter().cloned().collect()
+    }
+
+    /// True once a static node's shard is loaded (under Raft-managed metadata: once any shard is).
     pub fn is_ready(&self) -> bool {
-        self.loaded.get().is_some()
+        let shards = self.read();
+        match self.static_shard {
+            Some(id) => shards.loaded.contains_key(&(String::new(), id)),
+            None => !shards.loaded.is_empty(),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Shards> {
+        self.shards.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Shards> {
+        self.shards.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The shard a request names, or why it cannot be served.
+    fn find(&self, version: &str, shard_id: u32) -> Result<Arc<Loaded>, Status> {
+        let shards = self.read();
+        let key = (version.to_string(), shard_id);
+        if let Some(l) = shards.loaded.get(&key) {
+            return Ok(Arc::clone(l));
+        }
+        if shards.loading.contains(&key) || (shards.loaded.is_empty() && self.static_shard == Some(shard_id)) {
+            return Err(Status::unavailable(format!("shard {} is still loading", key_text(&key))));
+        }
+        let serving: Vec<String> = shards.loaded.keys().map(key_text).collect();
+        Err(Status::not_found(format!(
+            "this node does not serve shard {} (it serves: {})",
+            key_text(&key),
+            if serving.is_empty() { "nothing yet".to_string() } else { serving.join(", ") }
+        )))
     }
 
     /// The gRPC service with message limits and the token check.
@@ -126,10 +188,42 @@ impl IndexNodeService {
     }
 }
 
-fn check_request(r: &pb::ShardSearchRequest, loaded: &Loaded, shard_id: u32) -> Result<SearchParams, Status> {
-    if r.shard_id != shard_id {
-        return Err(Status::not_found(format!("this node serves shard {shard_id}, not shard {}", r.shard_id)));
+/// Loads shard `shard_id` of the index at `index` and checks it against the index's manifest.
+async fn load_checked(
+    index: &str,
+    shard_id: u32,
+    stores: &Stores,
+    cache_dir: &std::path::Path,
+) -> Result<Loaded, ClusterError> {
+    let dir = crate::index_files::local_folder(stores, index, cache_dir, &[MANIFEST_FILE.to_string()]).await?;
+    let manifest = IndexManifest::load(&dir)?;
+    if shard_id >= manifest.shards {
+        return Err(ClusterError::Config(format!(
+            "shard {shard_id} does not exist: the index at {index} has {} shards",
+            manifest.shards
+        )));
     }
+    let name = shard_file_name(shard_id, manifest.shards);
+    let dir = crate::index_files::local_folder(stores, index, cache_dir, std::slice::from_ref(&name)).await?;
+    let path = dir.join(&name);
+    let shard = tokio::task::spawn_blocking(move || delf_index::file::load(&path))
+        .await
+        .map_err(|e| ClusterError::Config(format!("loading the shard panicked: {e}")))??;
+    let info = shard.info();
+    let bad = |what: String| Err(ClusterError::Config(format!("{name} does not match the manifest: {what}")));
+    if info.shard_id != shard_id || info.shard_count != manifest.shards {
+        return bad(format!("holds shard {} of {}", info.shard_id, info.shard_count));
+    }
+    if info.descriptor_fingerprint != manifest.descriptor_fingerprint {
+        return bad(format!("descriptors {}", info.descriptor_fingerprint));
+    }
+    if shard.codebooks().fingerprint().as_str() != manifest.codebooks_fingerprint {
+        return bad(format!("codebooks {}", shard.codebooks().fingerprint()));
+    }
+    Ok(Loaded { shard, manifest })
+}
+
+fn check_request(r: &pb::ShardSearchRequest, loaded: &Loaded) -> Result<SearchParams, Status> {
     let expected = &loaded.manifest.descriptor_fingerprint;
     if &r.descriptor_fingerprint != expected {
         return Err(Status::failed_precondition(format!(
@@ -173,8 +267,19 @@ impl IndexNode for IndexNodeService {
     }
 
     async fn info(&self, _request: Request<pb::ShardInfoRequest>) -> Result<Response<pb::ShardInfo>, Status> {
-        let mut info = pb::ShardInfo { shard_id: self.shard_id, ..Default::default() };
-        if let Some(l) = self.loaded.get() {
+        let shards = self.read();
+        let mut info = pb::ShardInfo {
+            shard_id: self.static_shard.unwrap_or_default(),
+            serving: shards.loaded.keys().map(key_text).collect(),
+            ..Default::default()
+        };
+        let described = match self.static_shard {
+            Some(id) => shards.loaded.get(&(String::new(), id)),
+            None => shards.loaded.values().next(),
+        };
+        if let Some(l) = described {
+            let shard_info = l.shard.info();
+            info.shard_id = shard_info.shard_id;
             info.shard_count = l.manifest.shards;
             info.spec = l.manifest.spec.clone();
             info.descriptor_fingerprint = l.manifest.descriptor_fingerprint.clone();
@@ -192,23 +297,20 @@ impl IndexNodeService {
         &self,
         request: Request<pb::ShardSearchRequest>,
     ) -> Result<Response<pb::ShardSearchResponse>, Status> {
-        let Some(_) = self.loaded.get() else {
-            return Err(Status::unavailable(format!("shard {} is still loading", self.shard_id)));
-        };
         let r = request.into_inner();
-        let span = tracing::debug_span!("shard_search", request_id = %r.request_id, shard = self.shard_id);
+        let loaded = self.find(&r.version, r.shard_id)?;
+        let span = tracing::debug_span!("shard_search", request_id = %r.request_id, shard = r.shard_id);
         let _enter = span.enter();
-        let this = self.clone();
+        let kernel = self.kernel;
         let started = std::time::Instant::now();
         let response = tokio::task::spawn_blocking(move || {
-            let loaded = this.loaded.get().ok_or_else(|| Status::unavailable("shard not loaded"))?;
-            let params = check_request(&r, loaded, this.shard_id)?;
+            let params = check_request(&r, &loaded)?;
             let shard = &loaded.shard;
             let dim = r.dim as usize;
             let lists = if shard.live_vectors() == 0 {
                 vec![Vec::new(); r.descriptors.len() / dim]
             } else {
-                delf_index::search(&[shard], &r.descriptors, dim, &params, this.kernel)
+                delf_index::search(&[shard], &r.descriptors, dim, &params, kernel)
                     .map_err(|e| crate::convert::index_status(&e))?
             };
             let mut images = BTreeMap::new();
@@ -227,7 +329,7 @@ impl IndexNodeService {
                 .collect();
             let images =
                 images.into_iter().map(|(image, id)| pb::ImageRef { image, id: id.unwrap_or_default() }).collect();
-            Ok::<_, Status>(pb::ShardSearchResponse { shard_id: this.shard_id, lists, images })
+            Ok::<_, Status>(pb::ShardSearchResponse { shard_id: r.shard_id, lists, images })
         })
         .await
         .map_err(|e| Status::internal(format!("search task failed: {e}")))??;
@@ -241,7 +343,7 @@ impl IndexNodeService {
 pub async fn serve(listen: &str, opts: IndexNodeOptions, security: &Security) -> Result<(), ClusterError> {
     let incoming = crate::server::bind(listen)?;
     let service = IndexNodeService::new(opts.shard_id);
-    metrics::set(READY, READY_HELP, &[("shard", opts.shard_id.to_string().as_str())], 0.0);
+    metrics::set(READY, READY_HELP, &[("shard", opts.shard_id.to_string().as_str()), ("version", "")], 0.0);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_not_serving::<IndexNodeServer<IndexNodeService>>().await;
     tracing::info!(addr = %listen, shard = opts.shard_id, index = %opts.index, "index node listening; loading");
@@ -264,4 +366,26 @@ pub async fn serve(listen: &str, opts: IndexNodeOptions, security: &Security) ->
         r = loader => r?,
     }
     Ok(server.await?)
+}
+
+/// Serves an assignable node (Raft-managed cluster) on `listen` until SIGTERM / Ctrl-C: health SERVING from the
+/// start (the node is alive; coordinators route to a shard only once the node reported it loaded), shards loaded
+/// and unloaded as assigned (`delf-meta`'s agent calls [`IndexNodeService::load_shard`] and
+/// [`IndexNodeService::unload`]).
+pub async fn serve_assignable(
+    listen: &str,
+    service: IndexNodeService,
+    security: &Security,
+) -> Result<(), ClusterError> {
+    let incoming = crate::server::bind(listen)?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<IndexNodeServer<IndexNodeService>>().await;
+    tracing::info!(addr = %listen, "index node listening; shards follow the assignment");
+    crate::server::builder(security)?
+        .add_service(health)
+        .add_service(crate::server::reflection()?)
+        .add_service(service.into_server(security.auth()))
+        .serve_with_incoming_shutdown(incoming, crate::server::shutdown_signal())
+        .await?;
+    Ok(())
 }

@@ -117,7 +117,7 @@ async fn roles_over_grpc_answer_like_one_process_and_refuse_bad_requests() {
     let rc = retrieval(&manifest);
     let service = CoordinatorService::new(&config, manifest.clone(), rc.clone()).unwrap();
     let c = coordinator.clone();
-    tokio::spawn(async move { delf_cluster::coordinator::serve(&c, service).await.unwrap() });
+    tokio::spawn(async move { delf_cluster::coordinator::serve(&c, service, Default::default()).await.unwrap() });
     for n in &nodes {
         wait_ready(n).await;
     }
@@ -381,7 +381,7 @@ async fn hedging_answers_from_the_second_replica_while_the_first_hangs() {
     let rc = retrieval(&manifest);
     let service = CoordinatorService::new(&config, manifest, rc).unwrap();
     let c = config.coordinator.clone();
-    tokio::spawn(async move { delf_cluster::coordinator::serve(&c, service).await.unwrap() });
+    tokio::spawn(async move { delf_cluster::coordinator::serve(&c, service, Default::default()).await.unwrap() });
     for n in &nodes {
         wait_ready(n).await;
     }

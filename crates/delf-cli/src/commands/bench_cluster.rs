@@ -193,7 +193,7 @@ fn cluster(
     }
     let service = CoordinatorService::new(&config, manifest.clone(), rc.clone())?;
     let addr = config.coordinator.clone();
-    rt.spawn(async move { delf_cluster::coordinator::serve(&addr, service).await });
+    rt.spawn(async move { delf_cluster::coordinator::serve(&addr, service, Default::default()).await });
 
     let requests: Vec<pb::SearchRequest> = queries
         .iter()

@@ -222,5 +222,6 @@ pub fn cluster(command: &ClusterCommand, config: &Config) -> Result<()> {
             }
             Ok(())
         }
+        other => super::cluster_admin::run(other, config),
     }
 }

@@ -3,15 +3,23 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use delf_cluster::coordinator::CoordinatorService;
-use delf_cluster::index_node::IndexNodeOptions;
+use delf_cluster::index_node::{IndexNodeOptions, IndexNodeService};
 use delf_cluster::worker::{ExtractFailure, QueryExtractor};
 use delf_core::FeatureSet;
 use delf_image::DecodeLimits;
+use delf_meta::NodeRole;
+use delf_meta::agent::{Agent, ShardHost};
+use delf_meta::client::Coordinators;
+use delf_meta::service::MetaService;
+use delf_meta::transport::Transport;
 use delf_search::manifest::{MANIFEST_FILE, PCA_FILE};
 use delf_search::{IndexManifest, RetrievalConfig};
+
+use tonic::service::Routes;
 
 use crate::cli::{Role, ServeArgs};
 use crate::commands::model;
@@ -20,22 +28,52 @@ use crate::config::{Config, ExtractSettings};
 /// Runs the role.
 pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
     let cluster = &config.cluster;
-    cluster.validate()?;
+    let meta = &config.meta;
+    if meta.enabled() {
+        meta.validate()?;
+        cluster.validate_membership()?;
+    } else {
+        cluster.validate()?;
+    }
     let cache = cluster.cache_dir.clone().unwrap_or_else(|| config.home.join("cluster-cache"));
     let security = cluster.security()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     // Channels to peers are made (lazily connected) inside the runtime.
     let _in_runtime = rt.enter();
-    let stores = delf_features::Stores::new();
+    let stores = Arc::new(delf_features::Stores::new());
     if let Some(addr) = &args.metrics_listen {
         let listener = rt.block_on(delf_cluster::metrics::bind(addr))?;
         rt.spawn(delf_cluster::metrics::run(listener));
     }
     let listen = || args.listen.clone().context("--listen host:port is required for this role");
+    // Index nodes and workers of a Raft-managed cluster register and heartbeat.
+    let agent = |role: NodeRole, host: Option<ShardHost>| -> Result<Agent> {
+        let address = args.advertise.clone().map_or_else(listen, Ok)?;
+        let addresses: Vec<String> = meta.coordinators.iter().map(|p| p.address.clone()).collect();
+        Ok(Agent {
+            node: args.node.clone().unwrap_or_else(|| address.clone()),
+            role,
+            address,
+            coordinators: Coordinators::new(&addresses, &security, meta.request_timeout())?,
+            interval: Duration::from_millis(meta.heartbeat_ms),
+            grace: Duration::from_millis(meta.retire_grace_ms),
+            host,
+        })
+    };
     match args.role {
+        Role::IndexNode if meta.enabled() => {
+            if args.shard.is_some() {
+                bail!(delf_meta::MetaError::Config(
+                    "--shard is for static clusters; under [meta] the coordinators assign shards".into()
+                ));
+            }
+            let service = IndexNodeService::assignable();
+            let host = ShardHost { service: service.clone(), stores, cache_dir: cache };
+            rt.spawn(agent(NodeRole::IndexNode, Some(host))?.run());
+            rt.block_on(delf_cluster::index_node::serve_assignable(&listen()?, service, &security))?;
+        }
         Role::IndexNode => {
-            let shard_id = args.shard.context("--shard is required for an index node")?;
-            let stores = Arc::new(stores);
+            let shard_id = args.shard.context("--shard is required for an index node of a static cluster")?;
             let opts = IndexNodeOptions { index: cluster.index.clone(), cache_dir: cache, shard_id, stores };
             rt.block_on(delf_cluster::index_node::serve(&listen()?, opts, &security))?;
         }
@@ -43,13 +81,53 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
             let extractor: Option<Arc<dyn QueryExtractor>> = if args.no_extract {
                 None
             } else {
+                if cluster.index.trim().is_empty() {
+                    bail!(delf_cluster::ClusterError::Config(
+                        "cluster.index is not set (workers load the model settings and PCA of that index)".into()
+                    ));
+                }
                 let files = [MANIFEST_FILE.to_string(), PCA_FILE.to_string()];
                 let dir =
                     rt.block_on(delf_cluster::index_files::local_folder(&stores, &cluster.index, &cache, &files))?;
                 let manifest = IndexManifest::load(&dir)?;
                 Some(Arc::new(ModelThread::start(config, &manifest, &dir, args.device.clone())?))
             };
+            if meta.enabled() {
+                rt.spawn(agent(NodeRole::Worker, None)?.run());
+            }
             rt.block_on(delf_cluster::worker::serve(&listen()?, extractor, &security))?;
+        }
+        Role::Coordinator if meta.enabled() => {
+            meta.validate_for_coordinator()?;
+            let listen = args.listen.clone().unwrap_or_else(|| cluster.coordinator.clone());
+            let dir = meta.data_dir.clone().unwrap_or_else(|| config.home.join("meta").join(meta.id.to_string()));
+            let peers = meta.coordinators.iter().map(|p| (p.id, p.address.clone())).collect();
+            let mut transport = None;
+            let raft = delf_meta::node::start(meta, &dir, |handle| {
+                let t = Transport::new(handle, peers, security.clone(), Duration::from_secs(2), rt.handle().clone());
+                transport = Some(Arc::clone(&t));
+                t
+            })?;
+            let transport = transport.context("the Raft transport was not built")?;
+            let base = retrieval_defaults(config);
+            let service = CoordinatorService::without_topology(cluster, base)?;
+            let meta_service = MetaService::new(raft.clone(), transport, meta, &security);
+            rt.spawn(meta_service.clone().watch_liveness());
+            rt.spawn(delf_meta::topology::follow(
+                raft.clone(),
+                service.clone(),
+                meta.index_name.clone(),
+                cluster.workers.clone(),
+                stores,
+                cache,
+            ));
+            let routes = Routes::new(meta_service.into_server(security.auth()));
+            rt.block_on(async {
+                tokio::select! {
+                    r = delf_cluster::coordinator::serve(&listen, service, routes) => Ok(r?),
+                    reason = raft.stopped() => Err(anyhow::anyhow!("Raft stopped: {reason}")),
+                }
+            })?;
         }
         Role::Coordinator => {
             let listen = args.listen.clone().unwrap_or_else(|| cluster.coordinator.clone());
@@ -58,19 +136,25 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
             let manifest = IndexManifest::load(&dir)?;
             let retrieval = retrieval_config(config, &manifest);
             let service = CoordinatorService::new(cluster, manifest, retrieval)?;
-            rt.block_on(delf_cluster::coordinator::serve(&listen, service))?;
+            rt.block_on(delf_cluster::coordinator::serve(&listen, service, Routes::default()))?;
         }
     }
     Ok(())
 }
 
+/// The configuration's verification and search settings (the ANN parameters come from each index).
+fn retrieval_defaults(config: &Config) -> RetrievalConfig {
+    let mut rc = RetrievalConfig { candidates: config.search.candidates.max(1), ..RetrievalConfig::default() };
+    rc.verify = config.verify.to_config();
+    rc.verify.policy.min_inliers = config.search.min_inliers;
+    rc
+}
+
 /// The retrieval defaults of one-process `delf search` on this index: the index's ANN parameters, the
 /// configuration's verification and search sections.
 pub fn retrieval_config(config: &Config, manifest: &IndexManifest) -> RetrievalConfig {
-    let mut rc = RetrievalConfig { candidates: config.search.candidates.max(1), ..RetrievalConfig::default() };
+    let mut rc = retrieval_defaults(config);
     rc.search = manifest.search;
-    rc.verify = config.verify.to_config();
-    rc.verify.policy.min_inliers = config.search.min_inliers;
     rc
 }
 

@@ -1,0 +1,143 @@
+//! `delf cluster meta|register|activate|retire|members`: administration of a Raft-managed cluster
+//! (docs/cluster-metadata.md) through any coordinator (followers forward to the leader), authenticated with the
+//! cluster's token / mTLS like every other call.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use delf_meta::client::Coordinators;
+use delf_meta::{Applied, Command};
+use delf_search::IndexManifest;
+use delf_search::manifest::MANIFEST_FILE;
+
+use crate::cli::{ClusterCommand, MembersCommand};
+use crate::commands::query::RemoteError;
+use crate::config::Config;
+
+fn coordinators(config: &Config) -> Result<Coordinators> {
+    let meta = &config.meta;
+    if !meta.enabled() {
+        bail!(delf_meta::MetaError::Config(
+            "meta.coordinators is empty: this cluster is not managed with Raft (docs/cluster-metadata.md)".into()
+        ));
+    }
+    meta.validate()?;
+    let addresses: Vec<String> = meta.coordinators.iter().map(|p| p.address.clone()).collect();
+    Ok(Coordinators::new(&addresses, &config.cluster.security()?, meta.request_timeout().max(Duration::from_secs(10)))?)
+}
+
+fn print_applied(index: u64, applied: &Applied) {
+    match applied {
+        Applied::Ok(note) => println!("{note} (log index {index})"),
+        Applied::Refused(why) => println!("refused: {why}"),
+    }
+}
+
+/// Runs a metadata subcommand.
+pub fn run(command: &ClusterCommand, config: &Config) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let _in_runtime = rt.enter();
+    let c = coordinators(config)?;
+    let propose = |command: Command| -> Result<(u64, Applied)> {
+        rt.block_on(c.propose(&command)).map_err(RemoteError::from).context("proposal")
+    };
+    match command {
+        ClusterCommand::Status { .. } => unreachable!("served by query::cluster"),
+        ClusterCommand::Meta { json } => {
+            let (state, applied) =
+                rt.block_on(c.state(false)).map_err(RemoteError::from).context("reading the state")?;
+            if *json {
+                println!("{}", serde_json::json!({"applied_index": applied, "state": state}));
+                return Ok(());
+            }
+            for (addr, r) in rt.block_on(c.raft_statuses()) {
+                match r {
+                    Ok(s) => println!(
+                        "coordinator {} at {addr}: {} (term {}, leader {}, commit {}, applied {}, snapshot {}, voters {:?})",
+                        s.id, s.role, s.term, s.leader, s.commit, s.applied, s.snapshot_index, s.voters
+                    ),
+                    Err(e) => println!("coordinator at {addr}: DOWN ({:?}: {})", e.code(), e.message()),
+                }
+            }
+            for (name, v) in &state.versions {
+                let active = state.active.get(&v.index_name).is_some_and(|a| a == name);
+                println!(
+                    "version {name}: {:?}{} index {} ({} shards x {} replicas) at {}",
+                    v.state,
+                    if active { " (serving)" } else { "" },
+                    v.index_name,
+                    v.shards,
+                    v.replicas,
+                    v.uri
+                );
+                for (shard, nodes) in v.assignment.iter().enumerate() {
+                    let ready = state.ready_replicas(name, shard as u32).len();
+                    println!("  shard {shard}: {ready}/{} ready on {}", nodes.len(), nodes.join(", "));
+                }
+            }
+            for (name, n) in &state.nodes {
+                println!(
+                    "node {name} ({}) at {}: {}, {} shards loaded",
+                    n.role.as_str(),
+                    n.address,
+                    if n.up { "up" } else { "DOWN" },
+                    n.loaded.len()
+                );
+            }
+            Ok(())
+        }
+        ClusterCommand::Register { version, index, name, replicas } => {
+            let stores = delf_features::Stores::new();
+            let cache = config.cluster.cache_dir.clone().unwrap_or_else(|| config.home.join("cluster-cache"));
+            let files = [MANIFEST_FILE.to_string()];
+            let dir = rt.block_on(delf_cluster::index_files::local_folder(&stores, index, &cache, &files))?;
+            let manifest = IndexManifest::load(&dir)?;
+            let (at, applied) = propose(Command::RegisterVersion {
+                version: version.clone(),
+                index_name: name.clone().unwrap_or_else(|| config.meta.index_name.clone()),
+                uri: index.clone(),
+                shards: manifest.shards,
+                descriptor_fingerprint: manifest.descriptor_fingerprint.clone(),
+                replicas: *replicas,
+            })?;
+            print_applied(at, &applied);
+            Ok(())
+        }
+        ClusterCommand::Activate { version, wait_secs } => {
+            let started = Instant::now();
+            loop {
+                match rt.block_on(c.propose(&Command::Activate { version: version.clone() })) {
+                    Ok((at, applied)) => {
+                        print_applied(at, &applied);
+                        return Ok(());
+                    }
+                    Err(s)
+                        if s.code() == tonic::Code::FailedPrecondition
+                            && s.message().contains("no ready replica")
+                            && started.elapsed() < Duration::from_secs(*wait_secs) =>
+                    {
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(s) => return Err(RemoteError::from(s)).context("activation"),
+                }
+            }
+        }
+        ClusterCommand::Retire { version } => {
+            let (at, applied) = propose(Command::Retire { version: version.clone() })?;
+            print_applied(at, &applied);
+            Ok(())
+        }
+        ClusterCommand::Members { change } => {
+            let (id, address, remove) = match change {
+                MembersCommand::Add { id, address } => (*id, address.clone(), false),
+                MembersCommand::Remove { id } => (*id, String::new(), true),
+            };
+            let voters = rt
+                .block_on(c.change_members(id, &address, remove))
+                .map_err(RemoteError::from)
+                .context("membership change")?;
+            println!("voters: {voters:?}");
+            Ok(())
+        }
+    }
+}

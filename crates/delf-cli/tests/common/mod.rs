@@ -1,0 +1,97 @@
+//! What the real-process cluster tests share: running `delf` with a configuration and the cluster token, free
+//! loopback ports, `delf serve` processes killed when dropped, and reading `delf query --json` output.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+/// The bearer token every test cluster requires.
+pub const TOKEN: &str = "cluster-test-token";
+
+/// `delf` with the configuration file and the token.
+pub fn delf(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_delf"));
+    c.env("DELF_LOG__LEVEL", "warn").env("DELF_CONFIG", config).env("DELF_CLUSTER__TOKEN", TOKEN);
+    c
+}
+
+/// Lossy UTF-8.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Stdout of a command that must have succeeded.
+pub fn ok(out: Output) -> String {
+    assert!(out.status.success(), "stdout:\n{}\nstderr:\n{}", text(&out.stdout), text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `delf serve` process, killed when dropped.
+pub struct Role {
+    pub name: String,
+    pub child: Child,
+}
+
+impl Role {
+    /// Starts `delf serve ARGS` with its stderr in `<log_dir>/<name>.log`.
+    pub fn start(config: &Path, log_dir: &Path, name: &str, args: &[&str]) -> Self {
+        Self::start_with(delf(config), log_dir, name, args)
+    }
+
+    /// [`Self::start`] from a prepared command (extra environment).
+    pub fn start_with(mut command: Command, log_dir: &Path, name: &str, args: &[&str]) -> Self {
+        let log = std::fs::File::options().create(true).append(true).open(log_dir.join(format!("{name}.log"))).unwrap();
+        let child = command.arg("serve").args(args).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        Self { name: name.into(), child }
+    }
+
+    /// Sends a signal (`-STOP`, `-CONT`).
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill {sig} {}", self.name);
+    }
+
+    /// SIGKILL, and wait for it.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (image id, score, votes) per result of each JSON line.
+pub fn answers(stdout: &str) -> Vec<Vec<(String, u64, u64)>> {
+    stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let id = r["image_id"].as_str().unwrap().to_string();
+                    (id, r["score"].as_u64().unwrap(), r["votes"].as_u64().unwrap())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Every line of stdout as JSON.
+pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}

@@ -1,0 +1,230 @@
+//! Raft-replicated cluster metadata with real `delf serve coordinator` processes on loopback (docs/cluster-metadata.md):
+//! leader loss under continuous writes, restart from disk, catch-up by snapshot, adding and removing a
+//! coordinator, and a partitioned minority (the `meta::partition` fail point of test builds stops delivering its
+//! messages) that cannot commit.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Role, TOKEN, delf, free_port, ok};
+use delf_meta::client::Coordinators;
+use delf_meta::{Command, MetaState};
+
+/// Coordinators of one test cluster.
+struct Group {
+    dir: PathBuf,
+    config: PathBuf,
+    addrs: BTreeMap<u64, String>,
+    procs: BTreeMap<u64, Role>,
+    rt: tokio::runtime::Runtime,
+}
+
+fn write_config(path: &Path, addrs: &BTreeMap<u64, String>, extra: &str) {
+    let peers: Vec<String> = addrs.iter().map(|(id, a)| format!("{{ id = {id}, address = {a:?} }}")).collect();
+    let toml = format!(
+        "[meta]\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\nsnapshot_every = 20\nheartbeat_ms = 300\nnode_timeout_ms = 3000\nretire_grace_ms = 2000\n{extra}coordinators = [{}]\n",
+        peers.join(", ")
+    );
+    std::fs::write(path, toml).unwrap();
+}
+
+impl Group {
+    fn new(dir: &Path, n: u64, extra: &str) -> Self {
+        let addrs: BTreeMap<u64, String> = (1..=n).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
+        let config = dir.join("delf.toml");
+        write_config(&config, &addrs, extra);
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let mut g = Self { dir: dir.to_path_buf(), config, addrs, procs: BTreeMap::new(), rt };
+        for id in 1..=n {
+            g.start(id, false);
+        }
+        g
+    }
+
+    fn start(&mut self, id: u64, join: bool) {
+        let addr = self.addrs[&id].clone();
+        let mut c = delf(&self.config);
+        c.env("DELF_META__ID", id.to_string())
+            .env("DELF_META__JOIN", join.to_string())
+            .env("DELF_LOG__LEVEL", "info")
+            .env("DELF_HOME", self.dir.join("home"));
+        let role = Role::start_with(c, &self.dir, &format!("coordinator{id}"), &["coordinator", "--listen", &addr]);
+        self.procs.insert(id, role);
+    }
+
+    fn kill(&mut self, id: u64) {
+        self.procs.get_mut(&id).unwrap().kill();
+        self.procs.remove(&id);
+    }
+
+    fn client(&self, ids: &[u64], timeout: Duration) -> Coordinators {
+        let _in = self.rt.enter();
+        let addrs: Vec<String> = ids.iter().map(|id| self.addrs[id].clone()).collect();
+        let security = delf_cluster::Security::new(Some(TOKEN.into()), None).unwrap();
+        Coordinators::new(&addrs, &security, timeout).unwrap()
+    }
+
+    fn running(&self) -> Vec<u64> {
+        self.procs.keys().copied().collect()
+    }
+
+    /// (leader id, term) once the running coordinators agree on one.
+    fn leader(&self, within: Duration) -> (u64, u64) {
+        let ids = self.running();
+        let c = self.client(&ids, Duration::from_secs(2));
+        let started = Instant::now();
+        loop {
+            let statuses = self.rt.block_on(c.raft_statuses());
+            let views: Vec<_> = statuses.into_iter().filter_map(|(_, r)| r.ok()).collect();
+            if let Some(l) = views.iter().find(|v| v.role == "leader")
+                && views.iter().filter(|v| v.leader == l.id && v.term == l.term).count() * 2 > views.len()
+            {
+                return (l.id, l.term);
+            }
+            assert!(started.elapsed() < within, "no leader within {within:?}: {views:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What coordinator `id` has applied (no read index: its own view).
+    fn local_state(&self, id: u64) -> Option<(MetaState, u64)> {
+        self.rt.block_on(self.client(&[id], Duration::from_secs(1)).state(true)).ok()
+    }
+
+    /// Waits until coordinator `id` has applied the same state as `expected`.
+    fn converges(&self, id: u64, expected: &MetaState, within: Duration) {
+        let started = Instant::now();
+        loop {
+            if self.local_state(id).is_some_and(|(s, _)| s == *expected) {
+                return;
+            }
+            if started.elapsed() > within {
+                let log = self.log(id);
+                let tail = &log[log.len().saturating_sub(4000)..];
+                panic!("coordinator {id} did not catch up: {:?}\n{tail}", self.local_state(id));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.join(format!("coordinator{id}.log"))).unwrap_or_default()
+    }
+}
+
+fn write(name: &str) -> Command {
+    Command::RegisterVersion {
+        version: name.into(),
+        index_name: "writes".into(),
+        uri: format!("/nowhere/{name}"),
+        shards: 1,
+        descriptor_fingerprint: "test".into(),
+        replicas: 1,
+    }
+}
+
+#[test]
+fn metadata_survives_leader_loss_restarts_membership_changes_and_partitions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut g = Group::new(tmp.path(), 3, "");
+    let (leader, term) = g.leader(Duration::from_secs(20));
+
+    // 1. Continuous writes through any coordinator; the leader is killed meanwhile. Every write is acknowledged
+    //    (the client retries while there is no leader), and a new leader is elected within a few election
+    //    timeouts (10 ticks of 50 ms, randomised up to twice that).
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let c = g.client(&[1, 2, 3], Duration::from_secs(20));
+        let stop = Arc::clone(&stop);
+        let handle = g.rt.handle().clone();
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut failed = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("w{i}");
+                match handle.block_on(c.propose(&write(&name))) {
+                    Ok(_) => acked.push(name),
+                    Err(s) => failed.push(format!("{name}: {s:?}")),
+                }
+                i += 1;
+            }
+            (acked, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1000));
+    let killed_at = Instant::now();
+    g.kill(leader);
+    let (new_leader, new_term) = g.leader(Duration::from_secs(10));
+    let election = killed_at.elapsed();
+    assert!(new_leader != leader && new_term > term);
+    assert!(election < Duration::from_secs(5), "new leader after {election:?}");
+    // Enough writes after the loss that the log the killed coordinator lacks is compacted into a snapshot.
+    std::thread::sleep(Duration::from_millis(2500));
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failed) = writer.join().unwrap();
+    assert!(failed.is_empty(), "failed writes: {failed:?}");
+    assert!(acked.len() >= 60, "only {} writes", acked.len());
+    let everyone = g.client(&g.running(), Duration::from_secs(10));
+    let (state, _) = g.rt.block_on(everyone.state(false)).unwrap();
+    let missing: Vec<&String> = acked.iter().filter(|w| !state.versions.contains_key(*w)).collect();
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+
+    // 2. The killed coordinator restarts from its disk state and catches up by snapshot (its log is behind the
+    //    leader's first index).
+    g.start(leader, false);
+    g.converges(leader, &state, Duration::from_secs(20));
+    assert!(g.log(leader).contains("installed a snapshot from the leader"), "{}", g.log(leader));
+
+    // 3. A fourth coordinator joins (started empty, then added), and one of the first three is removed.
+    g.addrs.insert(4, format!("127.0.0.1:{}", free_port()));
+    g.start(4, true);
+    let out = ok(delf(&g.config)
+        .env("DELF_META__ID", "1")
+        .args(["cluster", "members", "add", "4", &g.addrs[&4]])
+        .output()
+        .unwrap());
+    assert_eq!(out.trim(), "voters: [1, 2, 3, 4]");
+    let (state, _) = g.rt.block_on(everyone.state(false)).unwrap();
+    assert_eq!(state.coordinators.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    g.converges(4, &state, Duration::from_secs(20));
+    let (leader, _) = g.leader(Duration::from_secs(10));
+    let removed = [1, 2, 3].into_iter().find(|&id| id != leader).unwrap();
+    let out = ok(delf(&g.config).args(["cluster", "members", "remove", &removed.to_string()]).output().unwrap());
+    g.kill(removed);
+    let voters = g.running();
+    assert_eq!(out.trim(), format!("voters: {voters:?}"));
+    assert_eq!(voters.len(), 3);
+    for id in &voters {
+        let (_, view) = g.rt.block_on(g.client(&[*id], Duration::from_secs(5)).raft_statuses()).remove(0);
+        let mut v = view.unwrap().voters;
+        v.sort_unstable();
+        assert_eq!(v, voters, "coordinator {id}");
+    }
+    let everyone = g.client(&voters, Duration::from_secs(10));
+    g.rt.block_on(everyone.propose(&write("after-membership-changes"))).unwrap();
+
+    // 4. The leader is cut off from the others: it cannot commit (a write sent to it fails), the majority elects
+    //    a new leader and commits; healed, the old leader drops its uncommitted write and converges.
+    let (cut, _) = g.leader(Duration::from_secs(10));
+    let majority: Vec<u64> = voters.iter().copied().filter(|&id| id != cut).collect();
+    g.rt.block_on(everyone.set_fail_point(&g.addrs[&cut], delf_meta::fault::PARTITION, "return")).unwrap();
+    let minority = g.client(&[cut], Duration::from_secs(4));
+    let refused = g.rt.block_on(minority.propose(&write("minority-write")));
+    assert!(refused.is_err(), "a partitioned coordinator committed: {refused:?}");
+    let majority_client = g.client(&majority, Duration::from_secs(15));
+    g.rt.block_on(majority_client.propose(&write("majority-write"))).unwrap();
+    let (state, _) = g.rt.block_on(majority_client.state(false)).unwrap();
+    assert!(!state.versions.contains_key("minority-write"));
+    g.rt.block_on(everyone.set_fail_point(&g.addrs[&cut], delf_meta::fault::PARTITION, "")).unwrap();
+    g.converges(cut, &state, Duration::from_secs(20));
+    let (state, _) = g.rt.block_on(everyone.state(false)).unwrap();
+    assert!(state.versions.contains_key("majority-write") && !state.versions.contains_key("minority-write"));
+}

@@ -1,0 +1,156 @@
+//! Calling the coordinators' Meta service from the CLI, index nodes and workers: any coordinator will do (followers
+//! forward to the leader), so calls go to one after another until one answers; UNAVAILABLE (no leader yet, a
+//! coordinator down) is retried until the call's time is up.
+
+use std::time::{Duration, Instant};
+
+use delf_cluster::Security;
+use delf_proto::MAX_MESSAGE_BYTES;
+use delf_proto::v1 as pb;
+use delf_proto::v1::meta_client::MetaClient;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::state::{Applied, Command, MetaState};
+
+/// A Meta client with the cluster's message limits.
+pub fn meta(channel: Channel) -> MetaClient<Channel> {
+    MetaClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// The coordinators, tried in turn.
+#[derive(Clone)]
+pub struct Coordinators {
+    clients: Vec<(String, MetaClient<Channel>)>,
+    security: Security,
+    timeout: Duration,
+}
+
+/// Whether another coordinator (or a later try) could answer differently.
+fn retryable(s: &Status) -> bool {
+    matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Internal)
+}
+
+impl Coordinators {
+    /// Clients for `addresses` (connected lazily); each call may take up to `timeout` in all.
+    pub fn new(addresses: &[String], security: &Security, timeout: Duration) -> Result<Self, crate::MetaError> {
+        if addresses.is_empty() {
+            return Err(crate::MetaError::Config("no coordinators configured (meta.coordinators)".into()));
+        }
+        let connect = Duration::from_secs(1);
+        let clients = addresses
+            .iter()
+            .map(|a| Ok((a.clone(), meta(delf_cluster::client::channel(a, connect, security)?))))
+            .collect::<Result<_, crate::MetaError>>()?;
+        Ok(Self { clients, security: security.clone(), timeout })
+    }
+
+    /// Calls `f` on one coordinator after another (retrying UNAVAILABLE and timeouts) until one answers or the
+    /// time is up; the error names what each said last.
+    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, Status>
+    where
+        F: Fn(MetaClient<Channel>, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let started = Instant::now();
+        let mut last = Status::unavailable("no coordinator tried");
+        let mut round = 0u32;
+        loop {
+            for (addr, c) in &self.clients {
+                let left = self.timeout.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    return Err(Status::new(last.code(), format!("{} (after {round} rounds)", last.message())));
+                }
+                let t = left.min(Duration::from_secs(3));
+                match tokio::time::timeout(t, f(c.clone(), t)).await {
+                    Ok(Ok(r)) => return Ok(r.into_inner()),
+                    Ok(Err(s)) if !retryable(&s) => return Err(s),
+                    Ok(Err(s)) => last = Status::new(s.code(), format!("{addr}: {}", s.message())),
+                    Err(_) => {
+                        last = Status::deadline_exceeded(format!("{addr}: no answer within {} ms", t.as_millis()))
+                    }
+                }
+            }
+            round += 1;
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(round.min(5)))).await;
+        }
+    }
+
+    fn request<T>(&self, m: T, t: Duration) -> tonic::Request<T> {
+        delf_cluster::client::request(m, &delf_cluster::client::new_request_id(), self.security.token(), t)
+    }
+
+    /// Proposes a command; a refusal by the state machine is FAILED_PRECONDITION.
+    pub async fn propose(&self, command: &Command) -> Result<(u64, Applied), Status> {
+        let command_json = serde_json::to_string(command).map_err(|e| Status::internal(e.to_string()))?;
+        let r = self
+            .call(|mut c, t| {
+                let req = self.request(pb::ProposeRequest { command_json: command_json.clone(), forwarded: false }, t);
+                async move { c.propose(req).await }
+            })
+            .await?;
+        let applied = serde_json::from_str(&r.result_json).map_err(|e| Status::internal(e.to_string()))?;
+        Ok((r.index, applied))
+    }
+
+    /// The replicated state (linearizable unless `stale`).
+    pub async fn state(&self, stale: bool) -> Result<(MetaState, u64), Status> {
+        let r = self
+            .call(|mut c, t| {
+                let req = self.request(pb::ReadStateRequest { stale }, t);
+                async move { c.read_state(req).await }
+            })
+            .await?;
+        let state = serde_json::from_str(&r.state_json).map_err(|e| Status::internal(e.to_string()))?;
+        Ok((state, r.applied_index))
+    }
+
+    /// Adds or removes a coordinator; the voters after the change.
+    pub async fn change_members(&self, id: u64, address: &str, remove: bool) -> Result<Vec<u64>, Status> {
+        let r = self
+            .call(|mut c, t| {
+                let m = pb::ChangeMembersRequest { id, address: address.to_string(), remove, forwarded: false };
+                let req = self.request(m, t);
+                async move { c.change_members(req).await }
+            })
+            .await?;
+        Ok(r.voters)
+    }
+
+    /// Every coordinator's Raft status (None for one that did not answer), in the configured order.
+    pub async fn raft_statuses(&self) -> Vec<(String, Result<pb::RaftStatusResponse, Status>)> {
+        let t = Duration::from_secs(2);
+        let calls = self.clients.iter().map(|(addr, c)| {
+            let mut c = c.clone();
+            let req = self.request(pb::RaftStatusRequest {}, t);
+            async move {
+                let r = match tokio::time::timeout(t, c.raft_status(req)).await {
+                    Ok(r) => r.map(tonic::Response::into_inner),
+                    Err(_) => Err(Status::deadline_exceeded("no answer")),
+                };
+                (addr.clone(), r)
+            }
+        });
+        futures::future::join_all(calls).await
+    }
+
+    /// Sends one heartbeat (to the coordinators in turn).
+    pub async fn heartbeat(&self, h: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse, Status> {
+        self.call(|mut c, t| {
+            let req = self.request(h.clone(), t);
+            async move { c.heartbeat(req).await }
+        })
+        .await
+    }
+
+    /// Sets a fail point on the coordinator at `addr` (test builds only).
+    pub async fn set_fail_point(&self, addr: &str, name: &str, actions: &str) -> Result<(), Status> {
+        let (_, c) = self
+            .clients
+            .iter()
+            .find(|(a, _)| a == addr)
+            .ok_or_else(|| Status::invalid_argument(format!("{addr} is not a configured coordinator")))?;
+        let req = self.request(pb::SetFailPointRequest { name: name.into(), actions: actions.into() }, self.timeout);
+        c.clone().set_fail_point(req).await.map(|_| ())
+    }
+}

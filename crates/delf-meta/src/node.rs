@@ -1,0 +1,581 @@
+//! The Raft driver: one thread owns the `RawNode` and runs the loop raft-rs expects (tick every `meta.tick_ms`,
+//! step incoming messages, then handle the Ready: send, install snapshots, apply committed entries, persist
+//! entries and hard state with fsync before sending what depends on them, advance). Everything else talks to it
+//! through [`RaftHandle`]: proposals (leader only; the service forwards), read index, membership changes.
+//! It takes a snapshot every `meta.snapshot_every` applied entries and drops the log it covers.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message};
+use raft::{RawNode, SnapshotStatus, StateRole};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+
+use crate::config::MetaConfig;
+use crate::error::MetaError;
+use crate::state::{Applied, Command, MetaState};
+use crate::storage::DiskStorage;
+use crate::transport::Transport;
+
+/// A snapshot of what Raft says about this coordinator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RaftView {
+    /// This coordinator's id.
+    pub id: u64,
+    /// Current term.
+    pub term: u64,
+    /// Leader id (0 = unknown).
+    pub leader: u64,
+    /// "leader", "follower", "candidate", "pre-candidate".
+    pub role: &'static str,
+    /// Commit index.
+    pub commit: u64,
+    /// Applied index.
+    pub applied: u64,
+    /// Voters.
+    pub voters: Vec<u64>,
+    /// Index of the latest snapshot.
+    pub snapshot_index: u64,
+    /// First index still in the log.
+    pub first_index: u64,
+}
+
+/// What the driver thread publishes for everyone to read without asking it.
+pub struct Shared {
+    state: RwLock<(MetaState, u64)>,
+    view: RwLock<RaftView>,
+    applied: watch::Sender<u64>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, MetaError>>;
+
+/// A request to the driver thread.
+pub enum Request {
+    /// A Raft message from another coordinator.
+    Raft(Box<Message>),
+    /// A command to replicate (leader only).
+    Propose(Command, Reply<(u64, Applied)>),
+    /// A read index: answers the index the state must reach to reflect every write committed before the call.
+    ReadIndex(Reply<u64>),
+    /// Add (with address) or remove a voter.
+    ChangeMembers {
+        /// Raft id.
+        id: u64,
+        /// Address (add only).
+        address: String,
+        /// Remove instead of add.
+        remove: bool,
+        /// Voters after the change.
+        reply: Reply<Vec<u64>>,
+    },
+    /// The transport tells how sending a snapshot went.
+    ReportSnapshot {
+        /// Peer.
+        to: u64,
+        /// Sent.
+        ok: bool,
+    },
+    /// The transport could not reach a peer.
+    Unreachable(u64),
+}
+
+/// Entry payload of a proposal: the command and who is waiting for it.
+#[derive(Serialize, Deserialize)]
+struct Proposal {
+    id: u64,
+    command: Command,
+}
+
+/// Context of a membership change entry.
+#[derive(Serialize, Deserialize)]
+struct MemberChange {
+    id: u64,
+    address: String,
+}
+
+/// The handle to a running Raft node.
+#[derive(Clone)]
+pub struct RaftHandle {
+    tx: Sender<Request>,
+    shared: Arc<Shared>,
+    stopped: watch::Receiver<Option<String>>,
+}
+
+impl RaftHandle {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request, timeout: Duration) -> Result<T, MetaError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(make(reply)).map_err(|_| MetaError::Stopped)?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(MetaError::Stopped),
+            Err(_) => Err(MetaError::Timeout(format!("no Raft outcome within {} ms", timeout.as_millis()))),
+        }
+    }
+
+    /// Replicates `command` (this coordinator must be the leader) and returns its log index and outcome once
+    /// applied here.
+    pub async fn propose(&self, command: Command, timeout: Duration) -> Result<(u64, Applied), MetaError> {
+        self.ask(|r| Request::Propose(command, r), timeout).await
+    }
+
+    /// The state as of a Raft read index: it reflects every write committed before this call.
+    pub async fn linearizable_state(&self, timeout: Duration) -> Result<(MetaState, u64), MetaError> {
+        let started = Instant::now();
+        let index = self.ask(Request::ReadIndex, timeout).await?;
+        self.wait_applied(index, timeout.saturating_sub(started.elapsed())).await?;
+        Ok(self.state())
+    }
+
+    /// Waits until this coordinator has applied `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), MetaError> {
+        let mut rx = self.shared.applied.subscribe();
+        let wait = rx.wait_for(|&a| a >= index);
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(MetaError::Stopped),
+            Err(_) => Err(MetaError::Timeout(format!("index {index} not applied within {} ms", timeout.as_millis()))),
+        }
+    }
+
+    /// Adds (`remove` false, with its address) or removes a coordinator; returns the voters after the change.
+    pub async fn change_members(
+        &self,
+        id: u64,
+        address: String,
+        remove: bool,
+        timeout: Duration,
+    ) -> Result<Vec<u64>, MetaError> {
+        self.ask(|reply| Request::ChangeMembers { id, address, remove, reply }, timeout).await
+    }
+
+    /// Hands a Raft message from a peer to the driver.
+    pub fn step(&self, m: Message) -> Result<(), MetaError> {
+        self.tx.send(Request::Raft(Box::new(m))).map_err(|_| MetaError::Stopped)
+    }
+
+    /// Hands a transport report to the driver.
+    pub fn report(&self, r: Request) {
+        let _ = self.tx.send(r);
+    }
+
+    /// The last applied state and its index (possibly behind the leader).
+    pub fn state(&self) -> (MetaState, u64) {
+        self.shared.state.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// What Raft says now.
+    pub fn view(&self) -> RaftView {
+        self.shared.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// A receiver told about every newly applied index.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.shared.applied.subscribe()
+    }
+
+    /// Resolves with the reason when the driver thread stops (a disk failure: the coordinator must stop).
+    pub async fn stopped(&self) -> String {
+        let mut rx = self.stopped.clone();
+        match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone().unwrap_or_default(),
+            Err(_) => "the raft thread stopped".into(),
+        }
+    }
+}
+
+/// Opens (or bootstraps) the Raft state in `dir` and starts the driver thread. The transport is built by
+/// `transport` from the handle (it reports snapshot outcomes back).
+pub fn start(
+    cfg: &MetaConfig,
+    dir: &Path,
+    transport: impl FnOnce(RaftHandle) -> Arc<Transport>,
+) -> Result<RaftHandle, MetaError> {
+    cfg.validate_for_coordinator()?;
+    let (mut storage, existed) = DiskStorage::open(dir)?;
+    if !existed && !cfg.join {
+        let initial = MetaState {
+            coordinators: cfg.coordinators.iter().map(|p| (p.id, p.address.clone())).collect(),
+            ..MetaState::default()
+        };
+        let voters = cfg.coordinators.iter().map(|p| p.id).collect();
+        storage.bootstrap(voters, serde_json::to_vec(&initial).map_err(|e| MetaError::Config(e.to_string()))?)?;
+        tracing::info!(id = cfg.id, dir = %dir.display(), "bootstrapped a new Raft group");
+    }
+    let snap = storage.snapshot_ref().clone();
+    let state: MetaState = if snap.data.is_empty() {
+        MetaState::default()
+    } else {
+        serde_json::from_slice(&snap.data)
+            .map_err(|e| MetaError::Corrupt { path: dir.join("snapshot.bin"), reason: format!("state machine: {e}") })?
+    };
+    let applied = snap.get_metadata().index;
+    let raft_config = raft::Config {
+        id: cfg.id,
+        election_tick: cfg.election_ticks,
+        heartbeat_tick: cfg.heartbeat_ticks,
+        applied,
+        check_quorum: true,
+        pre_vote: true,
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+        ..raft::Config::default()
+    };
+    raft_config.validate()?;
+    let node = RawNode::new(&raft_config, storage, &crate::logger::raft_logger(cfg.id))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (applied_tx, _) = watch::channel(applied);
+    let shared = Arc::new(Shared {
+        state: RwLock::new((state.clone(), applied)),
+        view: RwLock::new(RaftView { id: cfg.id, ..RaftView::default() }),
+        applied: applied_tx,
+    });
+    let (stop_tx, stopped) = watch::channel(None);
+    let handle = RaftHandle { tx, shared: Arc::clone(&shared), stopped };
+    let transport = transport(handle.clone());
+    transport.learn(&state.coordinators);
+    let mut driver = Driver {
+        node,
+        transport,
+        shared,
+        state,
+        applied,
+        tick: Duration::from_millis(cfg.tick_ms),
+        timeout: cfg.request_timeout(),
+        snapshot_every: cfg.snapshot_every,
+        proposals: HashMap::new(),
+        members: HashMap::new(),
+        reads: HashMap::new(),
+        next_id: delf_core::rng::SplitMix64(cfg.id ^ now_nanos()),
+        snapshot_now: false,
+    };
+    driver.publish();
+    std::thread::Builder::new()
+        .name(format!("raft-{}", cfg.id))
+        .spawn(move || {
+            let outcome = driver.run(&rx);
+            let reason = match outcome {
+                Ok(()) => "the raft thread stopped".to_string(),
+                Err(e) => {
+                    tracing::error!(error = %e, "the raft thread failed; this coordinator must stop");
+                    e.to_string()
+                }
+            };
+            driver.fail_all(|| MetaError::Stopped);
+            let _ = stop_tx.send(Some(reason));
+        })
+        .map_err(|source| MetaError::Io { path: dir.to_path_buf(), source })?;
+    Ok(handle)
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+struct Driver {
+    node: RawNode<DiskStorage>,
+    transport: Arc<Transport>,
+    shared: Arc<Shared>,
+    state: MetaState,
+    applied: u64,
+    tick: Duration,
+    timeout: Duration,
+    snapshot_every: u64,
+    proposals: HashMap<u64, (Reply<(u64, Applied)>, Instant)>,
+    members: HashMap<u64, (Reply<Vec<u64>>, Instant)>,
+    reads: HashMap<Vec<u8>, (Reply<u64>, Instant)>,
+    next_id: delf_core::rng::SplitMix64,
+    /// Take a snapshot after this Ready (the voters changed).
+    snapshot_now: bool,
+}
+
+fn role_name(r: StateRole) -> &'static str {
+    match r {
+        StateRole::Leader => "leader",
+        StateRole::Follower => "follower",
+        StateRole::Candidate => "candidate",
+        StateRole::PreCandidate => "pre-candidate",
+    }
+}
+
+impl Driver {
+    fn run(&mut self, rx: &Receiver<Request>) -> Result<(), MetaError> {
+        let mut last_tick = Instant::now();
+        let mut was_leader = false;
+        loop {
+            match rx.recv_timeout(self.tick.saturating_sub(last_tick.elapsed())) {
+                Ok(r) => {
+                    self.handle(r)?;
+                    // Take what else is queued before the next Ready (batches appends and fsyncs).
+                    for r in rx.try_iter().take(1024) {
+                        self.handle(r)?;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            if last_tick.elapsed() >= self.tick {
+                self.node.tick();
+                last_tick = Instant::now();
+                self.expire();
+            }
+            self.on_ready()?;
+            let leader = self.node.raft.state == StateRole::Leader;
+            if was_leader && !leader {
+                // Proposals still pending may or may not commit under the next leader.
+                self.fail_all(|| MetaError::Unknown);
+            }
+            was_leader = leader;
+            self.publish_view();
+        }
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id.next_u64()
+    }
+
+    fn not_leader(&self) -> Option<MetaError> {
+        if self.node.raft.state == StateRole::Leader {
+            return None;
+        }
+        let leader = self.node.raft.leader_id;
+        Some(MetaError::NotLeader((leader != raft::INVALID_ID).then_some(leader)))
+    }
+
+    fn handle(&mut self, r: Request) -> Result<(), MetaError> {
+        match r {
+            Request::Raft(m) => {
+                if let Err(e) = self.node.step(*m) {
+                    tracing::debug!(error = %e, "raft message ignored");
+                }
+            }
+            Request::Propose(command, reply) => {
+                if let Some(e) = self.not_leader() {
+                    let _ = reply.send(Err(e));
+                    return Ok(());
+                }
+                let id = self.id();
+                let data =
+                    serde_json::to_vec(&Proposal { id, command }).map_err(|e| MetaError::Config(e.to_string()))?;
+                match self.node.propose(Vec::new(), data) {
+                    Ok(()) => {
+                        self.proposals.insert(id, (reply, Instant::now()));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Request::ReadIndex(reply) => {
+                if self.node.raft.leader_id == raft::INVALID_ID {
+                    let _ = reply.send(Err(MetaError::NotLeader(None)));
+                    return Ok(());
+                }
+                let ctx = self.id().to_le_bytes().to_vec();
+                self.node.read_index(ctx.clone());
+                self.reads.insert(ctx, (reply, Instant::now()));
+            }
+            Request::ChangeMembers { id, address, remove, reply } => {
+                if let Some(e) = self.not_leader() {
+                    let _ = reply.send(Err(e));
+                    return Ok(());
+                }
+                let token = self.id();
+                let mut cc = ConfChange { node_id: id, ..ConfChange::default() };
+                cc.set_change_type(if remove { ConfChangeType::RemoveNode } else { ConfChangeType::AddNode });
+                let ctx = serde_json::to_vec(&MemberChange { id: token, address })
+                    .map_err(|e| MetaError::Config(e.to_string()))?;
+                cc.context = ctx.into();
+                match self.node.propose_conf_change(Vec::new(), cc) {
+                    Ok(()) => {
+                        self.members.insert(token, (reply, Instant::now()));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Request::ReportSnapshot { to, ok } => {
+                let status = if ok { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+                self.node.report_snapshot(to, status);
+            }
+            Request::Unreachable(to) => self.node.report_unreachable(to),
+        }
+        Ok(())
+    }
+
+    /// Answers requests that waited longer than the request timeout (e.g. a membership change raft-rs dropped
+    /// because another was pending, or a read index no leader answered).
+    fn expire(&mut self) {
+        let t = self.timeout;
+        let late = |since: &Instant| since.elapsed() > t;
+        let msg = || MetaError::Timeout("no outcome within the request timeout".into());
+        for (_, (reply, _)) in self.proposals.extract_if(|_, (_, since)| late(since)) {
+            let _ = reply.send(Err(msg()));
+        }
+        for (_, (reply, _)) in self.members.extract_if(|_, (_, since)| late(since)) {
+            let _ = reply.send(Err(msg()));
+        }
+        for (_, (reply, _)) in self.reads.extract_if(|_, (_, since)| late(since)) {
+            let _ = reply.send(Err(msg()));
+        }
+    }
+
+    fn fail_all(&mut self, e: impl Fn() -> MetaError) {
+        for (_, (reply, _)) in self.proposals.drain() {
+            let _ = reply.send(Err(e()));
+        }
+        for (_, (reply, _)) in self.members.drain() {
+            let _ = reply.send(Err(e()));
+        }
+        for (_, (reply, _)) in self.reads.drain() {
+            let _ = reply.send(Err(e()));
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<(), MetaError> {
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.node.ready();
+        if !ready.messages().is_empty() {
+            self.transport.send(ready.take_messages());
+        }
+        if !ready.snapshot().is_empty() {
+            let snap = ready.snapshot().clone();
+            let state: MetaState = serde_json::from_slice(&snap.data)
+                .map_err(|e| MetaError::Corrupt { path: "snapshot from the leader".into(), reason: e.to_string() })?;
+            let index = snap.get_metadata().index;
+            self.node.mut_store().install_snapshot(snap)?;
+            tracing::info!(index, "installed a snapshot from the leader");
+            self.state = state;
+            self.applied = index;
+            self.transport.learn(&self.state.coordinators);
+            self.publish();
+        }
+        self.apply(ready.take_committed_entries())?;
+        if !ready.entries().is_empty() || ready.hs().is_some() {
+            let hs = ready.hs().cloned();
+            self.node.mut_store().persist(ready.entries(), hs.as_ref())?;
+        }
+        if !ready.persisted_messages().is_empty() {
+            self.transport.send(ready.take_persisted_messages());
+        }
+        for rs in ready.take_read_states() {
+            if let Some((reply, _)) = self.reads.remove(&rs.request_ctx) {
+                let _ = reply.send(Ok(rs.index));
+            }
+        }
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.node.mut_store().set_commit(commit)?;
+        }
+        self.transport.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.node.advance_apply();
+        self.maybe_snapshot()
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), MetaError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for e in entries {
+            if e.index <= self.applied {
+                continue;
+            }
+            match e.get_entry_type() {
+                EntryType::EntryNormal if e.data.is_empty() => {}
+                EntryType::EntryNormal => match serde_json::from_slice::<Proposal>(&e.data) {
+                    Ok(p) => {
+                        let outcome = self.state.apply(&p.command);
+                        if let Applied::Refused(why) = &outcome {
+                            tracing::info!(index = e.index, %why, "command refused");
+                        }
+                        if let Some((reply, _)) = self.proposals.remove(&p.id) {
+                            let _ = reply.send(Ok((e.index, outcome)));
+                        }
+                    }
+                    Err(err) => tracing::error!(index = e.index, error = %err, "unreadable log entry skipped"),
+                },
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&e.data).map_err(|err| MetaError::Corrupt {
+                        path: format!("log entry {}", e.index).into(),
+                        reason: err.to_string(),
+                    })?;
+                    let cs = self.node.apply_conf_change(&cc)?;
+                    self.node.mut_store().set_conf_state(cs.clone())?;
+                    // A new member is brought up by snapshot, and raft-rs refuses a snapshot whose voters do not
+                    // include the recipient: take one that has the new configuration right away.
+                    self.snapshot_now = true;
+                    let change: Option<MemberChange> = serde_json::from_slice(&cc.context).ok();
+                    if cc.get_change_type() == ConfChangeType::RemoveNode {
+                        self.state.coordinators.remove(&cc.node_id);
+                    } else if let Some(c) = &change {
+                        self.state.coordinators.insert(cc.node_id, c.address.clone());
+                    }
+                    self.transport.learn(&self.state.coordinators);
+                    tracing::info!(node = cc.node_id, change = ?cc.get_change_type(), voters = ?cs.voters, "membership changed");
+                    if let Some((reply, _)) = change.and_then(|c| self.members.remove(&c.id)) {
+                        let mut voters = cs.voters.clone();
+                        voters.sort_unstable();
+                        let _ = reply.send(Ok(voters));
+                    }
+                }
+                EntryType::EntryConfChangeV2 => {
+                    tracing::warn!(index = e.index, "joint-consensus membership changes are not used; skipped");
+                }
+            }
+            self.applied = e.index;
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), MetaError> {
+        let store = self.node.store();
+        let last = store.snapshot_ref().get_metadata().index;
+        if !(self.snapshot_now && self.applied > last) && self.applied < last + self.snapshot_every {
+            return Ok(());
+        }
+        self.snapshot_now = false;
+        let data = serde_json::to_vec(&self.state).map_err(|e| MetaError::Config(e.to_string()))?;
+        self.node.mut_store().compact(self.applied, data)?;
+        tracing::info!(index = self.applied, "took a snapshot and compacted the log");
+        Ok(())
+    }
+
+    fn publish(&self) {
+        *self.shared.state.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (self.state.clone(), self.applied);
+        self.shared.applied.send_replace(self.applied);
+    }
+
+    fn publish_view(&self) {
+        let raft = &self.node.raft;
+        let store = self.node.store();
+        let view = RaftView {
+            id: raft.id,
+            term: raft.term,
+            leader: raft.leader_id,
+            role: role_name(raft.state),
+            commit: raft.raft_log.committed,
+            applied: self.applied,
+            voters: {
+                let mut v = store.conf_state().voters.clone();
+                v.sort_unstable();
+                v
+            },
+            snapshot_index: store.snapshot_ref().get_metadata().index,
+            first_index: store.first_index_now(),
+        };
+        let mut v = self.shared.view.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *v != view {
+            *v = view;
+        }
+    }
+}
