@@ -73,14 +73,26 @@ impl MetaService {
         InterceptedService::new(server, auth)
     }
 
-    /// Runs the leader's liveness check forever: a node silent for `meta.node_timeout_ms` is proposed down.
+    /// Runs forever, every `meta.heartbeat_ms`: publishes the Raft gauges (term, leader, applied and snapshot index)
+    /// and, on the leader, proposes down every node silent for `meta.node_timeout_ms`.
     pub async fn watch_liveness(self) {
         let every = Duration::from_millis(self.inner.config.heartbeat_ms);
         let timeout = Duration::from_millis(self.inner.config.node_timeout_ms);
         loop {
             tokio::time::sleep(every).await;
             let view = self.inner.raft.view();
-            if view.role != "leader" {
+            let is_leader = view.role == "leader";
+            let set =
+                |name: &'static str, help: &'static str, v: u64| delf_cluster::metrics::set(name, help, &[], v as f64);
+            set("delf_raft_term", "Current Raft term of this coordinator", view.term);
+            set("delf_raft_leader", "1 while this coordinator is the Raft leader", u64::from(is_leader));
+            set("delf_raft_applied_index", "Last Raft log index applied to the metadata here", view.applied);
+            set(
+                "delf_raft_snapshot_index",
+                "Log index of this coordinator's latest metadata snapshot",
+                view.snapshot_index,
+            );
+            if !is_leader {
                 continue;
             }
             {

@@ -21,6 +21,7 @@ use crate::error::MetaError;
 
 const WAL: &str = "raft.wal";
 const SNAPSHOT: &str = "snapshot.bin";
+const LOCK: &str = "LOCK";
 const ENTRY: u8 = 1;
 const HARD_STATE: u8 = 2;
 const CONF_STATE: u8 = 3;
@@ -30,6 +31,8 @@ const MAX_RECORD: usize = 64 << 20;
 /// Raft log, hard state, configuration and snapshot, durable on disk.
 pub struct DiskStorage {
     dir: PathBuf,
+    /// Held (exclusively locked) while open: two processes never write one folder.
+    _lock: File,
     wal: File,
     entries: Vec<Entry>,
     hard_state: HardState,
@@ -94,6 +97,14 @@ impl DiskStorage {
     /// Opens the storage in `dir`, creating it empty if it holds nothing. Returns whether it held a Raft state.
     pub fn open(dir: &Path) -> Result<(Self, bool), MetaError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock_path = dir.join(LOCK);
+        let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+        lock.try_lock().map_err(|_| {
+            MetaError::Config(format!(
+                "{} is in use by another coordinator (two processes must never share a Raft folder)",
+                dir.display()
+            ))
+        })?;
         let snap_path = dir.join(SNAPSHOT);
         let mut snapshot = Snapshot::default();
         let mut existed = false;
@@ -118,6 +129,7 @@ impl DiskStorage {
         let (records, good) = read_records(&bytes);
         let mut s = Self {
             dir: dir.to_path_buf(),
+            _lock: lock,
             wal: File::options().create(true).append(true).open(&wal_path).map_err(io(&wal_path))?,
             entries: Vec::new(),
             hard_state: HardState::default(),
@@ -379,6 +391,7 @@ mod tests {
         }
         let (s, existed) = DiskStorage::open(dir.path()).unwrap();
         assert!(existed);
+        assert!(matches!(DiskStorage::open(dir.path()), Err(MetaError::Config(m)) if m.contains("in use")));
         assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (2, 4));
         assert_eq!(s.term(4).unwrap(), 2);
         assert_eq!(s.initial_state().unwrap().hard_state, hs(2, 3));
@@ -414,6 +427,7 @@ mod tests {
         let (s, _) = DiskStorage::open(dir.path()).unwrap();
         assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (9, 10));
         assert_eq!(&s.snapshot_ref().data[..], b"state at 8");
+        drop(s);
         // A damaged snapshot is an error, not an empty state.
         let path = dir.path().join(SNAPSHOT);
         let mut bytes = std::fs::read(&path).unwrap();

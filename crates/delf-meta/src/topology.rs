@@ -89,3 +89,39 @@ async fn load_manifest(stores: &Stores, uri: &str, cache: &std::path::Path) -> R
         .map_err(|e| e.to_string())?;
     IndexManifest::load(&dir).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::state::Command;
+
+    #[test]
+    fn routing_lists_ready_replicas_of_the_active_version_and_up_workers() {
+        let mut s = MetaState::default();
+        assert_eq!(desired(&s, "default", &[]), None);
+        for (node, role) in [("a", NodeRole::IndexNode), ("b", NodeRole::IndexNode), ("w", NodeRole::Worker)] {
+            s.apply(&Command::RegisterNode { node: node.into(), role, address: format!("{node}:1") });
+        }
+        s.apply(&Command::RegisterVersion {
+            version: "v1".into(),
+            index_name: "default".into(),
+            uri: "/i1".into(),
+            shards: 2,
+            descriptor_fingerprint: "fp".into(),
+            replicas: 2,
+        });
+        let all: std::collections::BTreeSet<(String, u32)> = [("v1".to_string(), 0), ("v1".to_string(), 1)].into();
+        s.apply(&Command::ReportLoaded { node: "a".into(), loaded: all.clone() });
+        s.apply(&Command::Activate { version: "v1".into() });
+        let (version, uri, shards, workers) = desired(&s, "default", &["static:2".into()]).unwrap();
+        assert_eq!((version.as_str(), uri.as_str()), ("v1", "/i1"));
+        // b has not loaded anything yet: only a serves.
+        assert!(shards.iter().all(|r| r.replicas == vec!["a:1".to_string()]));
+        assert_eq!(workers, vec!["static:2".to_string(), "w:1".to_string()]);
+        s.apply(&Command::ReportLoaded { node: "b".into(), loaded: all });
+        s.apply(&Command::NodeDown { node: "a".into() });
+        let (_, _, shards, _) = desired(&s, "default", &[]).unwrap();
+        assert!(shards.iter().all(|r| r.replicas == vec!["b:1".to_string()]));
+    }
+}

@@ -28,6 +28,7 @@ fn real_shaped_messages_fit_the_budget_and_round_trip() {
         k: K as u32,
         nprobe: 16,
         max_distance: None,
+        version: "2026-11-27".into(),
     };
     // Neighbours in a million-image shard: image numbers up to 1e6, feature indices up to 1000, real-valued rest.
     let lists: Vec<NeighborList> = (0..QUERY)
