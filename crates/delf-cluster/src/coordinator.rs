@@ -665,6 +665,7 @@ impl Inner {
             shard_count: m.shards,
             images: m.images as u64,
             descriptors: m.descriptors as u64,
+            version: routing.version.clone(),
         })
     }
 }

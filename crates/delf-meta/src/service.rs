@@ -36,6 +36,8 @@ struct Inner {
     seen: Mutex<HashMap<String, Instant>>,
     /// The term this coordinator last led (liveness starts over in each term it leads).
     led_term: Mutex<u64>,
+    /// Channels to the other coordinators (for forwarding), by address.
+    channels: Mutex<HashMap<String, tonic::transport::Channel>>,
 }
 
 /// The gRPC status for a metadata error.
@@ -61,6 +63,7 @@ impl MetaService {
                 security: security.clone(),
                 seen: Mutex::default(),
                 led_term: Mutex::new(0),
+                channels: Mutex::default(),
             }),
         }
     }
@@ -139,8 +142,16 @@ impl Inner {
             .address(leader)
             .or_else(|| self.config.address_of(leader).map(str::to_string))
             .ok_or_else(|| Status::unavailable(format!("no address known for leader {leader}")))?;
-        let channel = delf_cluster::client::channel(&addr, Duration::from_secs(1), &self.security)
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut channels = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let channel = match channels.get(&addr) {
+            Some(c) => c.clone(),
+            None => {
+                let c = delf_cluster::client::channel(&addr, Duration::from_secs(1), &self.security)
+                    .map_err(|e| Status::unavailable(e.to_string()))?;
+                channels.insert(addr, c.clone());
+                c
+            }
+        };
         Ok(crate::client::meta(channel))
     }
 

@@ -191,6 +191,7 @@ pub fn cluster(command: &ClusterCommand, config: &Config) -> Result<()> {
                     .map(|sh| serde_json::json!({"shard": sh.shard_id, "replicas": sh.replicas, "healthy": sh.healthy}))
                     .collect();
                 let v = serde_json::json!({
+                    "version": s.version,
                     "index_spec": s.index_spec,
                     "descriptor_fingerprint": s.descriptor_fingerprint,
                     "shard_count": s.shard_count,
@@ -202,8 +203,9 @@ pub fn cluster(command: &ClusterCommand, config: &Config) -> Result<()> {
                 });
                 println!("{v}");
             } else {
+                let version = if s.version.is_empty() { String::new() } else { format!("version {}: ", s.version) };
                 println!(
-                    "index {} ({} shards, {} images, {} descriptors), descriptors {}",
+                    "{version}index {} ({} shards, {} images, {} descriptors), descriptors {}",
                     s.index_spec, s.shard_count, s.images, s.descriptors, s.descriptor_fingerprint
                 );
                 for sh in &s.shards {
