@@ -53,7 +53,10 @@ pub enum Command {
     /// Check the installation: libtorch, device, default backbone and weights, on a real photo.
     Doctor(DoctorArgs),
     /// Print the effective configuration (defaults, file and environment merged) as TOML.
-    Config,
+    Config(ConfigArgs),
+    /// Ask a server's `grpc.health.v1` service whether it serves (exit 0) or not (exit 1): container health
+    /// checks and Kubernetes exec probes, with the configuration's TLS.
+    Health(HealthArgs),
     /// Extract DELF features (keypoints, scales, attention, 40-d descriptors) from images.
     Extract(ExtractArgs),
     /// Inspect Parquet feature shards written by `delf extract --list`.
@@ -448,6 +451,31 @@ pub enum ModelArg {
     Affine,
     /// 8 DoF.
     Homography,
+}
+
+/// `delf config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Instead of printing the configuration, check that `delf COMMAND...` parses (flags and values) and that the
+    /// configuration loads (unknown keys are errors): for deployment manifests. Exit 0, or 2 with the reason.
+    #[arg(long)]
+    pub check: bool,
+    /// The command line to check (without `delf`), with `--check`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, requires = "check")]
+    pub command: Vec<String>,
+}
+
+/// `delf health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// `host:port` of any delf server.
+    pub addr: String,
+    /// The service asked about (default: the server as a whole); e.g. `delf.v1.IndexNode`.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Milliseconds to wait for the answer.
+    #[arg(long, default_value_t = 3000)]
+    pub timeout_ms: u64,
 }
 
 /// `delf serve`.

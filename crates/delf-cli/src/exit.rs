@@ -6,8 +6,7 @@ use std::process::ExitCode;
 pub const OK: u8 = 0;
 /// A runtime failure not covered below.
 pub const FAILURE: u8 = 1;
-/// Usage error (returned by clap itself, listed here for the documentation).
-#[allow(dead_code)]
+/// Usage error (returned by clap itself, and by `delf config --check`).
 pub const USAGE: u8 = 2;
 /// Bad input: unreadable, corrupt or oversized image, missing input file.
 pub const BAD_INPUT: u8 = 3;
@@ -16,9 +15,17 @@ pub const CONFIG: u8 = 4;
 /// The model or its weights are unavailable (run scripts/setup.sh), or the requested device is absent.
 pub const MODEL: u8 = 5;
 
+/// A command line that does not parse (checked with `delf config --check`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
 /// The exit code for an error, from the most specific typed cause in its chain.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
+        if cause.is::<Usage>() {
+            return USAGE;
+        }
         if cause.is::<crate::config::ConfigError>() {
             return CONFIG;
         }

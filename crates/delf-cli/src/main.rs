@@ -51,10 +51,24 @@ fn main() -> ExitCode {
 fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
     match &cli.command {
         Command::Doctor(args) => commands::doctor::run(args, config),
-        Command::Config => {
+        Command::Config(args) if args.check => {
+            let line = std::iter::once("delf".to_string()).chain(args.command.iter().cloned());
+            match Cli::try_parse_from(line) {
+                Ok(_) => {
+                    println!("ok: delf {}", args.command.join(" "));
+                    Ok(())
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    Err(exit::Usage(message.trim().trim_start_matches("error: ").to_string()).into())
+                }
+            }
+        }
+        Command::Config(_) => {
             print!("{}", config.to_toml());
             Ok(())
         }
+        Command::Health(args) => commands::query::health(args, config),
         Command::Extract(args) => commands::extract::run(args, config),
         Command::Features(command) => commands::features::run(command),
         Command::Pca(command) => commands::pca::run(command, config),

@@ -106,15 +106,66 @@ fn a_cluster_role_without_a_cluster_configuration_is_a_configuration_error() {
     let out = delf(&["serve", "coordinator"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("cluster.index is not set"), "{}", text(&out.stderr));
-    let out = delf(&["serve", "index-node", "--listen", "127.0.0.1:0"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_delf"))
+        .env("DELF_CLUSTER__INDEX", "/nowhere")
+        .args(["serve", "index-node", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "--shard is required: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--shard is required"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn config_check_validates_deployment_command_lines() {
+    let out = delf(&["config", "--check", "serve", "index-node", "--listen", "0.0.0.0:7001", "--node", "n-0"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "ok: delf serve index-node --listen 0.0.0.0:7001 --node n-0");
+    let out = delf(&["config", "--check", "serve", "index-node", "--shards", "2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unexpected argument '--shards'"), "{}", text(&out.stderr));
+    // The configuration is loaded too: an unknown key is exit code 4.
+    let out = Command::new(env!("CARGO_BIN_EXE_delf"))
+        .env("DELF_META__ELECTION_TIMEOUT", "3")
+        .args(["config", "--check", "serve", "coordinator"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+}
+
+#[test]
+fn health_reports_a_serving_role_and_fails_otherwise() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_delf"))
+        .env("DELF_CLUSTER__INDEX", "/nowhere")
+        .args(["serve", "worker", "--no-extract", "--listen", &addr])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let out = loop {
+        let out = delf(&["health", &addr]);
+        if out.status.success() || started.elapsed() > std::time::Duration::from_secs(20) {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(text(&out.stdout).contains("SERVING"), "{}{}", text(&out.stdout), text(&out.stderr));
+    let out = delf(&["health", &addr, "--service", "delf.v1.Worker"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = delf(&["health", &addr, "--service", "delf.v1.Coordinator"]);
+    assert_eq!(out.status.code(), Some(3), "an unknown service is NOT_FOUND: {}", text(&out.stderr));
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let out = delf(&["health", &addr, "--timeout-ms", "500"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
 }
 
 #[test]
 fn every_subcommand_has_help() {
     for cmd in [
         "doctor", "config", "extract", "features", "pca", "index", "search", "match", "serve", "query", "cluster",
-        "eval", "train", "bench",
+        "eval", "train", "bench", "health",
     ] {
         let out = delf(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd}");

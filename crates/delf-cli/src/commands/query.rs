@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use delf_cluster::client;
 use delf_proto::v1 as pb;
 
-use crate::cli::{ClusterCommand, FailurePolicyArg, QueryArgs};
+use crate::cli::{ClusterCommand, FailurePolicyArg, HealthArgs, QueryArgs};
 use crate::config::Config;
 
 /// A call the cluster refused or failed, with its gRPC status code.
@@ -226,4 +226,28 @@ pub fn cluster(command: &ClusterCommand, config: &Config) -> Result<()> {
         }
         other => super::cluster_admin::run(other, config),
     }
+}
+
+/// `delf health ADDR`: SERVING exits 0; anything else (NOT_SERVING, unknown service, no answer) is an error.
+pub fn health(args: &HealthArgs, config: &Config) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let _in_runtime = rt.enter();
+    let security = config.cluster.security()?;
+    let t = Duration::from_millis(args.timeout_ms.max(1));
+    let channel = client::channel(&args.addr, t, &security)?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest { service: args.service.clone() };
+    let answer = rt
+        .block_on(async { tokio::time::timeout(t, health.check(request)).await })
+        .map_err(|_| RemoteError { code: tonic::Code::DeadlineExceeded, message: format!("no answer within {t:?}") })?
+        .map_err(RemoteError::from)
+        .context("health check")?
+        .into_inner();
+    let status = tonic_health::pb::health_check_response::ServingStatus::try_from(answer.status)
+        .map_or_else(|_| format!("status {}", answer.status), |s| s.as_str_name().to_string());
+    println!("{}: {status}", args.addr);
+    if answer.status != tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+        anyhow::bail!(RemoteError { code: tonic::Code::Unavailable, message: format!("{} is {status}", args.addr) });
+    }
+    Ok(())
 }

@@ -73,7 +73,11 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
             rt.block_on(delf_cluster::index_node::serve_assignable(&listen()?, service, &security))?;
         }
         Role::IndexNode => {
-            let shard_id = args.shard.context("--shard is required for an index node of a static cluster")?;
+            let Some(shard_id) = args.shard else {
+                bail!(crate::exit::Usage(
+                    "--shard is required for an index node of a static cluster (or configure [meta])".into()
+                ));
+            };
             let opts = IndexNodeOptions { index: cluster.index.clone(), cache_dir: cache, shard_id, stores };
             rt.block_on(delf_cluster::index_node::serve(&listen()?, opts, &security))?;
         }
