@@ -346,6 +346,14 @@ pub enum IndexCommand {
         /// Index directory.
         index: PathBuf,
     },
+    /// Copy an index (manifest, PCA, shard files; not the extraction job) to object storage, where index nodes
+    /// and `delf cluster register` read it. The manifest goes last, so a reader never sees a half-copied index.
+    Push {
+        /// Index directory.
+        index: PathBuf,
+        /// Destination prefix: s3://bucket/prefix, gs://, az://, or a local folder.
+        uri: String,
+    },
 }
 
 /// `delf index build`.

@@ -38,6 +38,7 @@ pub fn index(command: &IndexCommand, config: &Config) -> Result<()> {
     match command {
         IndexCommand::Build(args) => index_build::run(args, config),
         IndexCommand::Inspect { index } => inspect(index),
+        IndexCommand::Push { index, uri } => push(index, uri),
     }
 }
 
@@ -57,5 +58,30 @@ fn inspect(dir: &std::path::Path) -> Result<()> {
             shard.bytes_per_descriptor()
         );
     }
+    Ok(())
+}
+
+/// `delf index push DIR URI`: the files the cluster reads, checked against the manifest first, manifest last.
+fn push(dir: &std::path::Path, uri: &str) -> Result<()> {
+    use delf_search::manifest::{MANIFEST_FILE, PCA_FILE};
+    let manifest = delf_search::IndexManifest::load(dir)?;
+    let mut files: Vec<String> =
+        (0..manifest.shards).map(|s| delf_index::sharded::shard_file_name(s, manifest.shards)).collect();
+    if dir.join(PCA_FILE).is_file() {
+        files.push(PCA_FILE.to_string());
+    }
+    files.push(MANIFEST_FILE.to_string());
+    let rt = io_runtime()?;
+    let stores = delf_features::Stores::new();
+    let location = stores.location(uri)?;
+    let mut bytes_total = 0u64;
+    for name in &files {
+        let path = dir.join(name);
+        let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        bytes_total += bytes.len() as u64;
+        rt.block_on(location.put(&location.child(name), bytes::Bytes::from(bytes)))?;
+        tracing::info!(file = %name, "pushed");
+    }
+    println!("pushed {} files ({bytes_total} bytes) of {} to {uri}", files.len(), dir.display());
     Ok(())
 }

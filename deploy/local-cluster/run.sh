@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The docker-compose topology of deploy/ as plain processes on loopback (no container engine needed):
+# an S3-compatible store (moto), 3 coordinators keeping the metadata under Raft, 4 index nodes and 2 workers.
+# It builds an index of the photos, puts it in the store, registers and activates it, queries, prints the status.
+#
+#   deploy/local-cluster/run.sh [--keep] [DELF_BINARY]
+#
+# --keep leaves the cluster running until Ctrl-C (then `delf --config .cache/local-cluster/delf.toml query ...`
+# works from another shell). Environment: PHOTO_LIST (a file of photo paths to index; default: the quickstart
+# database), QUERIES (photo paths, space-separated; default: three held-out views and a distractor), BASE_PORT
+# (default 17700), WORK (default .cache/local-cluster), and any DELF_* setting (e.g. DELF_EXTRACT__MAX_SIDE=640).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+KEEP=0
+if [[ ${1:-} == --keep ]]; then KEEP=1; shift; fi
+DELF=${1:-}
+if [[ -z $DELF ]]; then
+  cargo build -q --release -p delf-cli
+  DELF=target/release/delf
+fi
+DELF=$(realpath "$DELF")
+export DELF_HOME=${DELF_HOME:-$PWD/.cache/delf}
+WORK=$(realpath -m "${WORK:-.cache/local-cluster}")
+BASE_PORT=${BASE_PORT:-17700}
+MOTO=${DELFRS_MOTO_SERVER:-$PWD/.cache/venv/bin/moto_server}
+PHOTOS=$DELF_HOME/data/opencv-doc
+[[ -x $MOTO ]] || { echo "error: $MOTO not found: run scripts/setup.sh" >&2; exit 1; }
+
+rm -rf "$WORK" && mkdir -p "$WORK/logs"
+PIDS=()
+stop_all() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+# The object store, as the cluster sees it (object_store reads these).
+S3=127.0.0.1:$((BASE_PORT + 30))
+export AWS_ENDPOINT=http://$S3 AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local \
+  AWS_REGION=us-east-1 AWS_VIRTUAL_HOSTED_STYLE_REQUEST=false
+"$MOTO" -H 127.0.0.1 -p $((BASE_PORT + 30)) >"$WORK/logs/s3.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do curl -sf "http://$S3/" >/dev/null && break; sleep 0.2; done
+curl -sf -X PUT "http://$S3/delf" >/dev/null
+
+# Index v1: built locally, then pushed to the store (the index nodes and workers read it from there).
+if [[ -z ${PHOTO_LIST:-} ]]; then
+  PHOTO_LIST=$WORK/photos.txt
+  held_out=$(awk '$1 == "query" || $1 == "distractor" { print $2 }' tests/fixtures/opencv_doc_retrieval.txt)
+  for f in "$PHOTOS"/*.jpg "$PHOTOS"/*.png; do
+    grep -qxF "$(basename "$f")" <<<"$held_out" || echo "$f"
+  done >"$PHOTO_LIST"
+fi
+echo "== indexing $(wc -l <"$PHOTO_LIST") photos (2 shards) and storing the index in s3://delf/index-v1"
+"$DELF" -q index build "$PHOTO_LIST" --out "$WORK/index-v1" --shards 2
+"$DELF" -q index push "$WORK/index-v1" s3://delf/index-v1
+
+# One configuration for every process; each gets its id, name and folders from the environment and flags.
+TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export DELF_CLUSTER__TOKEN=$TOKEN DELF_CONFIG=$WORK/delf.toml
+cat >"$DELF_CONFIG" <<TOML
+[cluster]
+index = "s3://delf/index-v1"       # workers: the model settings and PCA of the index
+coordinator = "127.0.0.1:$((BASE_PORT + 1))"
+
+[meta]
+coordinators = [
+  { id = 1, address = "127.0.0.1:$((BASE_PORT + 1))" },
+  { id = 2, address = "127.0.0.1:$((BASE_PORT + 2))" },
+  { id = 3, address = "127.0.0.1:$((BASE_PORT + 3))" },
+]
+heartbeat_ms = 500
+node_timeout_ms = 5000
+TOML
+start() { # name, then the `delf serve` arguments
+  local name=$1
+  shift
+  DELF_CLUSTER__CACHE_DIR="$WORK/cache/$name" "$DELF" serve "$@" >"$WORK/logs/$name.log" 2>&1 &
+  PIDS+=($!)
+}
+for id in 1 2 3; do
+  DELF_META__ID=$id DELF_META__DATA_DIR="$WORK/meta/$id" start "coordinator-$id" coordinator \
+    --listen "127.0.0.1:$((BASE_PORT + id))" --metrics-listen "127.0.0.1:$((BASE_PORT + 40 + id))"
+done
+for i in 0 1 2 3; do
+  start "index-$i" index-node --listen "127.0.0.1:$((BASE_PORT + 10 + i))" --node "index-$i"
+done
+for i in 0 1; do
+  start "worker-$i" worker --listen "127.0.0.1:$((BASE_PORT + 20 + i))" --node "worker-$i"
+done
+
+echo "== registering and activating index-v1 (2 replicas per shard)"
+"$DELF" -q cluster register v1 --index s3://delf/index-v1 --replicas 2
+"$DELF" -q cluster activate v1 --wait-secs 300
+
+if [[ -z ${QUERIES:-} ]]; then
+  QUERIES="$PHOTOS/graf3.png $PHOTOS/leuvenB.jpg $PHOTOS/box_in_scene.png $PHOTOS/squirrel_cls.jpg"
+fi
+read -r -a queries <<<"$QUERIES"
+for _ in $(seq 300); do
+  "$DELF" -q health "127.0.0.1:$((BASE_PORT + 20))" >/dev/null 2>&1 && \
+    "$DELF" -q health "127.0.0.1:$((BASE_PORT + 21))" >/dev/null 2>&1 && \
+    "$DELF" -q cluster status >/dev/null 2>&1 && break
+  sleep 1
+done
+echo "== cluster"
+"$DELF" -q cluster meta
+"$DELF" -q cluster status
+echo "== queries (through coordinator 2)"
+"$DELF" -q query --json --coordinator "127.0.0.1:$((BASE_PORT + 2))" "${queries[@]}"
+if [[ $KEEP == 1 ]]; then
+  echo "== running; logs in $WORK/logs; DELF_CONFIG=$DELF_CONFIG DELF_CLUSTER__TOKEN=$TOKEN; Ctrl-C stops"
+  wait
+fi
