@@ -107,7 +107,7 @@ def from_helm(root, result):
     if report.get("errors") or any(m["severity"] >= 2 for m in report.get("messages", [])):
         fail(f"helm lint: {json.dumps(report)}")
     everything = dict(base, extractJob={"enabled": True}, indexBuildJob={"enabled": True, "spec": "IVF1024,PQ20x8r"},
-                      serviceMonitor={"enabled": True}, worker={"gpu": True})
+                      podMonitor={"enabled": True}, worker={"gpu": True})
     kinds = set()
     for label, values in (("defaults", base), ("everything", everything)):
         with helm.Chart.load(chart) as c:
