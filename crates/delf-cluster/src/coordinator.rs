@@ -307,6 +307,9 @@ impl Inner {
         request.shard_id = shard.id;
         let nq = request.descriptors.len() / request.dim.max(1) as usize;
         let n = shard.replicas.len();
+        if n == 0 {
+            return Ok(ShardOutcome::Down(vec!["no replica has it loaded (none ready in the routing)".into()]));
+        }
         let first = shard.next.fetch_add(1, Ordering::Relaxed);
         let per_try = Duration::from_millis(self.config.shard_timeout_ms);
         let hedge = self.config.hedge_after_ms.map(Duration::from_millis);
