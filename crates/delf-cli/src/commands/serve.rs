@@ -32,6 +32,13 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
     if meta.enabled() {
         meta.validate()?;
         cluster.validate_membership()?;
+        if meta.retire_grace_ms < cluster.deadline_ms {
+            bail!(delf_meta::MetaError::Config(format!(
+                "meta.retire_grace_ms ({}) must be at least cluster.deadline_ms ({}): a query that started on a \
+                 retired version must be able to finish on it",
+                meta.retire_grace_ms, cluster.deadline_ms
+            )));
+        }
     } else {
         cluster.validate()?;
     }
