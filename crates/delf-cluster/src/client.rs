@@ -37,6 +37,32 @@ pub fn channel(addr: &str, connect_timeout: Duration, security: &Security) -> Re
     Ok(endpoint.connect_lazy())
 }
 
+/// Channels by address, made once (with the same connect timeout and security) and shared by every call to that
+/// address: a channel is one HTTP/2 connection, reconnected by tonic when it drops.
+pub struct Channels {
+    channels: std::sync::Mutex<std::collections::HashMap<String, Channel>>,
+    connect_timeout: Duration,
+    security: Security,
+}
+
+impl Channels {
+    /// An empty pool.
+    pub fn new(connect_timeout: Duration, security: &Security) -> Self {
+        Self { channels: std::sync::Mutex::default(), connect_timeout, security: security.clone() }
+    }
+
+    /// The channel to `addr` (see [`channel`]), made on first use. Must be called inside a Tokio runtime.
+    pub fn get(&self, addr: &str) -> Result<Channel, ClusterError> {
+        let mut channels = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = channel(addr, self.connect_timeout, &self.security)?;
+        channels.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
 /// An index node client with the cluster's message limits.
 pub fn index_node(channel: Channel) -> IndexNodeClient<Channel> {
     IndexNodeClient::new(channel)

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use delf_core::FeatureSet;
@@ -78,7 +78,7 @@ struct Routing {
 
 struct Inner {
     routing: RwLock<Option<Arc<Routing>>>,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: client::Channels,
     next_worker: AtomicUsize,
     retrieval: RetrievalConfig,
     config: ClusterConfig,
@@ -128,13 +128,14 @@ impl CoordinatorService {
     /// `retrieval.search` is replaced by each topology's manifest.
     pub fn without_topology(config: &ClusterConfig, retrieval: RetrievalConfig) -> Result<Self, ClusterError> {
         config.validate_membership()?;
+        let security = config.security()?;
         let inner = Inner {
             routing: RwLock::new(None),
-            channels: Mutex::default(),
+            channels: client::Channels::new(Duration::from_millis(config.connect_timeout_ms), &security),
             next_worker: AtomicUsize::new(0),
             retrieval,
             config: config.clone(),
-            security: config.security()?,
+            security,
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -244,18 +245,6 @@ impl Inner {
             .ok_or_else(|| Status::unavailable("no index version is active yet (delf cluster activate)"))
     }
 
-    /// A (cached, lazily connected) channel to `addr`.
-    fn channel(&self, addr: &str) -> Result<Channel, ClusterError> {
-        let mut channels = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let connect = Duration::from_millis(self.config.connect_timeout_ms);
-        let c = client::channel(addr, connect, &self.security)?;
-        channels.insert(addr.to_string(), c.clone());
-        Ok(c)
-    }
-
     fn routing_for(&self, t: Topology) -> Result<Routing, ClusterError> {
         let ids: Vec<u32> = t.shards.iter().map(|s| s.id).collect();
         if ids.len() != t.manifest.shards as usize || (0..t.manifest.shards).any(|i| !ids.contains(&i)) {
@@ -274,7 +263,7 @@ impl Inner {
                 let replicas = s
                     .replicas
                     .iter()
-                    .map(|a| Ok(Replica { addr: a.clone(), client: client::index_node(self.channel(a)?) }))
+                    .map(|a| Ok(Replica { addr: a.clone(), client: client::index_node(self.channels.get(a)?) }))
                     .collect::<Result<_, ClusterError>>()?;
                 Ok(ShardRoute { id: s.id, replicas, next: AtomicUsize::new(0) })
             })
@@ -284,7 +273,7 @@ impl Inner {
             .workers
             .iter()
             .map(|a| {
-                let channel = self.channel(a)?;
+                let channel = self.channels.get(a)?;
                 Ok(WorkerEndpoint { addr: a.clone(), client: client::worker(channel.clone()), channel })
             })
             .collect::<Result<_, ClusterError>>()?;

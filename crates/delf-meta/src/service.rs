@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use delf_cluster::Security;
+use delf_cluster::client::Channels;
 use delf_cluster::server::BearerAuth;
 use delf_proto::MAX_MESSAGE_BYTES;
 use delf_proto::v1 as pb;
@@ -36,8 +37,8 @@ struct Inner {
     seen: Mutex<HashMap<String, Instant>>,
     /// The term this coordinator last led (liveness starts over in each term it leads).
     led_term: Mutex<u64>,
-    /// Channels to the other coordinators (for forwarding), by address.
-    channels: Mutex<HashMap<String, tonic::transport::Channel>>,
+    /// Channels to the other coordinators (for forwarding).
+    channels: Channels,
 }
 
 /// The gRPC status for a metadata error.
@@ -63,7 +64,7 @@ impl MetaService {
                 security: security.clone(),
                 seen: Mutex::default(),
                 led_term: Mutex::new(0),
-                channels: Mutex::default(),
+                channels: Channels::new(Duration::from_secs(1), security),
             }),
         }
     }
@@ -142,16 +143,7 @@ impl Inner {
             .address(leader)
             .or_else(|| self.config.address_of(leader).map(str::to_string))
             .ok_or_else(|| Status::unavailable(format!("no address known for leader {leader}")))?;
-        let mut channels = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let channel = match channels.get(&addr) {
-            Some(c) => c.clone(),
-            None => {
-                let c = delf_cluster::client::channel(&addr, Duration::from_secs(1), &self.security)
-                    .map_err(|e| Status::unavailable(e.to_string()))?;
-                channels.insert(addr, c.clone());
-                c
-            }
-        };
+        let channel = self.channels.get(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(crate::client::meta(channel))
     }
 

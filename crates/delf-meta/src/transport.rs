@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use delf_cluster::Security;
+use delf_cluster::client::Channels;
 use delf_proto::v1 as pb;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
@@ -21,6 +22,7 @@ const BATCH: usize = 256;
 pub struct Transport {
     addresses: RwLock<BTreeMap<u64, String>>,
     peers: Mutex<HashMap<u64, mpsc::UnboundedSender<Message>>>,
+    channels: Channels,
     security: Security,
     timeout: Duration,
     runtime: tokio::runtime::Handle,
@@ -36,7 +38,16 @@ impl Transport {
         timeout: Duration,
         runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
-        Arc::new(Self { addresses: RwLock::new(peers), peers: Mutex::default(), security, timeout, runtime, raft })
+        let channels = Channels::new(timeout, &security);
+        Arc::new(Self {
+            addresses: RwLock::new(peers),
+            peers: Mutex::default(),
+            channels,
+            security,
+            timeout,
+            runtime,
+            raft,
+        })
     }
 
     /// Learns the coordinators' addresses from the replicated state (added members).
@@ -73,7 +84,6 @@ impl Transport {
     }
 
     async fn peer_loop(self: Arc<Self>, to: u64, mut rx: mpsc::UnboundedReceiver<Message>) {
-        let mut client: Option<(String, pb::meta_client::MetaClient<tonic::transport::Channel>)> = None;
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
             while batch.len() < BATCH {
@@ -83,33 +93,7 @@ impl Transport {
                 }
             }
             let snapshots = batch.iter().filter(|m| m.get_msg_type() == MessageType::MsgSnapshot).count();
-            let sent = match self.address(to) {
-                None => Err(format!("no address known for coordinator {to}")),
-                Some(addr) => {
-                    if client.as_ref().is_none_or(|(a, _)| *a != addr) {
-                        client = delf_cluster::client::channel(&addr, self.timeout, &self.security)
-                            .ok()
-                            .map(|c| (addr.clone(), crate::client::meta(c)));
-                    }
-                    match &mut client {
-                        None => Err(format!("bad address {addr}")),
-                        Some((_, c)) => {
-                            let messages = batch.iter().map(|m| m.write_to_bytes().unwrap_or_default()).collect();
-                            let request = delf_cluster::client::request(
-                                pb::RaftMessages { messages },
-                                "raft",
-                                self.security.token(),
-                                self.timeout,
-                            );
-                            match tokio::time::timeout(self.timeout, c.raft(request)).await {
-                                Ok(Ok(_)) => Ok(()),
-                                Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),
-                                Err(_) => Err("timed out".into()),
-                            }
-                        }
-                    }
-                }
-            };
+            let sent = self.deliver(to, &batch).await;
             for _ in 0..snapshots {
                 self.raft.report(Request::ReportSnapshot { to, ok: sent.is_ok() });
             }
@@ -117,6 +101,20 @@ impl Transport {
                 tracing::debug!(peer = to, %error, dropped = batch.len(), "raft messages not delivered");
                 self.raft.report(Request::Unreachable(to));
             }
+        }
+    }
+
+    /// Sends one batch to coordinator `to` over `Meta/Raft`.
+    async fn deliver(&self, to: u64, batch: &[Message]) -> Result<(), String> {
+        let addr = self.address(to).ok_or_else(|| format!("no address known for coordinator {to}"))?;
+        let mut client = crate::client::meta(self.channels.get(&addr).map_err(|e| e.to_string())?);
+        let messages = batch.iter().map(|m| m.write_to_bytes().unwrap_or_default()).collect();
+        let request =
+            delf_cluster::client::request(pb::RaftMessages { messages }, "raft", self.security.token(), self.timeout);
+        match tokio::time::timeout(self.timeout, client.raft(request)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),
+            Err(_) => Err("timed out".into()),
         }
     }
 }
