@@ -356,6 +356,13 @@ pub enum IndexCommand {
     },
 }
 
+/// Images sampled evenly to fit an index's PCA, unless told otherwise.
+pub const DEFAULT_PCA_SAMPLE: usize = 50;
+/// Descriptor dimensions after PCA, as in the reference.
+pub const DEFAULT_PCA_DIM: i64 = 40;
+/// Cells probed per query descriptor, stored as a new index's default.
+pub const DEFAULT_NPROBE: usize = 16;
+
 /// `delf index build`.
 #[derive(Debug, Clone, Args)]
 pub struct IndexBuildArgs {
@@ -380,13 +387,13 @@ pub struct IndexBuildArgs {
     #[arg(long, value_name = "FILE")]
     pub pca: Option<PathBuf>,
     /// Images sampled evenly to fit the PCA.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = DEFAULT_PCA_SAMPLE)]
     pub pca_sample: usize,
     /// Descriptor dimensions after PCA.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = DEFAULT_PCA_DIM)]
     pub dim: i64,
     /// Cells probed per query descriptor, stored as the index's default.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = DEFAULT_NPROBE)]
     pub nprobe: usize,
     /// Device to run on: cpu, cuda, cuda:N or auto.
     #[arg(long)]
@@ -650,10 +657,11 @@ pub enum EvalCommand {
         /// Folder with the dataset's images (`NAME.jpg`, or in a `jpg/` subfolder).
         #[arg(long)]
         images: PathBuf,
-        /// Index of the database images (`delf index build IMAGES --out DIR`).
+        /// Index of the database images. Built there from the ground truth's `imlist` when it holds no index yet
+        /// (an interrupted build resumes); default `DELF_HOME/eval/GND_STEM`.
         #[arg(long)]
-        index: PathBuf,
-        /// Device for query extraction.
+        index: Option<PathBuf>,
+        /// Device for extraction (queries, and the database when the index is built).
         #[arg(long)]
         device: Option<String>,
         /// JSON instead of a table.

@@ -102,20 +102,14 @@ fn revisitop_and_pairs_search_a_real_index() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("jpg");
     std::fs::create_dir(&db).unwrap();
-    let database =
-        ["graf1.png", "leuvenA.jpg", "box.png", "aloeL.jpg", "fruits.jpg", "apple.jpg", "board.jpg", "pic1.png"];
+    let database = ["graf1.png", "leuvenA.jpg", "box.png", "aloeL.jpg", "apple.jpg", "board.jpg", "pic1.png"];
     for f in database {
         std::fs::copy(photos.join(f), db.join(f)).unwrap();
     }
+    // No index yet: `delf eval revisitop` builds it from the pickle's imlist (fruits.jpg is in the folder but not in
+    // the dataset, and stays out).
+    std::fs::copy(photos.join("fruits.jpg"), db.join("fruits.jpg")).unwrap();
     let index = dir.path().join("index");
-    let out = Command::new(env!("CARGO_BIN_EXE_delf"))
-        .env("DELF_LOG__LEVEL", "warn")
-        .env("DELF_EXTRACT__MAX_SIDE", "640")
-        .args(["index", "build", db.to_str().unwrap(), "--out", index.to_str().unwrap(), "--spec", "IVF16,PQ20x8r"])
-        .args(["--device", "cpu"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
     // Queries: held-out views next to the database folder; graf3 with a box around its left half.
     let queries = ["graf3.png", "leuvenB.jpg", "aloeR.jpg"];
     for q in queries {
@@ -125,7 +119,7 @@ fn revisitop_and_pairs_search_a_real_index() {
         .unwrap_or_else(|_| delf_testkit::repo_root().join(".cache/venv/bin/python").display().to_string());
     let script = r#"
 import pickle, sys
-imlist = ['graf1', 'leuvenA', 'box', 'aloeL', 'fruits', 'apple', 'board', 'pic1']
+imlist = ['graf1.png', 'leuvenA.jpg', 'box.png', 'aloeL.jpg', 'apple.jpg', 'board.jpg', 'pic1.png'] + sys.argv[2:]
 gnd = [
     {'easy': [0], 'hard': [], 'junk': [], 'bbx': [0.0, 0.0, 400.0, 640.0]},
     {'easy': [], 'hard': [1], 'junk': [2], 'bbx': [0.0, 0.0, 900.0, 600.0]},
@@ -135,24 +129,35 @@ pickle.dump({'imlist': imlist, 'qimlist': ['graf3.png', 'leuvenB.jpg', 'aloeR.jp
             open(sys.argv[1], 'wb'))
 "#;
     let gnd = dir.path().join("gnd_test.pkl");
+    let revisitop = |gnd: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_delf"))
+            .env("DELF_LOG__LEVEL", "warn")
+            .env("DELF_EXTRACT__MAX_SIDE", "640")
+            .args(["eval", "revisitop", "--gnd", gnd.to_str().unwrap(), "--images", dir.path().to_str().unwrap()])
+            .args(["--index", index.to_str().unwrap(), "--device", "cpu", "--json", "--html"])
+            .arg(dir.path().join("r.html"))
+            .output()
+            .unwrap()
+    };
+    // A database image missing from the folder: a clear error before anything is extracted.
+    let incomplete = dir.path().join("gnd_incomplete.pkl");
+    let out =
+        Command::new(&python).arg("-c").arg(script).arg(&incomplete).arg("radcliffe_camera_000519").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = revisitop(&incomplete);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("1 of its 8 database images are not in"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("radcliffe_camera_000519"), "{}", text(&out.stderr));
+    assert!(!index.join("manifest.json").exists());
+
     let out = Command::new(&python).arg("-c").arg(script).arg(&gnd).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = delf(&[
-        "eval",
-        "revisitop",
-        "--gnd",
-        gnd.to_str().unwrap(),
-        "--images",
-        dir.path().to_str().unwrap(),
-        "--index",
-        index.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--json",
-        "--html",
-        dir.path().join("r.html").to_str().unwrap(),
-    ]);
+    let out = revisitop(&gnd);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("building the index of 7 database images"), "{}", text(&out.stderr));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(index.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["images"], 7, "{manifest}");
     let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
     // Every query's partner is found first: mAP 100 in every setup that has positives; Easy skips the leuven
     // query (hard only), Hard skips the other two.
@@ -162,7 +167,7 @@ pickle.dump({'imlist': imlist, 'qimlist': ['graf3.png', 'leuvenB.jpg', 'aloeR.jp
     }
 
     let page = std::fs::read_to_string(dir.path().join("r.html")).unwrap();
-    assert!(page.contains("<span class='easy'>graf1</span>"), "{page}");
+    assert!(page.contains("<span class='easy'>graf1.png</span>"), "{page}");
     let gt = dir.path().join("pairs.json");
     std::fs::write(
         &gt,

@@ -32,12 +32,13 @@ fn is_image(p: &Path) -> bool {
 }
 
 impl ImageSource {
-    /// Lists `source`: a folder, a list file, or (not yet) an object-store prefix.
+    /// Lists a local `source`: a folder or a list file. Object-store lists (`s3://...`) are read by
+    /// `delf_features::ImageList`, which `delf index build` uses for them.
     pub fn list(source: &str) -> Result<Self, SearchError> {
         let bad = |reason: String| SearchError::BadSource { path: source.to_string(), reason };
         if source.contains("://") {
-            return Err(bad("object-store sources arrive with the feature store (issue 7); give a folder or a list \
-                            file"
+            return Err(bad("an object-store list is read by the batch extraction job (`delf index build URI` or \
+                            `delf extract --list URI`), not listed here"
                 .into()));
         }
         let path = Path::new(source);

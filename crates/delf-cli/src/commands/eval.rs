@@ -33,7 +33,7 @@ pub fn run(command: &EvalCommand, config: &Config) -> Result<()> {
             pairs_eval(gt, source, *json, html.as_deref(), config)
         }
         EvalCommand::Revisitop { gnd, images, index, device, json, html } => {
-            revisitop_eval(gnd, images, index, device.as_deref(), *json, html.as_deref(), config)
+            revisitop_eval(gnd, images, index.as_deref(), device.as_deref(), *json, html.as_deref(), config)
         }
     }
 }
@@ -213,15 +213,81 @@ fn read_answers(path: &Path) -> Result<Vec<Answer>> {
     Ok(out)
 }
 
-/// The query photo of a revisitop dataset: `NAME.jpg` in the folder or in its `jpg/` subfolder.
-fn query_path(images: &Path, name: &str) -> Result<PathBuf> {
+/// A photo of a revisitop dataset: `NAME.jpg` (or NAME when it has an extension) in the folder or in its `jpg/`
+/// subfolder, as the published archives unpack.
+fn dataset_image(images: &Path, name: &str) -> Option<PathBuf> {
     let file = if Path::new(name).extension().is_some() { name.to_string() } else { format!("{name}.jpg") };
-    [images.join(&file), images.join("jpg").join(&file)].into_iter().find(|p| p.is_file()).ok_or_else(|| {
+    [images.join(&file), images.join("jpg").join(&file)].into_iter().find(|p| p.is_file())
+}
+
+/// The query photo of a revisitop dataset, or a not-found error naming it.
+fn query_path(images: &Path, name: &str) -> Result<PathBuf> {
+    dataset_image(images, name).ok_or_else(|| {
         anyhow::anyhow!(delf_image::ImageError::Io {
-            path: images.join(&file),
+            path: images.join(name),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "query image not found (also looked in jpg/)"),
         })
     })
+}
+
+/// The index a revisitop evaluation searches: `index` (default `DELF_HOME/eval/GND_STEM`) as it is when it holds a
+/// manifest, else built there from the ground truth's `imlist` first. A dataset image that is missing is an error
+/// before anything is extracted: the protocol ranks the whole database.
+fn revisitop_index(
+    gnd: &Path,
+    gt: &GroundTruth,
+    images: &Path,
+    index: Option<&Path>,
+    device: Option<&str>,
+    config: &Config,
+) -> Result<PathBuf> {
+    let dir = match index {
+        Some(dir) => dir.to_path_buf(),
+        None => config.home.join("eval").join(gnd.file_stem().unwrap_or(std::ffi::OsStr::new("revisitop"))),
+    };
+    if dir.join(delf_search::manifest::MANIFEST_FILE).is_file() {
+        return Ok(dir);
+    }
+    let mut paths = Vec::with_capacity(gt.imlist.len());
+    let mut missing = Vec::new();
+    for name in &gt.imlist {
+        match dataset_image(images, name) {
+            Some(p) => paths.push(std::path::absolute(&p)?),
+            None => missing.push(name.as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        bail!(delf_eval::EvalError::Format {
+            path: gnd.to_path_buf(),
+            reason: format!(
+                "{} of its {} database images are not in {} (nor in its jpg/ folder), e.g. {}; the index cannot be \
+                 built",
+                missing.len(),
+                gt.imlist.len(),
+                images.display(),
+                missing.iter().take(3).copied().collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let list = dir.join("database-images.txt");
+    let text: String = paths.iter().map(|p| format!("{}\n", p.display())).collect();
+    std::fs::write(&list, text).with_context(|| format!("writing {}", list.display()))?;
+    eprintln!("building the index of {} database images in {} (reruns reuse it)", paths.len(), dir.display());
+    let args = crate::cli::IndexBuildArgs {
+        source: Some(list.display().to_string()),
+        features: None,
+        out: dir.clone(),
+        shards: 1,
+        spec: None,
+        pca: None,
+        pca_sample: crate::cli::DEFAULT_PCA_SAMPLE,
+        dim: crate::cli::DEFAULT_PCA_DIM,
+        nprobe: crate::cli::DEFAULT_NPROBE,
+        device: device.map(str::to_string),
+    };
+    crate::commands::index_build::build(&args, config, &mut std::io::stderr())?;
+    Ok(dir)
 }
 
 fn stem(id: &str) -> String {
@@ -231,14 +297,15 @@ fn stem(id: &str) -> String {
 fn revisitop_eval(
     gnd: &Path,
     images: &Path,
-    index: &Path,
+    index: Option<&Path>,
     device: Option<&str>,
     json: bool,
     html: Option<&Path>,
     config: &Config,
 ) -> Result<()> {
     let gt = GroundTruth::load(gnd)?;
-    let searcher = eval_searcher(index, config, device)?;
+    let index = revisitop_index(gnd, &gt, images, index, device, config)?;
+    let searcher = eval_searcher(&index, config, device)?;
     let by_stem: HashMap<String, usize> = gt.imlist.iter().enumerate().map(|(i, n)| (stem(n), i)).collect();
     // Index image number -> dataset image number.
     let mut to_dataset: HashMap<u32, usize> = HashMap::new();

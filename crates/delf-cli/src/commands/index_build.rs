@@ -46,8 +46,13 @@ fn source_list(source: &str, stores: &Stores, rt: &tokio::runtime::Runtime) -> R
     Ok((list, Some(listed.root)))
 }
 
-/// Runs the build.
+/// Runs the build, its summary on stdout.
 pub fn run(opts: &IndexBuildArgs, config: &Config) -> Result<()> {
+    build(opts, config, &mut std::io::stdout())
+}
+
+/// Runs the build, its summary written to `report` (stderr where stdout carries another command's answer).
+pub fn build(opts: &IndexBuildArgs, config: &Config, report: &mut dyn std::io::Write) -> Result<()> {
     let source = match (&opts.source, &opts.features) {
         (_, Some(prefix)) => return index_from_features::run(prefix, opts, config),
         (Some(source), None) => source.clone(),
@@ -112,7 +117,8 @@ pub fn run(opts: &IndexBuildArgs, config: &Config) -> Result<()> {
     built.manifest.save(&opts.out)?;
     let m = &built.manifest;
     let cached = m.images.saturating_sub(summary.rows);
-    println!(
+    writeln!(
+        report,
         "indexed {} images ({} descriptors, {} from cache, {} skipped) into {}: {}, {} shard(s), {:.1} bytes per \
          descriptor, {:.0} s",
         m.images,
@@ -124,9 +130,9 @@ pub fn run(opts: &IndexBuildArgs, config: &Config) -> Result<()> {
         m.shards,
         built.bytes_per_descriptor,
         started.elapsed().as_secs_f64()
-    );
+    )?;
     for (id, why) in &m.skipped {
-        println!("skipped {id}: {why}");
+        writeln!(report, "skipped {id}: {why}")?;
     }
     Ok(())
 }
