@@ -38,43 +38,9 @@ pub fn run(command: &EvalCommand, config: &Config) -> Result<()> {
     }
 }
 
-/// A metric over (a subset of) the solution's queries.
-type Scorer = dyn Fn(&std::collections::BTreeMap<String, Vec<String>>) -> f64;
-
 fn gldv2_eval(solution: &Path, predictions: &Path, ignore: bool, json: bool) -> Result<()> {
-    let header = std::fs::read_to_string(solution)
-        .map_err(|e| delf_eval::EvalError::Io { path: solution.to_path_buf(), source: e })?;
-    let column = header.lines().next().and_then(|l| l.split(',').nth(1)).map(str::trim).unwrap_or_default();
-    let (task, metric) = match column {
-        "images" => ("retrieval", "map@100"),
-        "landmarks" => ("recognition", "gap"),
-        other => bail!(delf_eval::EvalError::Format {
-            path: solution.to_path_buf(),
-            reason: format!("second column {other:?}: expected `images` (retrieval) or `landmarks` (recognition)"),
-        }),
-    };
-    let sol = gldv2::read_solution(solution, column)?;
-    let (score, unknown): (Box<Scorer>, Vec<String>) = if task == "retrieval" {
-        let p = gldv2::read_retrieval_predictions(predictions)?;
-        let unknown = gldv2::mean_average_precision(&p, &sol.expected, 100).1;
-        (Box::new(move |s| gldv2::mean_average_precision(&p, s, 100).0), unknown)
-    } else {
-        let p = gldv2::read_recognition_predictions(predictions)?;
-        (Box::new(move |s| gldv2::global_average_precision(&p, s, ignore)), Vec::new())
-    };
-    let part = |usage: &str| {
-        let s = gldv2::subset(&sol, usage);
-        (!s.is_empty()).then(|| score(&s))
-    };
-    let result = gldv2::Gldv2Score {
-        task: task.into(),
-        metric: metric.into(),
-        all: score(&sol.expected),
-        public: part("Public"),
-        private: part("Private"),
-        queries: sol.expected.len(),
-        unknown_predictions: unknown,
-    };
+    let result = gldv2::evaluate(solution, predictions, ignore)?;
+    let (task, metric) = (&result.task, &result.metric);
     if json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
