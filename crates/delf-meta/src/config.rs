@@ -125,6 +125,16 @@ impl MetaConfig {
         Ok(())
     }
 
+    /// Every coordinator's address, as clients (index nodes, workers, the CLI) contact them.
+    pub fn addresses(&self) -> Vec<String> {
+        self.coordinators.iter().map(|p| p.address.clone()).collect()
+    }
+
+    /// Raft id -> address of every coordinator.
+    pub fn peers(&self) -> std::collections::BTreeMap<u64, String> {
+        self.coordinators.iter().map(|p| (p.id, p.address.clone())).collect()
+    }
+
     /// The address of coordinator `id` from the configuration.
     pub fn address_of(&self, id: u64) -> Option<&str> {
         self.coordinators.iter().find(|p| p.id == id).map(|p| p.address.as_str())

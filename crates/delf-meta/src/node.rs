@@ -47,7 +47,7 @@ pub struct RaftView {
 
 /// What the driver thread publishes for everyone to read without asking it.
 pub struct Shared {
-    state: RwLock<(MetaState, u64)>,
+    state: RwLock<(Arc<MetaState>, u64)>,
     view: RwLock<RaftView>,
     applied: watch::Sender<u64>,
 }
@@ -124,7 +124,7 @@ impl RaftHandle {
     }
 
     /// The state as of a Raft read index: it reflects every write committed before this call.
-    pub async fn linearizable_state(&self, timeout: Duration) -> Result<(MetaState, u64), MetaError> {
+    pub async fn linearizable_state(&self, timeout: Duration) -> Result<(Arc<MetaState>, u64), MetaError> {
         let started = Instant::now();
         let index = self.ask(Request::ReadIndex, timeout).await?;
         self.wait_applied(index, timeout.saturating_sub(started.elapsed())).await?;
@@ -163,8 +163,9 @@ impl RaftHandle {
         let _ = self.tx.send(r);
     }
 
-    /// The last applied state and its index (possibly behind the leader).
-    pub fn state(&self) -> (MetaState, u64) {
+    /// The last applied state and its index (possibly behind the leader). Shared, not copied: the Raft thread
+    /// copies the state on its next write only while such a snapshot is still held.
+    pub fn state(&self) -> (Arc<MetaState>, u64) {
         self.shared.state.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
@@ -198,21 +199,18 @@ pub fn start(
     cfg.validate_for_coordinator()?;
     let (mut storage, existed) = DiskStorage::open(dir)?;
     if !existed && !cfg.join {
-        let initial = MetaState {
-            coordinators: cfg.coordinators.iter().map(|p| (p.id, p.address.clone())).collect(),
-            ..MetaState::default()
-        };
+        let initial = MetaState { coordinators: cfg.peers(), ..MetaState::default() };
         let voters = cfg.coordinators.iter().map(|p| p.id).collect();
         storage.bootstrap(voters, serde_json::to_vec(&initial).map_err(|e| MetaError::Config(e.to_string()))?)?;
         tracing::info!(id = cfg.id, dir = %dir.display(), "bootstrapped a new Raft group");
     }
     let snap = storage.snapshot_ref().clone();
-    let state: MetaState = if snap.data.is_empty() {
+    let state: Arc<MetaState> = Arc::new(if snap.data.is_empty() {
         MetaState::default()
     } else {
         serde_json::from_slice(&snap.data)
             .map_err(|e| MetaError::Corrupt { path: dir.join("snapshot.bin"), reason: format!("state machine: {e}") })?
-    };
+    });
     let applied = snap.get_metadata().index;
     let raft_config = raft::Config {
         id: cfg.id,
@@ -230,7 +228,7 @@ pub fn start(
     let (tx, rx) = std::sync::mpsc::channel();
     let (applied_tx, _) = watch::channel(applied);
     let shared = Arc::new(Shared {
-        state: RwLock::new((state.clone(), applied)),
+        state: RwLock::new((Arc::clone(&state), applied)),
         view: RwLock::new(RaftView { id: cfg.id, ..RaftView::default() }),
         applied: applied_tx,
     });
@@ -280,7 +278,8 @@ struct Driver {
     node: RawNode<DiskStorage>,
     transport: Arc<Transport>,
     shared: Arc<Shared>,
-    state: MetaState,
+    /// Copy-on-write: published to readers as is, copied by `Arc::make_mut` only when a reader still holds it.
+    state: Arc<MetaState>,
     applied: u64,
     tick: Duration,
     timeout: Duration,
@@ -452,7 +451,7 @@ impl Driver {
             let index = snap.get_metadata().index;
             self.node.mut_store().install_snapshot(snap)?;
             tracing::info!(index, "installed a snapshot from the leader");
-            self.state = state;
+            self.state = Arc::new(state);
             self.applied = index;
             self.transport.learn(&self.state.coordinators);
             self.publish();
@@ -492,7 +491,7 @@ impl Driver {
                 EntryType::EntryNormal if e.data.is_empty() => {}
                 EntryType::EntryNormal => match serde_json::from_slice::<Proposal>(&e.data) {
                     Ok(p) => {
-                        let outcome = self.state.apply(&p.command);
+                        let outcome = Arc::make_mut(&mut self.state).apply(&p.command);
                         if let Applied::Refused(why) = &outcome {
                             tracing::info!(index = e.index, %why, "command refused");
                         }
@@ -514,9 +513,9 @@ impl Driver {
                     self.snapshot_now = true;
                     let change: Option<MemberChange> = serde_json::from_slice(&cc.context).ok();
                     if cc.get_change_type() == ConfChangeType::RemoveNode {
-                        self.state.coordinators.remove(&cc.node_id);
+                        Arc::make_mut(&mut self.state).coordinators.remove(&cc.node_id);
                     } else if let Some(c) = &change {
-                        self.state.coordinators.insert(cc.node_id, c.address.clone());
+                        Arc::make_mut(&mut self.state).coordinators.insert(cc.node_id, c.address.clone());
                     }
                     self.transport.learn(&self.state.coordinators);
                     tracing::info!(node = cc.node_id, change = ?cc.get_change_type(), voters = ?cs.voters, "membership changed");
@@ -543,7 +542,7 @@ impl Driver {
             return Ok(());
         }
         self.snapshot_now = false;
-        let data = serde_json::to_vec(&self.state).map_err(|e| MetaError::Config(e.to_string()))?;
+        let data = serde_json::to_vec(&*self.state).map_err(|e| MetaError::Config(e.to_string()))?;
         self.node.mut_store().compact(self.applied, data)?;
         tracing::info!(index = self.applied, "took a snapshot and compacted the log");
         Ok(())
@@ -551,7 +550,7 @@ impl Driver {
 
     fn publish(&self) {
         *self.shared.state.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            (self.state.clone(), self.applied);
+            (Arc::clone(&self.state), self.applied);
         self.shared.applied.send_replace(self.applied);
     }
 

@@ -244,7 +244,7 @@ impl Meta for MetaService {
         } else {
             self.inner.raft.linearizable_state(self.inner.config.request_timeout()).await.map_err(|e| status_of(&e))?
         };
-        let state_json = serde_json::to_string(&state).map_err(|e| Status::internal(e.to_string()))?;
+        let state_json = serde_json::to_string(&*state).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::ReadStateResponse { state_json, applied_index: applied }))
     }
 

@@ -22,8 +22,11 @@ fn coordinators(config: &Config) -> Result<Coordinators> {
         ));
     }
     meta.validate()?;
-    let addresses: Vec<String> = meta.coordinators.iter().map(|p| p.address.clone()).collect();
-    Ok(Coordinators::new(&addresses, &config.cluster.security()?, meta.request_timeout().max(Duration::from_secs(10)))?)
+    Ok(Coordinators::new(
+        &meta.addresses(),
+        &config.cluster.security()?,
+        meta.request_timeout().max(Duration::from_secs(10)),
+    )?)
 }
 
 fn print_applied(index: u64, applied: &Applied) {

@@ -56,12 +56,11 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
     // Index nodes and workers of a Raft-managed cluster register and heartbeat.
     let agent = |role: NodeRole, host: Option<ShardHost>| -> Result<Agent> {
         let address = args.advertise.clone().map_or_else(listen, Ok)?;
-        let addresses: Vec<String> = meta.coordinators.iter().map(|p| p.address.clone()).collect();
         Ok(Agent {
             node: args.node.clone().unwrap_or_else(|| address.clone()),
             role,
             address,
-            coordinators: Coordinators::new(&addresses, &security, meta.request_timeout())?,
+            coordinators: Coordinators::new(&meta.addresses(), &security, meta.request_timeout())?,
             interval: Duration::from_millis(meta.heartbeat_ms),
             grace: Duration::from_millis(meta.retire_grace_ms),
             host,
@@ -112,7 +111,7 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
             meta.validate_for_coordinator()?;
             let listen = args.listen.clone().unwrap_or_else(|| cluster.coordinator.clone());
             let dir = meta.data_dir.clone().unwrap_or_else(|| config.home.join("meta").join(meta.id.to_string()));
-            let peers = meta.coordinators.iter().map(|p| (p.id, p.address.clone())).collect();
+            let peers = meta.peers();
             let mut transport = None;
             let raft = delf_meta::node::start(meta, &dir, |handle| {
                 let t = Transport::new(handle, peers, security.clone(), Duration::from_secs(2), rt.handle().clone());
