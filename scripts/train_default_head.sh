@@ -8,12 +8,8 @@
 # Usage: scripts/train_default_head.sh [DELF_BINARY]   (default: cargo build --release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DELF=${1:-}
-if [[ -z $DELF ]]; then
-  cargo build -q --release -p delf-cli
-  DELF=target/release/delf
-fi
-export DELF_HOME=${DELF_HOME:-$PWD/.cache/delf}
+source scripts/lib/common.sh
+use_delf "${1:-}"
 OUT=${DELFRS_TRAIN_OUT:-.cache/train/default-head}
 rm -rf "$OUT"
 "$DELF" train attention --labels "$DELF_HOME/data/train-photos/labels.csv" --out "$OUT" \

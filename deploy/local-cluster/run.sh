@@ -13,17 +13,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 KEEP=0
 if [[ ${1:-} == --keep ]]; then KEEP=1; shift; fi
-DELF=${1:-}
-if [[ -z $DELF ]]; then
-  cargo build -q --release -p delf-cli
-  DELF=target/release/delf
-fi
+source scripts/lib/common.sh
+use_delf "${1:-}"
 DELF=$(realpath "$DELF")
-export DELF_HOME=${DELF_HOME:-$PWD/.cache/delf}
 WORK=$(realpath -m "${WORK:-.cache/local-cluster}")
 BASE_PORT=${BASE_PORT:-17700}
 MOTO=${DELFRS_MOTO_SERVER:-$PWD/.cache/venv/bin/moto_server}
-PHOTOS=$DELF_HOME/data/opencv-doc
 [[ -x $MOTO ]] || { echo "error: $MOTO not found: run scripts/setup.sh" >&2; exit 1; }
 
 rm -rf "$WORK" && mkdir -p "$WORK/logs"
@@ -47,10 +42,7 @@ curl -sf -X PUT "http://$S3/delf" >/dev/null
 # Index v1: built locally, then pushed to the store (the index nodes and workers read it from there).
 if [[ -z ${PHOTO_LIST:-} ]]; then
   PHOTO_LIST=$WORK/photos.txt
-  held_out=$(awk '$1 == "query" || $1 == "distractor" { print $2 }' tests/fixtures/opencv_doc_retrieval.txt)
-  for f in "$PHOTOS"/*.jpg "$PHOTOS"/*.png; do
-    grep -qxF "$(basename "$f")" <<<"$held_out" || echo "$f"
-  done >"$PHOTO_LIST"
+  quickstart_database >"$PHOTO_LIST"
 fi
 echo "== indexing $(wc -l <"$PHOTO_LIST") photos (2 shards) and storing the index in s3://delf/index-v1"
 "$DELF" -q index build "$PHOTO_LIST" --out "$WORK/index-v1" --shards 2

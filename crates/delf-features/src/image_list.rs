@@ -14,7 +14,6 @@ use std::collections::HashSet;
 
 use arrow_array::{Array, StringArray, cast::AsArray};
 use bytes::Bytes;
-use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use url::Url;
 
@@ -44,10 +43,7 @@ pub struct ImageList {
 impl ImageList {
     /// Reads and parses the list at `uri`.
     pub async fn load(stores: &Stores, uri: &str) -> Result<Self, StoreError> {
-        let (store, path, _) = stores.resolve(uri)?;
-        let got = store.get(&path).await.map_err(|e| StoreError::store(uri, e))?;
-        let bytes = got.bytes().await.map_err(|e| StoreError::store(uri, e))?;
-        Self::parse(uri, bytes)
+        Self::parse(uri, stores.read(uri).await?)
     }
 
     /// Parses list bytes; `uri` picks the format and resolves relative entries.

@@ -88,6 +88,13 @@ impl Stores {
         Ok((store, path, root))
     }
 
+    /// Reads the whole object at `uri` (a path or a URI).
+    pub async fn read(&self, uri: &str) -> Result<Bytes, StoreError> {
+        let (store, path, _) = self.resolve(uri)?;
+        let got = store.get(&path).await.map_err(|e| StoreError::store(uri, e))?;
+        got.bytes().await.map_err(|e| StoreError::store(uri, e))
+    }
+
     /// A [`Location`] (a folder-like prefix) at `uri`.
     pub fn location(&self, uri: &str) -> Result<Location, StoreError> {
         let (store, prefix, root) = self.resolve(uri)?;

@@ -12,7 +12,6 @@ use delf_image::{DecodeLimits, decode_bytes};
 use delf_model::preprocess::Normalization;
 use image::RgbImage;
 use image::imageops::{self, FilterType};
-use object_store::ObjectStoreExt;
 use tch::{Kind, Tensor};
 
 use crate::TrainError;
@@ -82,11 +81,7 @@ impl ImageSource {
         if let Ok(path) = url::Url::parse(uri).map_err(|_| ()).and_then(|u| u.to_file_path()) {
             return std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()));
         }
-        let (store, path, _) = self.stores.resolve(uri).map_err(|e| e.to_string())?;
-        self.runtime.block_on(async move {
-            let got = store.get(&path).await.map_err(|e| e.to_string())?;
-            got.bytes().await.map(|b| b.to_vec()).map_err(|e| e.to_string())
-        })
+        self.runtime.block_on(self.stores.read(uri)).map(|b| b.to_vec()).map_err(|e| e.to_string())
     }
 }
 

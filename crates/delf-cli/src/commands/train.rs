@@ -1,6 +1,6 @@
 //! `delf train descriptor|attention`: the paper's two training stages from image-level labels (docs/training.md).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use delf_features::Stores;
 use delf_train::loader::ImageSource;
 use delf_train::{AugmentConfig, LabelSet, Stage, TrainConfig};
@@ -59,20 +59,9 @@ pub fn run(command: &TrainCommand, config: &Config) -> Result<()> {
 }
 
 fn read_labels(stores: &Stores, args: &TrainArgs) -> Result<LabelSet> {
-    let uri = if args.labels.contains("://") {
-        args.labels.clone()
-    } else {
-        let path = std::path::absolute(&args.labels).with_context(|| format!("label file {}", args.labels))?;
-        url::Url::from_file_path(&path).map_err(|()| anyhow::anyhow!("bad path {}", path.display()))?.to_string()
-    };
+    let uri = delf_features::location::to_url(&args.labels)?.to_string();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let bytes = rt.block_on(async {
-        let (store, path, _) = stores.resolve(&uri)?;
-        let got = object_store::ObjectStoreExt::get(&*store, &path)
-            .await
-            .map_err(|e| delf_features::StoreError::ObjectStore { uri: uri.clone(), source: e })?;
-        got.bytes().await.map_err(|e| delf_features::StoreError::ObjectStore { uri: uri.clone(), source: e })
-    })?;
+    let bytes = rt.block_on(stores.read(&uri))?;
     Ok(LabelSet::parse(&uri, &bytes, args.images.as_deref())?)
 }
 
