@@ -611,6 +611,13 @@ pub enum ClusterCommand {
         /// Version name.
         version: String,
     },
+    /// Evens out shards per index node (e.g. after adding nodes): replicas move from the most to the least loaded
+    /// nodes, each loaded on its new node before the old one lets it go.
+    Rebalance {
+        /// Wait up to this many seconds for the moves to finish (0: return once they are started).
+        #[arg(long, default_value_t = 0)]
+        wait_secs: u64,
+    },
     /// Adds or removes a coordinator (Raft voter), one change at a time.
     Members {
         #[command(subcommand)]

@@ -384,4 +384,33 @@ fn index_versions_switch_under_load_while_a_coordinator_and_an_index_node_die() 
         s.versions["v1"].state == delf_meta::VersionState::Retired
             && s.nodes.values().all(|n| n.loaded.iter().all(|(v, _)| v == "v2"))
     });
+
+    // Scaling out: a new index node gets nothing until `cluster rebalance`, which moves replicas to it while
+    // queries run (each loaded there before the old node lets go): no failed query, same answers, 2/2/2 shards.
+    let addr = format!("127.0.0.1:{}", free_port());
+    nodes.push(Role::start(&g.config, &g.dir, "node4", &["index-node", "--listen", &addr, "--node", "node4"]));
+    wait_for("node4 registered", Duration::from_secs(60), || meta_state(&g).nodes.get("node4").is_some_and(|n| n.up));
+    assert!(meta_state(&g).assignments_of("node4").is_empty());
+    stop.store(false, Ordering::Relaxed);
+    let load = {
+        let (stop, query) = (Arc::clone(&stop), query.clone());
+        std::thread::spawn(move || {
+            let mut outputs = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                outputs.push(query());
+            }
+            outputs
+        })
+    };
+    let out = ok(delf(&g.config).args(["cluster", "rebalance", "--wait-secs", "120"]).output().unwrap());
+    assert!(out.contains("moving 2 replicas") && out.contains("every move finished"), "{out}");
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    for out in load.join().unwrap() {
+        assert_eq!(answers(&ok(out)), expected_v2);
+    }
+    let s = meta_state(&g);
+    let held: Vec<usize> = ["node2", "node3", "node4"].iter().map(|n| s.assignments_of(n).len()).collect();
+    assert_eq!(held, vec![2, 2, 2], "{:?}", s.versions["v2"]);
+    assert!((0..3).all(|shard| s.ready_replicas("v2", shard).len() == 2), "{:?}", s.versions["v2"]);
 }

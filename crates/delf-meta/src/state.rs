@@ -75,8 +75,23 @@ pub struct IndexVersion {
     pub replicas: u32,
     /// Loading, active or retired.
     pub state: VersionState,
-    /// Per shard, the index nodes assigned to it (empty once retired).
+    /// Per shard, the index nodes assigned to it (empty once retired). A shard being moved lists both nodes.
     pub assignment: Vec<Vec<String>>,
+    /// Replicas being moved by `rebalance`: the new node loads the shard first, and the old node is unassigned
+    /// only once the new one reported it loaded (make before break).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moving: Vec<ShardMove>,
+}
+
+/// One replica of a shard moving from one index node to another.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ShardMove {
+    /// The shard.
+    pub shard: u32,
+    /// The node that serves it now and is unassigned once `to` has it loaded.
+    pub from: String,
+    /// The node that loads it.
+    pub to: String,
 }
 
 /// A change to the state, as proposed by a client or the leader.
@@ -130,6 +145,10 @@ pub enum Command {
         /// Version name.
         version: String,
     },
+    /// Even out the shards per up index node (a node added after the versions were placed gets none until
+    /// then): replicas move from the most to the least loaded nodes, each loaded on its new node before it is
+    /// unassigned from the old one.
+    Rebalance {},
 }
 
 /// What applying a command said.
@@ -195,7 +214,20 @@ impl MetaState {
             Command::ReportLoaded { node, loaded } => {
                 let Some(record) = self.nodes.get_mut(node) else { return refused(format!("no node {node}")) };
                 record.loaded = loaded.clone();
-                Applied::Ok(format!("node {node} serves {} shards", loaded.len()))
+                let done = crate::assign::finish_moves(self, node);
+                Applied::Ok(format!("node {node} serves {} shards{done}", loaded.len()))
+            }
+            Command::Rebalance {} => {
+                let planned = crate::assign::plan_moves(self);
+                if planned.is_empty() {
+                    return Applied::Ok("balanced: no replica to move".into());
+                }
+                let list: Vec<String> =
+                    planned.iter().map(|(v, m)| format!("{v}/{} {} -> {}", m.shard, m.from, m.to)).collect();
+                // A destination that still holds the shard loaded (unassigned, within its grace period) has it now.
+                let targets: BTreeSet<String> = planned.iter().map(|(_, m)| m.to.clone()).collect();
+                let done: String = targets.iter().map(|t| crate::assign::finish_moves(self, t)).collect();
+                Applied::Ok(format!("moving {} replicas: {}{done}", planned.len(), list.join(", ")))
             }
             Command::RegisterVersion { version, index_name, uri, shards, descriptor_fingerprint, replicas } => {
                 if version.is_empty() || version.contains('/') || index_name.is_empty() || uri.is_empty() {
@@ -212,6 +244,7 @@ impl MetaState {
                     replicas: *replicas,
                     state: VersionState::Loading,
                     assignment: vec![Vec::new(); *shards as usize],
+                    moving: Vec::new(),
                 };
                 if let Some(existing) = self.versions.get(version) {
                     let same = existing.uri == wanted.uri
@@ -244,6 +277,7 @@ impl MetaState {
                 {
                     o.state = VersionState::Retired;
                     o.assignment.iter_mut().for_each(Vec::clear);
+                    o.moving.clear();
                 }
                 if let Some(v) = self.versions.get_mut(version) {
                     v.state = VersionState::Active;
@@ -258,6 +292,7 @@ impl MetaState {
                     VersionState::Loading => {
                         v.state = VersionState::Retired;
                         v.assignment.iter_mut().for_each(Vec::clear);
+                        v.moving.clear();
                         Applied::Ok(format!("version {version} retired"))
                     }
                 }

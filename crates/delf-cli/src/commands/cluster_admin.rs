@@ -75,7 +75,13 @@ pub fn run(command: &ClusterCommand, config: &Config) -> Result<()> {
                 );
                 for (shard, nodes) in v.assignment.iter().enumerate() {
                     let ready = state.ready_replicas(name, shard as u32).len();
-                    println!("  shard {shard}: {ready}/{} ready on {}", nodes.len(), nodes.join(", "));
+                    let moving: String = v
+                        .moving
+                        .iter()
+                        .filter(|m| m.shard as usize == shard)
+                        .map(|m| format!(" (moving {} -> {})", m.from, m.to))
+                        .collect();
+                    println!("  shard {shard}: {ready}/{} ready on {}{moving}", nodes.len(), nodes.join(", "));
                 }
             }
             for (name, n) in &state.nodes {
@@ -129,6 +135,31 @@ pub fn run(command: &ClusterCommand, config: &Config) -> Result<()> {
             let (at, applied) = propose(Command::Retire { version: version.clone() })?;
             print_applied(at, &applied);
             Ok(())
+        }
+        ClusterCommand::Rebalance { wait_secs } => {
+            let (at, applied) = propose(Command::Rebalance {})?;
+            print_applied(at, &applied);
+            let started = Instant::now();
+            loop {
+                let (state, _) = rt.block_on(c.state(false)).map_err(RemoteError::from).context("reading the state")?;
+                let pending: usize = state.versions.values().map(|v| v.moving.len()).sum();
+                if pending == 0 {
+                    if *wait_secs > 0 {
+                        println!("every move finished");
+                    }
+                    return Ok(());
+                }
+                if started.elapsed() >= Duration::from_secs(*wait_secs) {
+                    if *wait_secs > 0 {
+                        bail!(delf_meta::MetaError::Timeout(format!(
+                            "{pending} moves still loading after {wait_secs} s (see `delf cluster meta`)"
+                        )));
+                    }
+                    println!("{pending} moves loading (`delf cluster meta` shows them)");
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
         }
         ClusterCommand::Members { change } => {
             let (id, address, remove) = match change {
