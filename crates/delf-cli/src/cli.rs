@@ -409,18 +409,9 @@ pub struct SearchArgs {
     /// Query images.
     #[arg(required = true)]
     pub queries: Vec<PathBuf>,
-    /// Number of results per query.
-    #[arg(long, default_value_t = 10)]
-    pub top: usize,
-    /// Best-voted candidates verified geometrically (default: search.candidates, 100 as in the reference).
-    #[arg(long)]
-    pub candidates: Option<usize>,
-    /// Cells probed per query descriptor (default: the index's).
-    #[arg(long)]
-    pub nprobe: Option<usize>,
-    /// Inliers a result needs (default: search.min_inliers).
-    #[arg(long)]
-    pub min_inliers: Option<usize>,
+    /// How much to retrieve and verify.
+    #[command(flatten)]
+    pub retrieval: RetrievalArgs,
     /// One JSON object per query on stdout.
     #[arg(long)]
     pub json: bool,
@@ -430,6 +421,24 @@ pub struct SearchArgs {
     /// Device to run on: cpu, cuda, cuda:N or auto.
     #[arg(long)]
     pub device: Option<String>,
+}
+
+/// The retrieval flags of `delf search` (one process) and `delf query` (through a cluster), the same knobs on both.
+#[derive(Debug, Clone, Args)]
+pub struct RetrievalArgs {
+    /// Results per query at most.
+    #[arg(long, default_value_t = 10)]
+    pub top: u32,
+    /// Best-voted candidates verified geometrically (default: search.candidates, 100 as in the reference; for
+    /// `delf query`, the coordinator's).
+    #[arg(long)]
+    pub candidates: Option<u32>,
+    /// Cells (inverted lists) probed per query descriptor (default: the index's).
+    #[arg(long)]
+    pub nprobe: Option<u32>,
+    /// Inliers a result needs (default: search.min_inliers; for `delf query`, the coordinator's).
+    #[arg(long)]
+    pub min_inliers: Option<u32>,
 }
 
 /// `delf match`.
@@ -532,18 +541,9 @@ pub struct QueryArgs {
     /// Query photos, sent as they are (extracted on a worker).
     #[arg(required = true)]
     pub queries: Vec<PathBuf>,
-    /// Results per query at most.
-    #[arg(long, default_value_t = 10)]
-    pub top: u32,
-    /// Best-voted candidates verified (default: the coordinator's).
-    #[arg(long)]
-    pub candidates: Option<u32>,
-    /// Inverted lists probed (default: the index's).
-    #[arg(long)]
-    pub nprobe: Option<u32>,
-    /// Inliers a result needs (default: the coordinator's).
-    #[arg(long)]
-    pub min_inliers: Option<u32>,
+    /// How much to retrieve and verify.
+    #[command(flatten)]
+    pub retrieval: RetrievalArgs,
     /// When some shard has no answering replica: `partial` (degraded answer) or `fail` (default: the coordinator's).
     #[arg(long, value_enum)]
     pub on_shard_failure: Option<FailurePolicyArg>,

@@ -268,6 +268,21 @@ fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Runs `query` again and again on a thread until `stop` is set; the outputs in order.
+fn keep_querying(
+    stop: &Arc<AtomicBool>,
+    query: impl Fn() -> std::process::Output + Send + 'static,
+) -> std::thread::JoinHandle<Vec<std::process::Output>> {
+    let stop = Arc::clone(stop);
+    std::thread::spawn(move || {
+        let mut outputs = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            outputs.push(query());
+        }
+        outputs
+    })
+}
+
 #[test]
 fn index_versions_switch_under_load_while_a_coordinator_and_an_index_node_die() {
     let tmp = tempfile::tempdir().unwrap();
@@ -329,16 +344,7 @@ fn index_versions_switch_under_load_while_a_coordinator_and_an_index_node_die() 
 
     // Under continuous queries: the leader dies, version 2 is registered and activated, then an index node dies.
     let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (stop, query) = (Arc::clone(&stop), query.clone());
-        std::thread::spawn(move || {
-            let mut outputs = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                outputs.push(query());
-            }
-            outputs
-        })
-    };
+    let load = keep_querying(&stop, query.clone());
     std::thread::sleep(Duration::from_millis(1500));
     g.kill(leader);
     ok(delf(&g.config).args(["cluster", "register", "v2", "--index", v2.to_str().unwrap()]).output().unwrap());
@@ -392,16 +398,7 @@ fn index_versions_switch_under_load_while_a_coordinator_and_an_index_node_die() 
     wait_for("node4 registered", Duration::from_secs(60), || meta_state(&g).nodes.get("node4").is_some_and(|n| n.up));
     assert!(meta_state(&g).assignments_of("node4").is_empty());
     stop.store(false, Ordering::Relaxed);
-    let load = {
-        let (stop, query) = (Arc::clone(&stop), query.clone());
-        std::thread::spawn(move || {
-            let mut outputs = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                outputs.push(query());
-            }
-            outputs
-        })
-    };
+    let load = keep_querying(&stop, query.clone());
     let out = ok(delf(&g.config).args(["cluster", "rebalance", "--wait-secs", "120"]).output().unwrap());
     assert!(out.contains("moving 2 replicas") && out.contains("every move finished"), "{out}");
     std::thread::sleep(Duration::from_millis(1000));

@@ -60,10 +60,10 @@ pub fn run(args: &QueryArgs, config: &Config) -> Result<()> {
             let request = pb::SearchRequest {
                 request_id: client::new_request_id(),
                 query: Some(pb::search_request::Query::Image(image)),
-                top: args.top,
-                candidates: args.candidates.unwrap_or(0),
-                nprobe: args.nprobe.unwrap_or(0),
-                min_inliers: args.min_inliers.unwrap_or(0),
+                top: args.retrieval.top,
+                candidates: args.retrieval.candidates.unwrap_or(0),
+                nprobe: args.retrieval.nprobe.unwrap_or(0),
+                min_inliers: args.retrieval.min_inliers.unwrap_or(0),
                 on_shard_failure: match args.on_shard_failure {
                     None => pb::ShardFailurePolicy::Unspecified,
                     Some(FailurePolicyArg::Partial) => pb::ShardFailurePolicy::Partial,

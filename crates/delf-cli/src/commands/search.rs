@@ -68,15 +68,16 @@ impl Searcher {
 pub fn run(opts: &SearchArgs, config: &Config) -> Result<()> {
     let mut searcher = Searcher::open(&opts.index, config, opts.device.as_deref())?;
     let rc = &mut searcher.rc;
-    rc.top = opts.top;
-    if let Some(n) = opts.candidates {
-        rc.candidates = n.max(1);
+    let flags = &opts.retrieval;
+    rc.top = flags.top as usize;
+    if let Some(n) = flags.candidates {
+        rc.candidates = (n as usize).max(1);
     }
-    if let Some(n) = opts.nprobe {
-        rc.search.nprobe = n;
+    if let Some(n) = flags.nprobe {
+        rc.search.nprobe = n as usize;
     }
-    if let Some(n) = opts.min_inliers {
-        rc.verify.policy.min_inliers = n;
+    if let Some(n) = flags.min_inliers {
+        rc.verify.policy.min_inliers = n as usize;
     }
     let (manifest, rc) = (&searcher.manifest, &searcher.rc);
     tracing::info!(index = %opts.index.display(), spec = %manifest.spec, search = %rc.search, candidates = rc.candidates, "searching");
