@@ -86,6 +86,12 @@ fn rows(path: &Path, expected_header: &[&str]) -> Result<Vec<(usize, Vec<String>
         .collect()
 }
 
+/// A landmark label as compared: numbers as numbers (the reference parses them as integers, so `07` is `7`), other
+/// labels as they are.
+fn landmark(label: &str) -> String {
+    label.parse::<u64>().map_or_else(|_| label.to_string(), |n| n.to_string())
+}
+
 /// Reads a solution CSV; `column` is `images` (retrieval) or `landmarks` (recognition). Recognition rows with no
 /// landmark are non-landmark queries (kept, with nothing expected, as in the reference).
 pub fn read_solution(path: &Path, column: &str) -> Result<Solution, EvalError> {
@@ -103,7 +109,11 @@ pub fn read_solution(path: &Path, column: &str) -> Result<Solution, EvalError> {
             s.ignored.insert(f[0].clone());
             continue;
         }
-        let values: Vec<String> = f[1].split_whitespace().map(str::to_string).collect();
+        let values: Vec<String> = if column == "landmarks" {
+            f[1].split_whitespace().map(landmark).collect()
+        } else {
+            f[1].split_whitespace().map(str::to_string).collect()
+        };
         s.expected.insert(f[0].clone(), values);
         s.usage.insert(f[0].clone(), usage.to_string());
     }
@@ -134,7 +144,7 @@ pub fn read_recognition_predictions(path: &Path) -> Result<BTreeMap<String, Reco
                     score.parse().ok().filter(|s: &f64| s.is_finite()).ok_or_else(|| {
                         EvalError::format(path, format!("line {line}: score {score:?} is not a number"))
                     })?;
-                let p = Recognition { landmark: (*label).to_string(), score };
+                let p = Recognition { landmark: landmark(label), score };
                 if out.insert(f[0].clone(), p).is_some() {
                     return Err(EvalError::format(path, format!("line {line}: query {} predicted twice", f[0])));
                 }
@@ -340,9 +350,10 @@ mod tests {
         );
         // Sorted by score: ig (dropped), va 0.9 right, pn 0.8 wrong, pa 0.7 right, vn 0.6 wrong, pb 0.5 wrong,
         // zz (unknown).
+        // Labels are numbers: `03` is landmark 3, as in the reference.
         let predictions = write(
             "predictions.csv",
-            "id,landmarks\nig,1 0.99\nva,3 0.9\npn,1 0.8\npa,1 0.7\nvn,3 0.6\npb,9 0.5\nzz,1 0.95\n",
+            "id,landmarks\nig,1 0.99\nva,03 0.9\npn,1 0.8\npa,1 0.7\nvn,3 0.6\npb,9 0.5\nzz,1 0.95\n",
         );
         let s = evaluate(&solution, &predictions, false).unwrap();
         assert_eq!((s.task.as_str(), s.queries), ("recognition", 5));
