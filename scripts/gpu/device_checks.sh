@@ -26,7 +26,8 @@ report() { if [[ -n "$OUT" ]]; then tee -a "$OUT/device-report.md"; else cat; fi
   echo; echo "## bench extract, cuda fp32"; "$BIN" bench extract --device cuda --sizes 512,1024 --runs 3 --decode-threads 8 --batch "${BATCH:-8}" 2>&1
   if [[ ${SKIP_HALF:-0} != 1 ]]; then
     # libtorch prints a deprecation warning per autocast toggle (tch uses the old API); keep the report readable.
-    echo; echo "## bench extract, cuda fp16 autocast"; "$BIN" bench extract --device cuda --half --sizes 512,1024 --runs 3 --decode-threads 8 2>&1 | grep -v 'autocast_mode.h'
+    echo; echo "## bench extract, cuda fp16 autocast"; "$BIN" bench extract --device cuda --precision fp16 --sizes 512,1024 --runs 3 --decode-threads 8 2>&1 | grep -v 'autocast_mode.h'
+    echo; echo "## bench extract, cuda bf16 (weights and activations)"; "$BIN" bench extract --device cuda --precision bf16 --sizes 512,1024 --runs 3 --decode-threads 8 --batch "${BATCH:-8}" 2>&1
   fi
   fi
   if [[ ${QUICKSTART:-0} == 1 ]]; then

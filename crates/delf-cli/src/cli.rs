@@ -200,9 +200,9 @@ pub struct BenchExtractArgs {
     /// Device to run on: cpu, cuda, cuda:N or auto.
     #[arg(long)]
     pub device: Option<String>,
-    /// Half precision (fp16 autocast; CUDA only).
+    /// Network arithmetic: fp32, fp16 (CUDA autocast; CUDA only) or bf16 (default: extract.precision).
     #[arg(long)]
-    pub half: bool,
+    pub precision: Option<delf_model::Precision>,
     /// CPU threads decoding files for the "from files" column.
     #[arg(long, default_value_t = 4)]
     pub decode_threads: usize,

@@ -156,8 +156,14 @@ pub struct ExtractSettings {
     pub max_features: usize,
     /// Minimum attention score (unset = keep all; the feature-norm default has no calibrated threshold).
     pub score_threshold: Option<f32>,
-    /// Run the network in half precision under CUDA autocast (CUDA devices only).
-    pub half_precision: bool,
+    /// Arithmetic of the network: `fp32`, `fp16` (CUDA autocast; CUDA only) or `bf16` (any device). A choice of
+    /// the machine that runs the network, not of the index: stored settings never impose it (see
+    /// [`ExtractSettings::from_stored`]).
+    pub precision: delf_model::Precision,
+    /// The older spelling of `precision = "fp16"` (`true`), still read from configurations and from index
+    /// manifests and jobs written before bf16 existed; never written.
+    #[serde(skip_serializing)]
+    pub half_precision: Option<bool>,
 }
 
 impl Default for ExtractSettings {
@@ -168,12 +174,24 @@ impl Default for ExtractSettings {
             max_side: d.max_side.unwrap_or(0),
             max_features: d.max_features,
             score_threshold: d.score_threshold,
-            half_precision: d.half_precision,
+            precision: d.precision,
+            half_precision: None,
         }
     }
 }
 
 impl ExtractSettings {
+    /// The settings an index manifest or extraction job recorded (`what` names it in the error), with the
+    /// arithmetic of this machine's configuration: an index built with fp16 on a GPU is searched in fp32 on a CPU.
+    pub fn from_stored(stored: &serde_json::Value, what: &str, config: &Config) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let mut settings: Self = serde_json::from_value(stored.clone())
+            .with_context(|| format!("the {what}'s extraction settings are not readable by this build"))?;
+        settings.precision = config.extract.to_config().precision;
+        settings.half_precision = None;
+        Ok(settings)
+    }
+
     /// The settings of a model-crate configuration (the inverse of [`ExtractSettings::to_config`]).
     pub fn from_config(c: &delf_model::ExtractConfig) -> Self {
         Self {
@@ -181,7 +199,8 @@ impl ExtractSettings {
             max_side: c.max_side.unwrap_or(0),
             max_features: c.max_features,
             score_threshold: c.score_threshold,
-            half_precision: c.half_precision,
+            precision: c.precision,
+            half_precision: None,
         }
     }
 
@@ -192,7 +211,10 @@ impl ExtractSettings {
             max_side: (self.max_side > 0).then_some(self.max_side),
             max_features: self.max_features,
             score_threshold: self.score_threshold,
-            half_precision: self.half_precision,
+            precision: match (self.precision, self.half_precision) {
+                (delf_model::Precision::Fp32, Some(true)) => delf_model::Precision::Fp16,
+                (p, _) => p,
+            },
             ..delf_model::ExtractConfig::default()
         }
     }
@@ -359,6 +381,35 @@ mod tests {
             jail.set_env("DELF_HOME", "/h");
             let c = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(c.weights_path(), PathBuf::from("/h/models/efficientnet-lite0.safetensors"));
+            Ok(())
+        });
+    }
+
+    /// The arithmetic is this machine's: a manifest of an index built with fp16 on a GPU (the older
+    /// `half_precision` key) is searched in the configured precision; the older key still works in configurations.
+    #[test]
+    fn stored_settings_take_the_configured_precision() {
+        figment::Jail::expect_with(|jail| {
+            let stored = serde_json::json!({"scales": [1.0], "max_side": 512, "max_features": 10,
+                                            "score_threshold": null, "half_precision": true});
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            let s = ExtractSettings::from_stored(&stored, "manifest", &c).map_err(|e| e.to_string())?;
+            assert_eq!(s.to_config().precision, delf_model::Precision::Fp32);
+            assert_eq!(s.to_config().max_side, Some(512));
+            jail.set_env("DELF_EXTRACT__PRECISION", "bf16");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            let s = ExtractSettings::from_stored(&stored, "manifest", &c).map_err(|e| e.to_string())?;
+            assert_eq!(s.to_config().precision, delf_model::Precision::Bf16);
+            jail.set_env("DELF_EXTRACT__PRECISION", "fp32");
+            jail.set_env("DELF_EXTRACT__HALF_PRECISION", "true");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.extract.to_config().precision, delf_model::Precision::Fp16);
+            jail.set_env("DELF_EXTRACT__PRECISION", "fp8");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("fp8"), "{err}");
+            let bad = serde_json::json!({"scales": "all"});
+            let err = ExtractSettings::from_stored(&bad, "manifest", &c).unwrap_err().to_string();
+            assert!(err.contains("manifest's extraction settings"), "{err}");
             Ok(())
         });
     }

@@ -31,6 +31,15 @@ impl Attention {
         }
     }
 
+    /// Converts a trained head's weights to `kind` (feature-norm scores have none).
+    pub fn set_kind(&mut self, kind: tch::Kind) {
+        if let Attention::Head(head) = self
+            && let Some(vs) = head.vs.as_mut()
+        {
+            vs.set_kind(kind);
+        }
+    }
+
     /// Part of the feature fingerprint.
     pub fn describe(&self) -> String {
         match self {
@@ -43,7 +52,7 @@ impl Attention {
 /// The trained attention head; variables `attention.conv1`, `attention.bn`, `attention.conv2`.
 #[derive(Debug)]
 pub struct AttentionHead {
-    _vs: Option<nn::VarStore>,
+    vs: Option<nn::VarStore>,
     conv1: nn::Conv2D,
     bn: nn::BatchNorm,
     conv2: nn::Conv2D,
@@ -58,7 +67,7 @@ impl AttentionHead {
     pub fn new(vs: &nn::Path, channels: i64) -> Self {
         let vs = vs / "attention";
         Self {
-            _vs: None,
+            vs: None,
             conv1: nn::conv2d(&vs / "conv1", channels, Self::HIDDEN, 1, Default::default()),
             bn: nn::batch_norm2d(&vs / "bn", Self::HIDDEN, Default::default()),
             conv2: nn::conv2d(&vs / "conv2", Self::HIDDEN, 1, 1, Default::default()),
@@ -82,7 +91,7 @@ impl AttentionHead {
         file.copy_into(&vs, "", what)?;
         vs.freeze();
         head.digest = delf_core::Fingerprint::of("file", &[bytes]).0.into_bytes();
-        head._vs = Some(vs);
+        head.vs = Some(vs);
         Ok(head)
     }
 

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use tch::{Device, Tensor, nn};
+use tch::{Device, Kind, Tensor, nn};
 
 use crate::ModelError;
 use crate::efficientnet_lite::{EfficientNetLite, FeatureTap, LiteVariant};
@@ -23,12 +23,14 @@ pub trait Backbone: Send {
     fn features(&self, x: &Tensor) -> Tensor;
     /// Bytes that identify the weights (for fingerprints).
     fn weights_digest(&self) -> &[u8];
+    /// Converts the weights (and BatchNorm statistics) to `kind`; inputs must then be of that kind.
+    fn set_kind(&mut self, kind: Kind);
 }
 
 /// EfficientNet-Lite cut at a [`FeatureTap`].
 #[derive(Debug)]
 pub struct LiteBackbone {
-    _vs: nn::VarStore,
+    vs: nn::VarStore,
     net: EfficientNetLite,
     tap: FeatureTap,
     digest: Vec<u8>,
@@ -48,7 +50,7 @@ impl LiteBackbone {
             return Err(ModelError::Config(format!("{} has no feature layer {tap}", variant.name)));
         }
         let digest = file_digest(path)?;
-        Ok(Self { _vs: vs, net, tap, digest })
+        Ok(Self { vs, net, tap, digest })
     }
 
     /// The underlying network (for the ImageNet head and tests).
@@ -80,6 +82,10 @@ impl Backbone for LiteBackbone {
 
     fn weights_digest(&self) -> &[u8] {
         &self.digest
+    }
+
+    fn set_kind(&mut self, kind: Kind) {
+        self.vs.set_kind(kind);
     }
 }
 

@@ -26,9 +26,47 @@ pub struct ExtractConfig {
     /// Cells scoring below this are dropped at every scale; `None` keeps all (the right choice for
     /// [`Attention::FeatureNorm`], whose scale is not the trained head's).
     pub score_threshold: Option<f32>,
-    /// Run the network under CUDA autocast (fp16 convolutions, fp32 accumulation and outputs). CUDA only;
-    /// descriptors are normalised and reduced in fp32 either way.
-    pub half_precision: bool,
+    /// Arithmetic of the network (backbone and attention head); descriptors are normalised, selected and reduced
+    /// in fp32 either way.
+    pub precision: Precision,
+}
+
+/// The arithmetic the network runs in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Single precision everywhere.
+    #[default]
+    Fp32,
+    /// CUDA autocast: fp16 convolutions with fp32 accumulation and outputs. CUDA only.
+    Fp16,
+    /// Weights and activations in bfloat16 (fp32's range, 8 bits of mantissa); outputs back in fp32. Any device
+    /// (on CPU it is a check of the path, rarely faster).
+    Bf16,
+}
+
+impl Precision {
+    /// `fp32`, `fp16` or `bf16`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fp32 => "fp32",
+            Self::Fp16 => "fp16",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        match s {
+            "fp32" => Ok(Self::Fp32),
+            "fp16" => Ok(Self::Fp16),
+            "bf16" => Ok(Self::Bf16),
+            other => Err(ModelError::Config(format!("unknown precision {other:?} (fp32, fp16 or bf16)"))),
+        }
+    }
 }
 
 impl Default for ExtractConfig {
@@ -41,7 +79,7 @@ impl Default for ExtractConfig {
             min_side: 10,
             max_features: 1000,
             score_threshold: None,
-            half_precision: false,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -78,8 +116,8 @@ struct Candidate {
 impl Extractor {
     /// Assembles an extractor. A PCA must have been fitted on this backbone's descriptors.
     pub fn new(
-        backbone: Box<dyn Backbone>,
-        attention: Attention,
+        mut backbone: Box<dyn Backbone>,
+        mut attention: Attention,
         pca: Option<Pca>,
         config: ExtractConfig,
         device: Device,
@@ -96,8 +134,15 @@ impl Extractor {
                 backbone.channels()
             )));
         }
-        if config.half_precision && !device.is_cuda() {
-            return Err(ModelError::Config("half precision (autocast) needs a CUDA device".into()));
+        match config.precision {
+            Precision::Fp16 if !device.is_cuda() => {
+                return Err(ModelError::Config("fp16 (autocast) needs a CUDA device; bf16 runs anywhere".into()));
+            }
+            Precision::Bf16 => {
+                backbone.set_kind(Kind::BFloat16);
+                attention.set_kind(Kind::BFloat16);
+            }
+            Precision::Fp32 | Precision::Fp16 => {}
         }
         if config.scales.is_empty() || config.scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return Err(ModelError::Config(format!("invalid pyramid scales {:?}", config.scales)));
@@ -283,12 +328,16 @@ impl Extractor {
                     batch.f_upsample_bilinear2d([sh, sw], false, None, None)?
                 };
                 let forward = || {
-                    let feats = self.backbone.features(&x);
+                    let feats = match self.config.precision {
+                        Precision::Bf16 => self.backbone.features(&x.to_kind(Kind::BFloat16)),
+                        Precision::Fp32 | Precision::Fp16 => self.backbone.features(&x),
+                    };
                     let scores = self.attention.scores(&feats);
                     (feats.to_kind(Kind::Float), scores.to_kind(Kind::Float))
                 };
                 // Only enter autocast when asked: toggling it costs a call and a deprecation warning per level.
-                let (feats, scores) = if self.config.half_precision { tch::autocast(true, forward) } else { forward() };
+                let (feats, scores) =
+                    if self.config.precision == Precision::Fp16 { tch::autocast(true, forward) } else { forward() };
                 let (fh, fw) = (feats.size()[2], feats.size()[3]);
                 let gy = AxisGeometry::compute(&layers, sh);
                 let gx = AxisGeometry::compute(&layers, sw);

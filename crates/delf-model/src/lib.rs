@@ -31,7 +31,7 @@ pub use backbone::{Backbone, LiteBackbone};
 pub use device::DeviceSpec;
 pub use efficientnet_lite::{EfficientNetLite, FeatureTap, LiteVariant};
 pub use error::ModelError;
-pub use extractor::{ExtractConfig, Extractor};
+pub use extractor::{ExtractConfig, Extractor, Precision};
 pub use pca::Pca;
 pub use resnet::ResNet50Conv4;
 pub use tensor_file::TensorFile;

@@ -153,4 +153,8 @@ impl Backbone for ResNet50Conv4 {
     fn weights_digest(&self) -> &[u8] {
         &self.digest
     }
+
+    fn set_kind(&mut self, kind: tch::Kind) {
+        self.vs.set_kind(kind);
+    }
 }

@@ -7,7 +7,7 @@ use common::{backbone, extractor, photo};
 use delf_image::RgbImage;
 use delf_model::geometry::AxisGeometry;
 use delf_model::preprocess::to_tensor;
-use delf_model::{Backbone, ExtractConfig, FeatureTap, LiteBackbone};
+use delf_model::{Attention, AttentionHead, Backbone, ExtractConfig, Extractor, FeatureTap, LiteBackbone, Precision};
 use tch::{Device, Kind, Tensor};
 
 /// Inclusive pixel ranges: first and last row, first and last column.
@@ -90,6 +90,50 @@ fn batched_extraction_matches_one_image_at_a_time() {
             want.len()
         );
         assert!(worst < 1e-4, "{worst}");
+    }
+}
+
+/// bf16 (weights, BatchNorm statistics and activations of the backbone and the shipped head) on CPU: the same
+/// strongest keypoints for the most part and nearly the same descriptors; fp16 autocast is refused off CUDA.
+#[test]
+fn bf16_extraction_agrees_with_fp32() {
+    let make = |precision| {
+        let b = backbone(LiteBackbone::DEFAULT_TAP);
+        let head = AttentionHead::shipped_for(&b, Device::Cpu).unwrap().expect("the shipped head fits Lite0 block10");
+        let config = ExtractConfig { max_side: Some(320), precision, ..Default::default() };
+        Extractor::new(Box::new(b), Attention::Head(Box::new(head)), None, config, Device::Cpu)
+    };
+    assert!(make(Precision::Fp16).unwrap_err().to_string().contains("needs a CUDA device"));
+    let (fp32, bf16) = (make(Precision::Fp32).unwrap(), make(Precision::Bf16).unwrap());
+    for name in ["box.png", "graf1.png"] {
+        let img = photo(name);
+        let (want, got) = (fp32.extract(&img).unwrap(), bf16.extract(&img).unwrap());
+        assert!(got.validate().is_ok());
+        assert_eq!(got.len(), want.len());
+        let dim = want.dim;
+        let at: std::collections::HashMap<(u32, u32, u32), usize> = want
+            .keypoints
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ((k.x.to_bits(), k.y.to_bits(), k.scale.to_bits()), i))
+            .collect();
+        let mut cosines = Vec::new();
+        for (j, k) in got.keypoints.iter().enumerate() {
+            if let Some(&i) = at.get(&(k.x.to_bits(), k.y.to_bits(), k.scale.to_bits())) {
+                let (a, b) = (&want.descriptors[i * dim..(i + 1) * dim], &got.descriptors[j * dim..(j + 1) * dim]);
+                cosines.push(a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>());
+            }
+        }
+        cosines.sort_by(f32::total_cmp);
+        let shared = cosines.len() as f64 / want.len() as f64;
+        let median = cosines[cosines.len() / 2];
+        println!(
+            "{name}: {:.1} % of keypoints shared, descriptor cosine median {median:.4}, lowest {:.4}",
+            shared * 100.0,
+            cosines[0]
+        );
+        assert!(shared > 0.8, "{shared}");
+        assert!(median > 0.99, "{median}");
     }
 }
 

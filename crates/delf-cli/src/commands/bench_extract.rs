@@ -77,7 +77,7 @@ fn batched(
     sizes: &[u32],
     runs: usize,
     batch: usize,
-    half: bool,
+    precision: delf_model::Precision,
     dev: tch::Device,
     config: &Config,
 ) -> Result<()> {
@@ -92,7 +92,7 @@ fn batched(
         let refs: Vec<&image::RgbImage> = corpus.iter().collect();
         let mut settings = config.extract.to_config();
         settings.max_side = Some(size);
-        settings.half_precision = half;
+        settings.precision = precision;
         let extractor = model::extractor(config, settings, None, dev)?;
         for b in [1, batch] {
             for r in extractor.extract_batch(&refs, b) {
@@ -116,8 +116,9 @@ fn batched(
 
 /// Runs the benchmark and prints a table.
 pub fn run(opts: &BenchExtractArgs, config: &Config) -> Result<()> {
-    let BenchExtractArgs { images, sizes, runs, device, half, decode_threads, batch } = opts;
-    let (runs, half, decode_threads, batch, device) = (*runs, *half, *decode_threads, *batch, device.as_deref());
+    let BenchExtractArgs { images, sizes, runs, device, precision, decode_threads, batch } = opts;
+    let (runs, decode_threads, batch, device) = (*runs, *decode_threads, *batch, device.as_deref());
+    let precision = precision.unwrap_or(config.extract.precision);
     let images = if images.is_empty() { default_photos(config)? } else { images.to_vec() };
     if images.is_empty() || sizes.is_empty() || runs == 0 {
         bail!("need at least one image, one size and one run");
@@ -137,7 +138,10 @@ pub fn run(opts: &BenchExtractArgs, config: &Config) -> Result<()> {
         config.extract.scales,
         config.extract.max_features,
         tch::get_num_threads(),
-        if half { "fp16 autocast" } else { "fp32" }
+        match precision {
+            delf_model::Precision::Fp16 => "fp16 autocast",
+            p => p.as_str(),
+        }
     );
     println!(
         "| max side | images | images/s (decoded in memory) | ms/image (network + selection) | images/s from files \
@@ -148,7 +152,7 @@ pub fn run(opts: &BenchExtractArgs, config: &Config) -> Result<()> {
     for &size in sizes {
         let mut settings = config.extract.to_config();
         settings.max_side = Some(size);
-        settings.half_precision = half;
+        settings.precision = precision;
         let extractor = model::extractor(config, settings, None, dev)?;
         // Warm-up over every photo: each new input shape costs libtorch (and cuDNN's algorithm search) extra time
         // the first time it is seen.
@@ -173,7 +177,7 @@ pub fn run(opts: &BenchExtractArgs, config: &Config) -> Result<()> {
         println!("| {size} | {n} | {:.2} | {:.0} | {from_files:.2} | {peak} |", n as f64 / secs, secs * 1e3 / n as f64);
     }
     if batch > 1 {
-        batched(&decoded, sizes, runs, batch, half, dev, config)?;
+        batched(&decoded, sizes, runs, batch, precision, dev, config)?;
     }
     if !resettable {
         println!("(peak RSS could not be reset between sizes: each figure is the peak so far)");

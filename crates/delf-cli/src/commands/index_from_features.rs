@@ -170,8 +170,7 @@ pub fn build(
             }
             None => fit_pca(rt, &loc, &manifest, opts.pca_sample, opts.dim, &pca_path)?,
         }
-        let settings: ExtractSettings = serde_json::from_value(job.extract.clone())
-            .context("the job's extraction settings are not readable by this build")?;
+        let settings = ExtractSettings::from_stored(&job.extract, "job", config)?;
         let device = model::device(opts.device.as_deref(), config)?;
         let x = model::extractor(config, settings.to_config(), Some(&pca_path), device)?;
         if x.raw_fingerprint().as_str() != job.fingerprint {

@@ -41,8 +41,7 @@ impl Searcher {
     pub fn open(dir: &Path, config: &Config, device: Option<&str>) -> Result<Self> {
         let manifest = IndexManifest::load(dir)?;
         let index = manifest.open_index(dir)?;
-        let settings: ExtractSettings = serde_json::from_value(manifest.extract.clone())
-            .context("the manifest's extraction settings are not readable by this build")?;
+        let settings = ExtractSettings::from_stored(&manifest.extract, "manifest", config)?;
         let device = model::device(device, config)?;
         let extractor = model::extractor(config, settings.to_config(), Some(&dir.join(PCA_FILE)), device)?;
         if extractor.fingerprint().as_str() != manifest.descriptor_fingerprint {

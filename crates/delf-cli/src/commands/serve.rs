@@ -179,8 +179,7 @@ struct ModelThread {
 impl ModelThread {
     /// Loads the model with the index's extraction settings and PCA, and checks it makes the index's descriptors.
     fn start(config: &Config, manifest: &IndexManifest, dir: &Path, device: Option<String>) -> Result<Self> {
-        let settings: ExtractSettings = serde_json::from_value(manifest.extract.clone())
-            .context("the manifest's extraction settings are not readable by this build")?;
+        let settings = ExtractSettings::from_stored(&manifest.extract, "manifest", config)?;
         let pca: PathBuf = dir.join(PCA_FILE);
         let (jobs, inbox) = mpsc::channel::<Job>();
         let (ready_tx, ready) = mpsc::sync_channel::<Result<String>>(1);
