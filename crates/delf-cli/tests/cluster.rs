@@ -11,7 +11,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Role, answers, delf, free_port, json_lines, ok, text};
+use common::{Role, answers, delf, free_port, json_lines, ok, scrape, text};
 use delf_testkit::photos_dir as photos;
 
 #[test]
@@ -211,15 +211,4 @@ fn a_cluster_answers_like_one_process_through_failures() {
     let text = scrape(&node_metrics);
     assert!(text.contains("delf_shard_ready{shard=\"1\",version=\"\"} 1"), "{text}");
     assert!(text.contains("delf_grpc_requests_total{role=\"index_node\",method=\"Search\",code=\"Ok\"}"), "{text}");
-}
-
-/// `GET /metrics` over a plain socket.
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
-    out
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Role, TOKEN, answers, delf, free_port, ok};
+use common::{Role, TOKEN, answers, delf, free_port, ok, scrape};
 use delf_meta::client::Coordinators;
 use delf_meta::{Command, MetaState};
 
@@ -23,6 +23,8 @@ struct Group {
     config: PathBuf,
     addrs: BTreeMap<u64, String>,
     procs: BTreeMap<u64, Role>,
+    /// Prometheus endpoint of each coordinator.
+    metrics: BTreeMap<u64, String>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -43,7 +45,8 @@ impl Group {
         let config = dir.join("delf.toml");
         write_config(&config, &addrs, extra);
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let mut g = Self { dir: dir.to_path_buf(), config, addrs, procs: BTreeMap::new(), rt };
+        let mut g =
+            Self { dir: dir.to_path_buf(), config, addrs, procs: BTreeMap::new(), metrics: BTreeMap::new(), rt };
         for id in 1..=n {
             g.start(id, false);
         }
@@ -57,7 +60,9 @@ impl Group {
             .env("DELF_META__JOIN", join.to_string())
             .env("DELF_LOG__LEVEL", "info")
             .env("DELF_HOME", self.dir.join("home"));
-        let role = Role::start_with(c, &self.dir, &format!("coordinator{id}"), &["coordinator", "--listen", &addr]);
+        let metrics = self.metrics.entry(id).or_insert_with(|| format!("127.0.0.1:{}", free_port())).clone();
+        let args = ["coordinator", "--listen", &addr, "--metrics-listen", &metrics];
+        let role = Role::start_with(c, &self.dir, &format!("coordinator{id}"), &args);
         self.procs.insert(id, role);
     }
 
@@ -410,4 +415,12 @@ fn index_versions_switch_under_load_while_a_coordinator_and_an_index_node_die() 
     let held: Vec<usize> = ["node2", "node3", "node4"].iter().map(|n| s.assignments_of(n).len()).collect();
     assert_eq!(held, vec![2, 2, 2], "{:?}", s.versions["v2"]);
     assert!((0..3).all(|shard| s.ready_replicas("v2", shard).len() == 2), "{:?}", s.versions["v2"]);
+    // A coordinator's gauges say the same: no move pending, one node down (node1), one leader among them.
+    let follower_id = *g.addrs.iter().find(|(_, a)| **a == follower).unwrap().0;
+    let gauge = |id: u64, line: &str| scrape(&g.metrics[&id]).lines().any(|l| l == line);
+    wait_for("the metadata gauges", Duration::from_secs(10), || {
+        gauge(follower_id, "delf_meta_moves_pending 0") && gauge(follower_id, "delf_meta_nodes_down 1")
+    });
+    let leaders = g.running().into_iter().filter(|&id| gauge(id, "delf_raft_leader 1")).count();
+    assert_eq!(leaders, 1);
 }

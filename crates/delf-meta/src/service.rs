@@ -78,7 +78,7 @@ impl MetaService {
     }
 
     /// Runs forever, every `meta.heartbeat_ms`: publishes the Raft gauges (term, leader, applied and snapshot index)
-    /// and, on the leader, proposes down every node silent for `meta.node_timeout_ms`.
+    /// and the metadata's (pending shard moves, nodes down) and, on the leader, proposes down every node silent for `meta.node_timeout_ms`.
     pub async fn watch_liveness(self) {
         let every = Duration::from_millis(self.inner.config.heartbeat_ms);
         let timeout = Duration::from_millis(self.inner.config.node_timeout_ms);
@@ -96,6 +96,15 @@ impl MetaService {
                 "Log index of this coordinator's latest metadata snapshot",
                 view.snapshot_index,
             );
+            let (state, _) = self.inner.raft.state();
+            let moving: usize = state.versions.values().map(|v| v.moving.len()).sum();
+            set(
+                "delf_meta_moves_pending",
+                "Shard replicas being moved by a rebalance (loading on their new node)",
+                moving as u64,
+            );
+            let down = state.nodes.values().filter(|n| !n.up).count();
+            set("delf_meta_nodes_down", "Registered index nodes and workers marked down", down as u64);
             if !is_leader {
                 continue;
             }
@@ -107,7 +116,6 @@ impl MetaService {
                     self.inner.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
                 }
             }
-            let (state, _) = self.inner.raft.state();
             let silent: Vec<String> = {
                 let mut seen = self.inner.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 state
