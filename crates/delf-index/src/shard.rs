@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::codebooks::Codebooks;
@@ -74,9 +75,10 @@ pub struct Shard {
     pub(crate) lists: Vec<InvList>,
     pub(crate) images: Vec<ImageEntry>,
     pub(crate) keypoints: Storage<u16>,
-    by_number: HashMap<u32, usize>,
+    by_number: FxHashMap<u32, usize>,
     by_name: HashMap<String, usize>,
-    pub(crate) deleted: HashSet<u32>,
+    /// Numbers of tombstoned images, checked by the scan for every code that enters a top-k list.
+    pub(crate) deleted: FxHashSet<u32>,
 }
 
 impl Shard {

@@ -92,19 +92,47 @@ impl TopK {
     }
 }
 
-/// Merges per-shard answers for the same queries: `parts[s][q]` is shard `s`'s sorted list for query `q`. The
-/// result equals searching all shards at once.
+/// Merges per-shard answers for the same queries: `parts[s][q]` is shard `s`'s list for query `q`, nearest first.
+/// The result equals searching all shards at once. Shards hold disjoint images, so the lists share no neighbour;
+/// each list is sorted again first (linear when it already is), so a list out of order cannot change the answer.
 pub fn merge_neighbor_lists(parts: Vec<Vec<Vec<Neighbor>>>, k: usize) -> Vec<Vec<Neighbor>> {
     let nq = parts.first().map_or(0, Vec::len);
-    let mut out: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
-    for part in parts {
-        for (q, list) in part.into_iter().enumerate().take(nq) {
-            for n in list {
-                out[q].push(n);
+    let mut parts: Vec<_> = parts.into_iter().map(Vec::into_iter).collect();
+    (0..nq)
+        .map(|_| {
+            let mut lists: Vec<Vec<Neighbor>> = parts.iter_mut().map(|p| p.next().unwrap_or_default()).collect();
+            for list in &mut lists {
+                list.sort_unstable_by(Neighbor::order);
+            }
+            merge_sorted(lists, k)
+        })
+        .collect()
+}
+
+/// The `k` first of several sorted lists: a k-way merge, `k x lists` comparisons.
+fn merge_sorted(mut lists: Vec<Vec<Neighbor>>, k: usize) -> Vec<Neighbor> {
+    if lists.len() == 1 {
+        let mut only = lists.swap_remove(0);
+        only.truncate(k);
+        return only;
+    }
+    let total = lists.iter().map(Vec::len).sum::<usize>().min(k);
+    let mut heads = vec![0usize; lists.len()];
+    let mut out = Vec::with_capacity(total);
+    while out.len() < total {
+        let mut best: Option<(usize, Neighbor)> = None;
+        for (l, list) in lists.iter().enumerate() {
+            if let Some(&n) = list.get(heads[l])
+                && best.is_none_or(|(_, b)| n.order(&b) == Ordering::Less)
+            {
+                best = Some((l, n));
             }
         }
+        let Some((l, n)) = best else { break };
+        heads[l] += 1;
+        out.push(n);
     }
-    out.into_iter().map(TopK::into_sorted).collect()
+    out
 }
 
 #[cfg(test)]
@@ -119,5 +147,45 @@ mod tests {
         }
         let v: Vec<(f32, u32)> = t.into_sorted().iter().map(|n| (n.distance, n.image)).collect();
         assert_eq!(v, vec![(0.5, 4), (1.0, 1), (1.0, 2)]);
+    }
+
+    #[test]
+    fn merging_equals_one_top_k_over_everything() {
+        let mut rng = delf_core::rng::SplitMix64(7);
+        for shards in [1, 2, 3, 8] {
+            for k in [1, 5, 60] {
+                // Shard s holds images = s (mod shards); a few equal distances exercise the tie-break.
+                let parts: Vec<Vec<Vec<Neighbor>>> = (0..shards)
+                    .map(|s| {
+                        (0..4)
+                            .map(|_| {
+                                let len = (rng.next_u64() % (k as u64 + 3)) as usize;
+                                let mut list: Vec<Neighbor> = (0..len)
+                                    .map(|_| Neighbor {
+                                        distance: (rng.next_u64() % 16) as f32 / 4.0,
+                                        image: (rng.next_u64() % 50) as u32 * shards + s,
+                                        feature: (rng.next_u64() % 1000) as u16,
+                                    })
+                                    .collect();
+                                list.sort_by(Neighbor::order);
+                                list.dedup_by(|a, b| a.image == b.image && a.feature == b.feature);
+                                if s == 1 {
+                                    list.reverse(); // out of order: merged all the same
+                                }
+                                list
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let expected: Vec<Vec<Neighbor>> = (0..4)
+                    .map(|q| {
+                        let mut top = TopK::new(k);
+                        parts.iter().flat_map(|p| p[q].iter()).for_each(|&n| top.push(n));
+                        top.into_sorted()
+                    })
+                    .collect();
+                assert_eq!(merge_neighbor_lists(parts, k), expected, "{shards} shards, k {k}");
+            }
+        }
     }
 }
