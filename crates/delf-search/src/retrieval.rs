@@ -3,6 +3,7 @@
 //! fewer than `min_inliers` inliers are not returned, so a query showing nothing in the index gets "no match".
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::time::Instant;
 
 use delf_core::FeatureSet;
@@ -10,6 +11,7 @@ use delf_index::{Neighbor, ScanKernel, SearchParams, ShardedIndex};
 use delf_verify::correspondences::one_to_one_by;
 use delf_verify::{FittedModel, Match, Point, VerifyConfig, verify_correspondences};
 use rayon::prelude::*;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::error::SearchError;
 
@@ -100,7 +102,7 @@ pub fn retrieve(
     let ann_ms = started.elapsed().as_secs_f64() * 1e3;
 
     let started = Instant::now();
-    let wanted: HashSet<u32> = candidates.iter().map(|&(image, _)| image).collect();
+    let wanted: FxHashSet<u32> = candidates.iter().map(|&(image, _)| image).collect();
     let matches = correspondences(&neighbors, &wanted, config);
     let results: Vec<VerifiedImage> = candidates
         .par_iter()
@@ -151,14 +153,17 @@ pub fn rank(mut results: Vec<VerifiedImage>, config: &RetrievalConfig) -> Vec<Ve
 /// and pass the ratio test against its second-nearest inside the same image. When that second one is not among
 /// the K neighbours, it lies beyond the K-th (or beyond the search's distance cutoff), which bounds the ratio from
 /// the safe side: a match is never kept on a guess.
-pub fn correspondences(
+pub fn correspondences<S: BuildHasher>(
     neighbors: &[Vec<Neighbor>],
-    wanted: &HashSet<u32>,
+    wanted: &HashSet<u32, S>,
     config: &RetrievalConfig,
 ) -> HashMap<u32, Vec<Match>> {
     let matching = &config.verify.matching;
     let k = config.search.k;
     let mut out: HashMap<u32, Vec<Match>> = HashMap::new();
+    // Per list: (image, nearest distance, its feature, second-nearest distance) of each wanted image in it. Lists
+    // hold K (reference: 60) neighbours, so a short vector searched linearly beats a map.
+    let mut firsts: Vec<(u32, f32, u16, Option<f32>)> = Vec::new();
     for (q, list) in neighbors.iter().enumerate() {
         // Beyond the last listed neighbour, the nearest unseen one is at least this far (Euclidean).
         let horizon = if list.len() >= k {
@@ -166,12 +171,15 @@ pub fn correspondences(
         } else {
             config.search.max_distance.unwrap_or(f32::INFINITY)
         };
-        let mut firsts: HashMap<u32, (f32, u16, Option<f32>)> = HashMap::new();
+        firsts.clear();
         for n in list.iter().filter(|n| wanted.contains(&n.image)) {
             let d = n.distance.max(0.0).sqrt();
-            firsts.entry(n.image).and_modify(|e| e.2 = e.2.or(Some(d))).or_insert((d, n.feature, None));
+            match firsts.iter_mut().find(|e| e.0 == n.image) {
+                Some(e) => e.3 = e.3.or(Some(d)),
+                None => firsts.push((n.image, d, n.feature, None)),
+            }
         }
-        for (image, (d1, feature, d2)) in firsts {
+        for &(image, d1, feature, d2) in &firsts {
             let d2 = d2.unwrap_or(horizon);
             if matching.max_distance.is_some_and(|m| d1 > m) || matching.ratio.is_some_and(|r| d1 >= r * d2) {
                 continue;
@@ -185,18 +193,23 @@ pub fn correspondences(
 /// Votes per database image (one per query descriptor that has the image among its neighbours), the `n` best
 /// first (ties by image number).
 pub fn vote(neighbors: &[Vec<Neighbor>], n: usize) -> Vec<(u32, usize)> {
-    let mut votes: HashMap<u32, usize> = HashMap::new();
-    for list in neighbors {
-        let mut seen = HashSet::new();
+    // Image -> (votes, last query descriptor that voted): one map operation per neighbour.
+    let mut votes: FxHashMap<u32, (usize, usize)> = FxHashMap::default();
+    for (q, list) in neighbors.iter().enumerate() {
         for nb in list {
-            if seen.insert(nb.image) {
-                *votes.entry(nb.image).or_default() += 1;
+            let e = votes.entry(nb.image).or_insert((0, usize::MAX));
+            if e.1 != q {
+                *e = (e.0 + 1, q);
             }
         }
     }
-    let mut ranked: Vec<(u32, usize)> = votes.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    ranked.truncate(n);
+    let mut ranked: Vec<(u32, usize)> = votes.into_iter().map(|(image, (v, _))| (image, v)).collect();
+    let order = |a: &(u32, usize), b: &(u32, usize)| b.1.cmp(&a.1).then(a.0.cmp(&b.0));
+    if n < ranked.len() {
+        ranked.select_nth_unstable_by(n, order);
+        ranked.truncate(n);
+    }
+    ranked.sort_unstable_by(order);
     ranked
 }
 
