@@ -6,7 +6,6 @@
 //! built from the keypoints the shards returned, and verification is split into batches spread over the workers
 //! (a failed batch is retried on another worker). Ranking is `delf_search::rank`: answers equal `delf search`.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -21,6 +20,7 @@ use delf_proto::v1::worker_client::WorkerClient;
 use delf_search::{IndexManifest, RetrievalConfig, VerifiedImage, candidate_points, correspondences, rank, vote};
 use delf_verify::{FittedModel, Point};
 use futures::future::join_all;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -91,11 +91,13 @@ pub struct CoordinatorService {
     inner: Arc<Inner>,
 }
 
-/// A shard's answer, decoded and checked.
+/// A shard's answer, decoded and checked. Keypoints and ids stay as they came: the coordinator looks up only those
+/// of the candidates it verifies, a few hundred of the K x query-descriptor neighbours.
 struct ShardAnswer {
     lists: Vec<Vec<Neighbor>>,
-    keypoints: HashMap<(u32, u16), (f32, f32)>,
-    ids: HashMap<u32, String>,
+    /// (image, feature, x, y) of every neighbour, in list order.
+    keypoints: Vec<(u32, u16, f32, f32)>,
+    ids: Vec<pb::ImageRef>,
 }
 
 enum ShardOutcome {
@@ -199,7 +201,7 @@ fn decode_shard(r: pb::ShardSearchResponse, shard: u32, count: u32, nq: usize) -
     if r.shard_id != shard || r.lists.len() != nq {
         return Err(format!("answered shard {} with {} lists for {nq} query descriptors", r.shard_id, r.lists.len()));
     }
-    let mut keypoints = HashMap::new();
+    let mut keypoints = Vec::with_capacity(r.lists.iter().map(|l| l.neighbors.len()).sum());
     let mut lists = Vec::with_capacity(nq);
     for list in r.lists {
         let mut out = Vec::with_capacity(list.neighbors.len());
@@ -211,13 +213,12 @@ fn decode_shard(r: pb::ShardSearchResponse, shard: u32, count: u32, nq: usize) -
                     n.image, n.distance
                 ));
             }
-            keypoints.insert((n.image, feature), (n.x, n.y));
+            keypoints.push((n.image, feature, n.x, n.y));
             out.push(Neighbor { distance: n.distance, image: n.image, feature });
         }
         lists.push(out);
     }
-    let ids = r.images.into_iter().map(|i| (i.image, i.id)).collect();
-    Ok(ShardAnswer { lists, keypoints, ids })
+    Ok(ShardAnswer { lists, keypoints, ids: r.images })
 }
 
 fn model_from_pb(m: &[f64]) -> Option<FittedModel> {
@@ -514,14 +515,12 @@ impl Inner {
         .await;
         let merge_started = Instant::now();
         let mut parts = Vec::new();
-        let mut keypoints = HashMap::new();
-        let mut ids = HashMap::new();
+        let mut answers = Vec::new();
         for (shard, outcome) in routing.shards.iter().zip(outcomes) {
             match outcome? {
                 ShardOutcome::Answer(a) => {
                     parts.push(a.lists);
-                    keypoints.extend(a.keypoints);
-                    ids.extend(a.ids);
+                    answers.push((a.keypoints, a.ids));
                 }
                 ShardOutcome::Down(errors) => {
                     let errors_text = errors.join("; ");
@@ -545,8 +544,16 @@ impl Inner {
 
         // Correspondences here, RANSAC on the workers.
         let t = Instant::now();
-        let wanted: HashSet<u32> = candidates.iter().map(|&(image, _)| image).collect();
+        let wanted: FxHashSet<u32> = candidates.iter().map(|&(image, _)| image).collect();
         let matches = correspondences(&neighbors, &wanted, &rc);
+        let mut keypoints: FxHashMap<(u32, u16), (f32, f32)> = FxHashMap::default();
+        let mut ids: FxHashMap<u32, String> = FxHashMap::default();
+        for (located, refs) in answers {
+            keypoints.extend(
+                located.into_iter().filter(|p| wanted.contains(&p.0)).map(|(image, f, x, y)| ((image, f), (x, y))),
+            );
+            ids.extend(refs.into_iter().filter(|r| wanted.contains(&r.image)).map(|r| (r.image, r.id)));
+        }
         let mut pending: Vec<(VerifiedImage, pb::Candidate)> = Vec::with_capacity(candidates.len());
         for &(image, votes) in &candidates {
             let Some(id) = ids.get(&image) else { continue };

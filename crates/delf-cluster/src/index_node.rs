@@ -15,6 +15,7 @@ use delf_proto::v1 as pb;
 use delf_proto::v1::index_node_server::{IndexNode, IndexNodeServer};
 use delf_search::IndexManifest;
 use delf_search::manifest::MANIFEST_FILE;
+use rustc_hash::FxHashMap;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -313,7 +314,7 @@ impl IndexNodeService {
                 delf_index::search(&[shard], &r.descriptors, dim, &params, kernel)
                     .map_err(|e| crate::convert::index_status(&e))?
             };
-            let mut images = BTreeMap::new();
+            let mut images = FxHashMap::default();
             let lists = lists
                 .into_iter()
                 .map(|list| pb::NeighborList {

@@ -97,9 +97,11 @@ pub fn run(args: &BenchClusterArgs, config: &Config) -> Result<()> {
         "setup", "queries/s", "p50 ms", "p99 ms", "ann ms", "merge ms", "verify ms", "top-1"
     );
     for r in rows {
+        // One process has no coordinator, so no merge of shard answers.
+        let merge = if r.merge.is_nan() { "-".to_string() } else { format!("{:.2}", r.merge) };
         println!(
-            "{:<26} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>9.1} {:>4}/{:<3}",
-            r.label, r.qps, r.p50, r.p99, r.ann, r.merge, r.verify, r.correct, r.total
+            "{:<26} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>9.1} {:>4}/{:<3}",
+            r.label, r.qps, r.p50, r.p99, r.ann, merge, r.verify, r.correct, r.total
         );
     }
     println!(
