@@ -181,6 +181,10 @@ pub struct BenchIndexArgs {
     /// Database size to project the measured per-code cost to.
     #[arg(long, default_value_t = 100_000_000)]
     pub project: usize,
+    /// k-means iterations of the coarse quantizer, for both libraries (default: each its own, 20 ours and 10
+    /// FAISS's): training time is compared at equal work only when this is set.
+    #[arg(long)]
+    pub coarse_iterations: Option<usize>,
     /// Python with faiss-cpu for the baseline (scripts/setup.sh installs one); `none` skips it.
     #[arg(long, env = "DELFRS_PYTHON", default_value = ".cache/venv/bin/python")]
     pub python: String,

@@ -75,7 +75,16 @@ fn run_in_pool(args: &BenchIndexArgs) -> Result<()> {
         kernel.name()
     );
 
-    let (codebooks, train_s) = timed(|| Codebooks::train(&base, dim, spec, &TrainConfig::default()));
+    let mut train = TrainConfig::default();
+    if let Some(iterations) = args.coarse_iterations {
+        train.coarse.iterations = iterations;
+    }
+    println!(
+        "coarse k-means: delf-index {} iterations at most (k-means++ seeding, stops when no point moves); FAISS's \
+         count is in its row (random seeding)",
+        train.coarse.iterations
+    );
+    let (codebooks, train_s) = timed(|| Codebooks::train(&base, dim, spec, &train));
     let codebooks = Arc::new(codebooks?);
     let mut index = ShardedIndex::new(Arc::clone(&codebooks), "bench", 1)?;
     let mut g = delf_core::rng::SplitMix64(3);
@@ -146,8 +155,9 @@ fn run_in_pool(args: &BenchIndexArgs) -> Result<()> {
             .collect();
         match faiss(&base, &queries, &gt, dim, &spec, args) {
             Ok(f) => println!(
-                "| FAISS {} IndexIVFPQ | {:.1} | {:.0} | {:.0} | {:.1} | {:.3} | {:.3} | {:.3} | {} (code + int64 id; no keypoint) |",
+                "| FAISS {} IndexIVFPQ, coarse niter {} | {:.1} | {:.0} | {:.0} | {:.1} | {:.3} | {:.3} | {:.3} | {} (code + int64 id; no keypoint) |",
                 f["faiss"].as_str().unwrap_or("?"),
+                f["coarse_niter"].as_u64().map_or_else(|| "?".to_string(), |i| i.to_string()),
                 f["train_s"].as_f64().unwrap_or(f64::NAN),
                 f["add_vectors_per_s"].as_f64().unwrap_or(f64::NAN),
                 args.queries as f64 / f["search_s_per_batch"].as_f64().unwrap_or(f64::NAN),
@@ -254,6 +264,7 @@ fn faiss(
             "--threads",
             &args.threads.to_string(),
         ])
+        .args(args.coarse_iterations.map(|i| format!("--coarse-niter={i}")))
         .output()
         .with_context(|| format!("running {} (scripts/setup.sh installs faiss-cpu in .cache/venv)", args.python));
     std::fs::remove_dir_all(&dir).ok();
