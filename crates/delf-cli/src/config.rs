@@ -187,9 +187,17 @@ impl ExtractSettings {
         use anyhow::Context;
         let mut settings: Self = serde_json::from_value(stored.clone())
             .with_context(|| format!("the {what}'s extraction settings are not readable by this build"))?;
-        settings.precision = config.extract.to_config().precision;
+        settings.precision = config.extract.precision();
         settings.half_precision = None;
         Ok(settings)
+    }
+
+    /// The numeric precision these settings ask for (`half_precision = true` of older files reads as fp16).
+    pub fn precision(&self) -> delf_model::Precision {
+        match (self.precision, self.half_precision) {
+            (delf_model::Precision::Fp32, Some(true)) => delf_model::Precision::Fp16,
+            (p, _) => p,
+        }
     }
 
     /// The settings of a model-crate configuration (the inverse of [`ExtractSettings::to_config`]).
@@ -211,10 +219,7 @@ impl ExtractSettings {
             max_side: (self.max_side > 0).then_some(self.max_side),
             max_features: self.max_features,
             score_threshold: self.score_threshold,
-            precision: match (self.precision, self.half_precision) {
-                (delf_model::Precision::Fp32, Some(true)) => delf_model::Precision::Fp16,
-                (p, _) => p,
-            },
+            precision: self.precision(),
             ..delf_model::ExtractConfig::default()
         }
     }

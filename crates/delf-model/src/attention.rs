@@ -31,7 +31,9 @@ impl Attention {
         }
     }
 
-    /// Converts a trained head's weights to `kind` (feature-norm scores have none).
+    /// Converts a head loaded from a file (it owns its weights) to `kind`; feature-norm scores have no weights. A
+    /// head declared in a caller's variable store (training) follows that store: converting it is the caller's
+    /// part, and the trainer runs in fp32.
     pub fn set_kind(&mut self, kind: tch::Kind) {
         if let Attention::Head(head) = self
             && let Some(vs) = head.vs.as_mut()
