@@ -78,7 +78,8 @@ impl MetaService {
     }
 
     /// Runs forever, every `meta.heartbeat_ms`: publishes the Raft gauges (term, leader, applied and snapshot index)
-    /// and the metadata's (pending shard moves, nodes down) and, on the leader, proposes down every node silent for `meta.node_timeout_ms`.
+    /// and the metadata's (pending shard moves, nodes down) and, on the leader, proposes down every node silent for
+    /// `meta.node_timeout_ms`.
     pub async fn watch_liveness(self) {
         let every = Duration::from_millis(self.inner.config.heartbeat_ms);
         let timeout = Duration::from_millis(self.inner.config.node_timeout_ms);
