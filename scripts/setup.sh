@@ -12,6 +12,8 @@
 #   5. Real photos from opencv-doc copied into $DELF_HOME/data/opencv-doc (never committed).
 #   6. Training photos for the shipped attention head (scikit-image and scikit-learn wheels, opencv-doc examples
 #      outside examples/data), kept apart from the evaluation photos, in $DELF_HOME/data/train-photos.
+#   7. Photos of the robustness benchmark (Debian gcompris-qt-data and mate-backgrounds), in
+#      $DELF_HOME/data/views-photos (tests/fixtures/views_photos.tsv).
 #
 # Nothing is downloaded at run time by the delf binary: everything comes from here, from package registries only.
 # Nobody exports variables by hand: .cargo/config.toml points LIBTORCH and DELF_HOME at these folders.
@@ -128,6 +130,41 @@ if ! done_stamp "train-photos-$TRAIN_HASH" || [ ! -d "$TRAIN" ]; then
   cp "$TRAIN_LABELS" "$TRAIN.tmp/labels.csv"
   rm -rf "$TRAIN" "$CACHE/photos.tmp" && mv "$TRAIN.tmp" "$TRAIN"
   mark_done "train-photos-$TRAIN_HASH"
+fi
+
+# 7. Photos of the robustness benchmark (`delf eval views`), kept apart from the training photos of step 6 ----------
+# Debian's gcompris-qt-data ships real photos (monuments, animals, tools, fish, ...) inside Qt resource files,
+# mate-backgrounds a few nature photos and kphotoalbum a demo album of personal photos;
+# tests/fixtures/views_photos.tsv names the ones used and their roles.
+VIEWS_PHOTOS="$DELF_HOME/data/views-photos"
+VIEWS_LIST="$ROOT/tests/fixtures/views_photos.tsv"
+VIEWS_HASH=$(sha256sum "$VIEWS_LIST" | cut -c1-12)
+if ! done_stamp "views-photos-$VIEWS_HASH" || [ ! -d "$VIEWS_PHOTOS" ]; then
+  log "benchmark photos (Debian gcompris-qt-data, mate-backgrounds, kphotoalbum) -> $VIEWS_PHOTOS"
+  DEBS="$CACHE/debs" && rm -rf "$DEBS" && mkdir -p "$DEBS"
+  # apt-get download needs package lists; a machine that installed nothing in step 1 may have none yet.
+  (cd "$DEBS" && apt-get download gcompris-qt-data mate-backgrounds kphotoalbum >/dev/null 2>&1) || {
+    apt-get update -qq
+    (cd "$DEBS" && apt-get download gcompris-qt-data mate-backgrounds kphotoalbum >/dev/null)
+  }
+  rm -rf "$VIEWS_PHOTOS.tmp" "$DEBS/x" && mkdir -p "$VIEWS_PHOTOS.tmp/mate" "$VIEWS_PHOTOS.tmp/kphotoalbum" "$DEBS/x"
+  for deb in "$DEBS"/*.deb; do dpkg-deb -x "$deb" "$DEBS/x"; done
+  awk -F'\t' '!/^#/ { for (i = 2; i <= NF; i++) if ($i ~ /^views-photos\/gcompris\//) print substr($i, 14) }' \
+    "$VIEWS_LIST" | sort -u > "$DEBS/gcompris.txt"
+  "$VENV/bin/python" "$ROOT/scripts/python/extract_qt_resources.py" --out "$VIEWS_PHOTOS.tmp" \
+    --only "$DEBS/gcompris.txt" "$DEBS"/x/usr/share/gcompris-qt/rcc/*.rcc
+  cp -r "$DEBS"/x/usr/share/backgrounds/mate/nature "$VIEWS_PHOTOS.tmp/mate/"
+  cp "$DEBS"/x/usr/share/doc/gcompris-qt-data/copyright "$VIEWS_PHOTOS.tmp/gcompris/COPYRIGHT"
+  cp "$DEBS"/x/usr/share/doc/mate-backgrounds/copyright "$VIEWS_PHOTOS.tmp/mate/COPYRIGHT"
+  cp "$DEBS"/x/usr/share/kphotoalbum/demo/*.jpg "$VIEWS_PHOTOS.tmp/kphotoalbum/"
+  cp "$DEBS"/x/usr/share/doc/kphotoalbum/copyright "$VIEWS_PHOTOS.tmp/kphotoalbum/COPYRIGHT"
+  missing=$(awk -F'\t' '!/^#/ { for (i = 2; i <= NF; i++) print $i }' "$VIEWS_LIST" | sort -u | while read -r f; do
+    case $f in views-photos/*) [ -f "$VIEWS_PHOTOS.tmp/${f#views-photos/}" ] || echo "$f" ;;
+               *) [ -f "$DELF_HOME/data/$f" ] || echo "$f" ;; esac; done)
+  [ -z "$missing" ] || { echo "benchmark photos missing: $missing" >&2; exit 1; }
+  cp "$VIEWS_LIST" "$VIEWS_PHOTOS.tmp/list.tsv"
+  rm -rf "$VIEWS_PHOTOS" "$DEBS" && mv "$VIEWS_PHOTOS.tmp" "$VIEWS_PHOTOS"
+  mark_done "views-photos-$VIEWS_HASH"
 fi
 
 log "ready: LIBTORCH=$LIBTORCH_ROOT/torch DELF_HOME=$DELF_HOME"

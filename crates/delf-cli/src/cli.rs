@@ -723,6 +723,38 @@ pub enum EvalCommand {
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
     },
+    /// The robustness benchmark: hard views (rotation over the whole circle, scale, perspective, blur, JPEG, tone,
+    /// noise, occlusion) of real photos, other real views and unrelated distractors, searched in an index of the
+    /// originals and unrelated photos; R@1, mAP and TPR at FPR 0 per transformation, beside RootSIFT + RANSAC.
+    Views(EvalViewsArgs),
+}
+
+/// `delf eval views`.
+#[derive(Debug, Args)]
+pub struct EvalViewsArgs {
+    /// Photo list (roles and paths relative to DELF_HOME/data); default DELF_HOME/data/views-photos/list.tsv,
+    /// installed by scripts/setup.sh from tests/fixtures/views_photos.tsv.
+    #[arg(long)]
+    pub photos: Option<PathBuf>,
+    /// Seed of the views.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// A quarter of the photos (every 4th of each role), for development.
+    #[arg(long)]
+    pub quick: bool,
+    /// Working folder: the views, the index, the answers; default DELF_HOME/eval/views-sSEED[-quick]. Views and
+    /// the index's extraction are reused by later runs.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Python with OpenCV and FAISS for the RootSIFT baseline, or `none` to skip it.
+    #[arg(long, env = "DELFRS_PYTHON", default_value = ".cache/venv/bin/python")]
+    pub python: String,
+    /// Device for extraction.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// One JSON object per system instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `delf train ...`.

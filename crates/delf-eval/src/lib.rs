@@ -8,10 +8,13 @@
 //! - [`pairs`]: our own ground truth for real-photo sets (queries with their positives, distractor queries with
 //!   none): mAP, recall@k, and the distractor false-positive rate against the true-positive rate across score
 //!   thresholds.
+//! - [`views`]: the robustness benchmark: hard views of real photos (rotations over the whole circle, scale,
+//!   perspective, blur, JPEG, tone, noise, occlusion) rendered from a seed, and their scores per transformation.
 
 pub mod error;
 pub mod gldv2;
 pub mod pairs;
 pub mod revisitop;
+pub mod views;
 
 pub use error::EvalError;

@@ -10,11 +10,21 @@
 //!   scaled to 8 bits).
 //! - Corrupt or truncated files, unknown formats and zero-sized images are typed [`ImageError`]s.
 
+//!
+//! Transforms ([`geometry`], [`warp`], [`filters`]) turn a photo into another view of it: rotations and
+//! perspective changes with a mask of the filled canvas, blur, JPEG re-compression, tone and colour changes,
+//! noise and occluders. Query-time rotations and the robustness benchmark both use them.
+
 mod decode;
 mod error;
+pub mod filters;
+pub mod geometry;
 mod limits;
+pub mod warp;
 
 pub use decode::{DecodedImage, decode_bytes, decode_file};
 pub use error::ImageError;
+pub use geometry::Projective;
 pub use image::RgbImage;
 pub use limits::DecodeLimits;
+pub use warp::{Fill, Warped};

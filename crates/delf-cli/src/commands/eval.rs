@@ -35,6 +35,7 @@ pub fn run(command: &EvalCommand, config: &Config) -> Result<()> {
         EvalCommand::Revisitop { gnd, images, index, device, json, html } => {
             revisitop_eval(gnd, images, index.as_deref(), device.as_deref(), *json, html.as_deref(), config)
         }
+        EvalCommand::Views(args) => crate::commands::eval_views::run(args, config),
     }
 }
 
@@ -62,7 +63,7 @@ fn ranking(r: &Retrieval) -> Vec<u32> {
 }
 
 /// A searcher tuned for evaluation: every verified candidate returned, none cut by `min_inliers`.
-fn eval_searcher(index: &Path, config: &Config, device: Option<&str>) -> Result<Searcher> {
+pub fn eval_searcher(index: &Path, config: &Config, device: Option<&str>) -> Result<Searcher> {
     let mut s = Searcher::open(index, config, device)?;
     s.rc.top = usize::MAX;
     s.rc.verify.policy.min_inliers = 0;
@@ -235,15 +236,22 @@ fn revisitop_index(
             ),
         });
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    eprintln!("building the index of {} database images in {} (reruns reuse it)", paths.len(), dir.display());
+    build_index_of(&paths, &dir, device, config)?;
+    Ok(dir)
+}
+
+/// Builds (or resumes building) a one-shard index in `dir` of the images at `paths` (absolute; they become the
+/// image ids), with the default PCA and structure; its summary goes to stderr.
+pub fn build_index_of(paths: &[PathBuf], dir: &Path, device: Option<&str>, config: &Config) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let list = dir.join("database-images.txt");
     let text: String = paths.iter().map(|p| format!("{}\n", p.display())).collect();
     std::fs::write(&list, text).with_context(|| format!("writing {}", list.display()))?;
-    eprintln!("building the index of {} database images in {} (reruns reuse it)", paths.len(), dir.display());
     let args = crate::cli::IndexBuildArgs {
         source: Some(list.display().to_string()),
         features: None,
-        out: dir.clone(),
+        out: dir.to_path_buf(),
         shards: 1,
         spec: None,
         pca: None,
@@ -252,8 +260,7 @@ fn revisitop_index(
         nprobe: crate::cli::DEFAULT_NPROBE,
         device: device.map(str::to_string),
     };
-    crate::commands::index_build::build(&args, config, &mut std::io::stderr())?;
-    Ok(dir)
+    crate::commands::index_build::build(&args, config, &mut std::io::stderr())
 }
 
 fn stem(id: &str) -> String {

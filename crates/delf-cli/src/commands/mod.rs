@@ -9,6 +9,7 @@ pub mod cluster_admin;
 pub mod doctor;
 pub mod eval;
 pub mod eval_report;
+pub mod eval_views;
 pub mod extract;
 pub mod features;
 pub mod index_build;
