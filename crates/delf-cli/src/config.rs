@@ -47,12 +47,54 @@ pub struct SearchSettings {
     pub min_inliers: usize,
     /// Best-voted candidates verified geometrically (reference: 100).
     pub candidates: usize,
+    /// In-plane rotations a query is searched at, evenly spaced over the circle (1 = upright only; 8 = every 45
+    /// degrees): the features are not rotation invariant, so a turned copy of a photo is found only through a
+    /// rotation close to its own (docs/search.md).
+    pub rotations: u32,
+    /// The upright query is searched first; the other rotations only when its best result has fewer inliers than
+    /// this (0 = always all rotations).
+    pub rotations_below: usize,
+    /// Longest side of the query image in each rotated pass (0 = as extracted upright).
+    pub rotation_max_side: u32,
+    /// Largest pyramid scale of each rotated pass.
+    pub rotation_max_scale: f64,
+}
+
+impl SearchSettings {
+    /// Default [`SearchSettings::rotations`]: every 45 degrees, so no turn is more than 22.5 degrees from one
+    /// searched (measured tolerance and cost: docs/search.md).
+    pub const DEFAULT_ROTATIONS: u32 = 8;
+    /// Default [`SearchSettings::rotations_below`]: above the best distractor scores measured (19 on the quick
+    /// robustness benchmark with every rotation, 15 on the quickstart split), so an upright query that found its
+    /// photo stops there.
+    pub const DEFAULT_ROTATIONS_BELOW: usize = 30;
+
+    /// What each rotated pass may cost.
+    pub fn rotated_pass(&self) -> delf_model::RotatedPass {
+        delf_model::RotatedPass {
+            max_side: if self.rotation_max_side == 0 { u32::MAX } else { self.rotation_max_side },
+            max_scale: self.rotation_max_scale,
+        }
+    }
+
+    /// The query rotations, degrees: 0 first, then every `360 / rotations`.
+    pub fn rotation_angles(&self) -> Vec<f64> {
+        let n = self.rotations.max(1);
+        (0..n).map(|i| f64::from(i) * 360.0 / f64::from(n)).collect()
+    }
 }
 
 impl Default for SearchSettings {
     fn default() -> Self {
         let d = delf_search::RetrievalConfig::default();
-        Self { min_inliers: d.verify.policy.min_inliers, candidates: d.candidates }
+        Self {
+            min_inliers: d.verify.policy.min_inliers,
+            candidates: d.candidates,
+            rotations: Self::DEFAULT_ROTATIONS,
+            rotations_below: Self::DEFAULT_ROTATIONS_BELOW,
+            rotation_max_side: 640,
+            rotation_max_scale: 1.4143,
+        }
     }
 }
 
@@ -164,6 +206,11 @@ pub struct ExtractSettings {
     /// manifests and jobs written before bf16 existed; never written.
     #[serde(skip_serializing)]
     pub half_precision: Option<bool>,
+    /// Cells whose core is padding, fill or a blank area give no keypoint: the smallest grey-level standard
+    /// deviation of a kept cell's core (0-255 units); unset keeps every cell (docs/extraction.md). Index
+    /// manifests written before this setting existed read as unset, so their fingerprints still match.
+    #[serde(default = "ExtractSettings::unset_min_texture")]
+    pub min_texture: Option<f32>,
 }
 
 impl Default for ExtractSettings {
@@ -176,11 +223,16 @@ impl Default for ExtractSettings {
             score_threshold: d.score_threshold,
             precision: d.precision,
             half_precision: None,
+            min_texture: d.min_texture,
         }
     }
 }
 
 impl ExtractSettings {
+    fn unset_min_texture() -> Option<f32> {
+        None
+    }
+
     /// The settings an index manifest or extraction job recorded (`what` names it in the error), with the
     /// arithmetic of this machine's configuration: an index built with fp16 on a GPU is searched in fp32 on a CPU.
     pub fn from_stored(stored: &serde_json::Value, what: &str, config: &Config) -> anyhow::Result<Self> {
@@ -209,6 +261,7 @@ impl ExtractSettings {
             score_threshold: c.score_threshold,
             precision: c.precision,
             half_precision: None,
+            min_texture: c.min_texture,
         }
     }
 
@@ -220,6 +273,7 @@ impl ExtractSettings {
             max_features: self.max_features,
             score_threshold: self.score_threshold,
             precision: self.precision(),
+            min_texture: self.min_texture,
             ..delf_model::ExtractConfig::default()
         }
     }

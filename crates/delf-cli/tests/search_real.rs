@@ -73,11 +73,33 @@ fn index_then_search_ranks_true_partners_first_and_rejects_distractors() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("indexed"), "{}", text(&out.stdout));
 
-    let paths: Vec<PathBuf> =
-        queries.iter().map(|(q, _)| photos().join(q)).chain(distractors.iter().map(|d| photos().join(d))).collect();
+    // Turned copies of indexed photos (docs/search.md, "query rotations"), on canvases with black corners as most
+    // tools make them, searched in the same run.
+    let turned: Vec<(PathBuf, &str)> =
+        [("graf1.png", 45.0), ("leuvenA.jpg", 90.0), ("basketball1.png", -135.0), ("aloeL.jpg", 180.0)]
+            .iter()
+            .map(|&(name, degrees)| {
+                let img = delf_image::decode_file(&photos().join(name), &Default::default()).unwrap().rgb;
+                let (view, _) = delf_image::warp::rotate(&img, degrees, true, delf_image::Fill::Color([0, 0, 0]));
+                let path = dir.path().join(format!("turned-{degrees}-{name}.jpg"));
+                std::fs::write(&path, delf_image::filters::encode_jpeg(&view.image, 90).unwrap()).unwrap();
+                (path, name)
+            })
+            .collect();
+    let paths: Vec<PathBuf> = queries
+        .iter()
+        .map(|(q, _)| photos().join(q))
+        .chain(distractors.iter().map(|d| photos().join(d)))
+        .chain(turned.iter().map(|(p, _)| p.clone()))
+        .collect();
     let (out, lines) = search_json(&index, &paths, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(lines.len(), paths.len());
+    for ((path, partner), line) in turned.iter().zip(&lines[queries.len() + distractors.len()..]) {
+        let found = ids(line);
+        println!("{}: {found:?} {}", path.display(), line["results"]);
+        assert_eq!(found.first().map(String::as_str), Some(*partner), "{} not found first", path.display());
+    }
     let (mut ap_sum, mut misses) = (0.0, Vec::new());
     for ((q, partner), line) in queries.iter().zip(&lines) {
         let found = ids(line);
@@ -101,7 +123,7 @@ fn index_then_search_ranks_true_partners_first_and_rejects_distractors() {
     // aero1/aero3 is the one pair pairwise verification misses too (docs/verification.md).
     assert!(misses.iter().all(|m| m == "aero3.jpg"), "missed: {misses:?}");
     let mut false_positives = 0;
-    for (d, line) in distractors.iter().zip(&lines[queries.len()..]) {
+    for (d, line) in distractors.iter().zip(&lines[queries.len()..queries.len() + distractors.len()]) {
         if !ids(line).is_empty() {
             false_positives += 1;
             println!("distractor {d} matched {:?}", ids(line));

@@ -51,6 +51,14 @@ pub enum FeatureError {
 }
 
 impl FeatureSet {
+    /// Appends the features of `other` (the same model and PCA; the image size stays this set's).
+    pub fn extend(&mut self, other: FeatureSet) -> Result<(), FeatureError> {
+        self.check_compatible(&other)?;
+        self.keypoints.extend(other.keypoints);
+        self.descriptors.extend(other.descriptors);
+        Ok(())
+    }
+
     /// Number of features.
     pub fn len(&self) -> usize {
         self.keypoints.len()

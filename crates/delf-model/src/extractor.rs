@@ -2,12 +2,14 @@
 //! keypoints at receptive-field centres, global top-N by score, then L2 -> PCA -> L2.
 
 use delf_core::{FeatureSet, Fingerprint, Keypoint};
+use delf_image::Projective;
 use delf_image::RgbImage;
 use tch::{Device, Kind, Tensor};
 
 use crate::ModelError;
 use crate::attention::Attention;
 use crate::backbone::Backbone;
+use crate::cells::CoreStats;
 use crate::geometry::AxisGeometry;
 use crate::pca::Pca;
 use crate::preprocess::to_tensor;
@@ -29,7 +31,33 @@ pub struct ExtractConfig {
     /// Arithmetic of the network (backbone and attention head); descriptors are normalised, selected and reduced
     /// in fp32 either way.
     pub precision: Precision,
+    /// Cells that see no scene of their own give no keypoint: a cell is kept only when its core (a square two
+    /// strides wide around its centre, in input pixels) lies at least 90 % inside the image and inside what the
+    /// caller marks as covered (the filled corners of a rotated view), and the grey levels there vary with a
+    /// standard deviation of at least this value (0-255 units). Drops the outer ring of cells, whose features come
+    /// from the network's zero padding, and flat areas (fill, blank backgrounds), whose keypoints match any other
+    /// flat area at the same place. `None` keeps every cell.
+    pub min_texture: Option<f32>,
 }
+
+/// What a rotated pass of [`Extractor::extract_rotations`] may cost: the image is first brought to at most
+/// `max_side` pixels on its longest side, and pyramid levels above `max_scale` are skipped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RotatedPass {
+    /// Longest side of the image before it is turned.
+    pub max_side: u32,
+    /// Largest pyramid scale used.
+    pub max_scale: f64,
+}
+
+impl RotatedPass {
+    /// Every level at full size: a rotated pass costs as much as the upright extraction (about twice where the
+    /// canvas of a diagonal turn is larger).
+    pub const FULL: Self = Self { max_side: u32::MAX, max_scale: f64::INFINITY };
+}
+
+/// Share of a cell's core that must be inside the image and covered (see [`ExtractConfig::min_texture`]).
+const MIN_CORE_COVERAGE: f64 = 0.9;
 
 /// The arithmetic the network runs in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -69,6 +97,11 @@ impl std::str::FromStr for Precision {
     }
 }
 
+impl ExtractConfig {
+    /// Default [`ExtractConfig::min_texture`].
+    pub const DEFAULT_MIN_TEXTURE: f32 = 4.0;
+}
+
 impl Default for ExtractConfig {
     // The reference configuration's literal scales (sqrt(2) apart, written to 4 decimals), kept as published.
     #[allow(clippy::approx_constant)]
@@ -80,6 +113,7 @@ impl Default for ExtractConfig {
             max_features: 1000,
             score_threshold: None,
             precision: Precision::Fp32,
+            min_texture: Some(ExtractConfig::DEFAULT_MIN_TEXTURE),
         }
     }
 }
@@ -147,7 +181,11 @@ impl Extractor {
         if config.scales.is_empty() || config.scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return Err(ModelError::Config(format!("invalid pyramid scales {:?}", config.scales)));
         }
-        let scales = format!("{:?}/{:?}/{}", config.scales, config.max_side, config.min_side);
+        let mut scales = format!("{:?}/{:?}/{}", config.scales, config.max_side, config.min_side);
+        // Absent before cells were filtered, so that indexes built then keep their fingerprint.
+        if let Some(t) = config.min_texture {
+            scales.push_str(&format!("/texture{t}"));
+        }
         let identity = |pca_digest: &[u8]| {
             Fingerprint::of(
                 "delf",
@@ -260,7 +298,7 @@ impl Extractor {
         for (_, members) in groups {
             for chunk in members.chunks(max_batch.max(1)) {
                 let batch: Vec<&RgbImage> = chunk.iter().map(|&i| images[i]).collect();
-                match self.raw_features_batch(&batch) {
+                match self.raw_features_batch(&batch, &vec![None; batch.len()], f64::INFINITY) {
                     Ok(per_image) => {
                         for (&i, raw) in chunk.iter().zip(per_image) {
                             let raw = self.raw_feature_set(images[i], raw);
@@ -295,11 +333,76 @@ impl Extractor {
     /// Top-N cells over all pyramid levels, with their raw descriptors L2-normalised (the first step of the
     /// reference post-processing, whether or not a PCA follows).
     fn raw_features(&self, rgb: &RgbImage) -> Result<Vec<Candidate>, ModelError> {
-        Ok(self.raw_features_batch(&[rgb])?.pop().unwrap_or_default())
+        self.raw_features_within(rgb, None, f64::INFINITY)
     }
 
-    /// [`Extractor::raw_features`] of images that all have the same size, one forward pass per pyramid level.
-    fn raw_features_batch(&self, images: &[&RgbImage]) -> Result<Vec<Vec<Candidate>>, ModelError> {
+    /// [`Extractor::raw_features`] where only the pixels flagged in `coverage` show the scene, from the pyramid
+    /// levels up to `max_scale`.
+    fn raw_features_within(
+        &self,
+        rgb: &RgbImage,
+        coverage: Option<&[bool]>,
+        max_scale: f64,
+    ) -> Result<Vec<Candidate>, ModelError> {
+        Ok(self.raw_features_batch(&[rgb], &[coverage], max_scale)?.pop().unwrap_or_default())
+    }
+
+    /// Features of `rgb` seen at several in-plane rotations (degrees, counter-clockwise; 0 = as it is), each
+    /// rotation on a canvas that holds the whole image, the filled corners giving no keypoints, each with its own
+    /// top `max_features`, and every keypoint mapped back to `rgb`'s coordinates. A query searched this way finds
+    /// database photos that show its scene turned by up to about half the step between the angles (the network's
+    /// features are not rotation invariant; docs/search.md has the measured tolerance). `pass` bounds the cost of
+    /// each rotated pass.
+    pub fn extract_rotations(
+        &self,
+        rgb: &RgbImage,
+        degrees: &[f64],
+        pass: RotatedPass,
+    ) -> Result<FeatureSet, ModelError> {
+        self.reduce(self.extract_raw_rotations(rgb, degrees, pass)?)
+    }
+
+    /// [`Extractor::extract_rotations`] before the PCA.
+    pub fn extract_raw_rotations(
+        &self,
+        rgb: &RgbImage,
+        degrees: &[f64],
+        pass: RotatedPass,
+    ) -> Result<FeatureSet, ModelError> {
+        let mut all = Vec::new();
+        let longest = f64::from(rgb.width().max(rgb.height()));
+        let f = (f64::from(pass.max_side) / longest).min(1.0);
+        let (sw, sh) = ((f64::from(rgb.width()) * f).round().max(1.0), (f64::from(rgb.height()) * f).round().max(1.0));
+        let shrink = Projective::scaling(sw / f64::from(rgb.width()), sh / f64::from(rgb.height()));
+        for &d in degrees {
+            if d.rem_euclid(360.0) == 0.0 && f == 1.0 {
+                all.extend(self.raw_features_within(rgb, None, pass.max_scale)?);
+                continue;
+            }
+            let (turn, w, h) = delf_image::geometry::rotation_canvas(sw as u32, sh as u32, d, true);
+            let map = shrink.then(&turn);
+            let view = delf_image::warp::warp(rgb, &map, w, h, delf_image::Fill::Color([0, 0, 0]));
+            let back = map.inverse().ok_or_else(|| ModelError::Config(format!("rotation by {d} is singular")))?;
+            for mut c in self.raw_features_within(&view.image, Some(&view.coverage), pass.max_scale)? {
+                let (x, y) = back.apply(f64::from(c.keypoint.x), f64::from(c.keypoint.y)).unwrap_or((-1.0, -1.0));
+                c.keypoint.x = x as f32;
+                c.keypoint.y = y as f32;
+                c.keypoint.scale /= f as f32;
+                all.push(c);
+            }
+        }
+        Ok(self.raw_feature_set(rgb, all))
+    }
+
+    /// [`Extractor::raw_features`] of images that all have the same size, one forward pass per pyramid level;
+    /// `coverage` holds, per image, which pixels show the scene (`None`: all of them); levels above `max_scale`
+    /// are skipped.
+    fn raw_features_batch(
+        &self,
+        images: &[&RgbImage],
+        coverage: &[Option<&[bool]>],
+        max_scale: f64,
+    ) -> Result<Vec<Vec<Candidate>>, ModelError> {
         let Some(first) = images.first() else { return Ok(Vec::new()) };
         if images.iter().any(|im| im.dimensions() != first.dimensions()) {
             return Err(ModelError::Config("a batch must hold images of one size".into()));
@@ -315,8 +418,15 @@ impl Extractor {
         let keep = self.config.max_features;
         let c = self.backbone.channels() as usize;
         let mut candidates: Vec<Vec<Candidate>> = images.iter().map(|_| Vec::new()).collect();
+        // Which cells may give keypoints (ExtractConfig::min_texture), from tables of each input image.
+        let cores: Vec<Option<CoreStats>> = images
+            .iter()
+            .zip(coverage.iter().chain(std::iter::repeat(&None)))
+            .map(|(im, cov)| (self.config.min_texture.is_some() || cov.is_some()).then(|| CoreStats::new(im, *cov)))
+            .collect();
+        let min_std = f64::from(self.config.min_texture.unwrap_or(0.0));
         tch::no_grad(|| -> Result<(), ModelError> {
-            for &s in &self.config.scales {
+            for &s in self.config.scales.iter().filter(|&&s| s <= max_scale) {
                 let scale = base * s;
                 let (sh, sw) = ((h * scale).round() as i64, (w * scale).round() as i64);
                 if sh < i64::from(self.config.min_side) || sw < i64::from(self.config.min_side) {
@@ -344,7 +454,20 @@ impl Extractor {
                 debug_assert_eq!((gy.cells, gx.cells), (fh, fw));
                 let k = (keep as i64).min(fh * fw);
                 for (b, found) in candidates.iter_mut().enumerate() {
-                    let scores = scores.get(b as i64).flatten(0, -1);
+                    let mut scores = scores.get(b as i64).flatten(0, -1);
+                    if let Some(stats) = &cores[b] {
+                        // The core: one stride either way of the centre, in input pixels.
+                        let r = gx.stride as f64 / scale;
+                        let keep: Vec<bool> = (0..fh * fw)
+                            .map(|cell| {
+                                let (cx, cy) =
+                                    ((gx.center(cell % fw) + 0.5) / scale, (gy.center(cell / fw) + 0.5) / scale);
+                                stats.keep(cx, cy, r, MIN_CORE_COVERAGE, min_std)
+                            })
+                            .collect();
+                        let refused = Tensor::from_slice(&keep).to_device(scores.device()).logical_not();
+                        scores = scores.masked_fill(&refused, f64::NEG_INFINITY);
+                    }
                     let (top_scores, top_idx) = scores.f_topk(k, 0, true, true)?;
                     let map = feats.get(b as i64).view([-1, fh * fw]);
                     let descs = l2_normalize(&map.index_select(1, &top_idx).tr());
@@ -352,7 +475,7 @@ impl Extractor {
                     let top_scores: Vec<f32> = top_scores.to_device(Device::Cpu).try_into()?;
                     let top_idx: Vec<i64> = top_idx.to_device(Device::Cpu).try_into()?;
                     for (r, (&score, &cell)) in top_scores.iter().zip(&top_idx).enumerate() {
-                        if self.config.score_threshold.is_some_and(|t| score < t) {
+                        if score == f32::NEG_INFINITY || self.config.score_threshold.is_some_and(|t| score < t) {
                             continue;
                         }
                         let (row, col) = (cell / fw, cell % fw);

@@ -5,7 +5,9 @@
 //! - [`resnet`]: ResNet50 to conv4_x with torchvision names (user-supplied weights).
 //! - [`attention`]: keypoint scores, the DELF attention head or the feature-norm stand-in.
 //! - [`geometry`]: receptive fields computed from each backbone's own layers.
-//! - [`extractor`]: pyramid, keypoints, top-N, PCA: image in, [`delf_core::FeatureSet`] out.
+//! - [`extractor`]: pyramid, keypoints, top-N, PCA: image in, [`delf_core::FeatureSet`] out; several in-plane
+//!   rotations of a query at once.
+//! - `cells`: which feature-map cells see the scene (not padding, fill or a blank area) and may give keypoints.
 //! - [`pca`]: fitting and applying the descriptor PCA.
 //! - [`tensor_file`]: named tensors + metadata in safetensors files (PCA, heads, training checkpoints).
 //! - [`preprocess`], [`imagenet`], [`device`]: pixels to tensors, ImageNet checks, CPU/CUDA.
@@ -14,6 +16,7 @@
 
 pub mod attention;
 pub mod backbone;
+mod cells;
 pub mod device;
 pub mod efficientnet_lite;
 mod error;
@@ -31,7 +34,7 @@ pub use backbone::{Backbone, LiteBackbone};
 pub use device::DeviceSpec;
 pub use efficientnet_lite::{EfficientNetLite, FeatureTap, LiteVariant};
 pub use error::ModelError;
-pub use extractor::{ExtractConfig, Extractor, Precision};
+pub use extractor::{ExtractConfig, Extractor, Precision, RotatedPass};
 pub use pca::Pca;
 pub use resnet::ResNet50Conv4;
 pub use tensor_file::TensorFile;

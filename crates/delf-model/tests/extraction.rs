@@ -220,3 +220,48 @@ fn default_layer_geometry_numbers() {
     let g = AxisGeometry::compute(&backbone(LiteBackbone::DEFAULT_TAP).layers(), 512);
     assert_eq!((g.stride, g.receptive_field), (16, 339));
 }
+
+/// A quarter-turned photo searched at the opposite quarter turn is the photo itself again (quarter turns move
+/// whole pixels): the same keypoints, mapped back into the turned photo's frame, and the same descriptors.
+#[test]
+fn a_rotated_pass_maps_keypoints_back_into_the_query() {
+    let ex = extractor(LiteBackbone::DEFAULT_TAP, ExtractConfig { max_side: Some(320), ..Default::default() });
+    let img = photo("box.png");
+    let (turned, map) = delf_image::warp::rotate(&img, 90.0, true, delf_image::Fill::Color([0, 0, 0]));
+    let back = ex.extract_raw_rotations(&turned.image, &[-90.0], delf_model::RotatedPass::FULL).unwrap();
+    let upright = ex.extract_raw(&img).unwrap();
+    assert_eq!(back.len(), upright.len());
+    assert_eq!((back.width, back.height), (turned.image.width(), turned.image.height()));
+    for (b, u) in back.keypoints.iter().zip(&upright.keypoints) {
+        let (x, y) = map.apply(f64::from(u.x), f64::from(u.y)).unwrap();
+        assert!((f64::from(b.x) - x).abs() < 1e-3 && (f64::from(b.y) - y).abs() < 1e-3, "{b:?} vs {x},{y}");
+    }
+    assert_eq!(back.descriptors, upright.descriptors);
+}
+
+/// Cells over blank areas and over the fill of a turned view give no keypoints: a photo pasted on a large flat
+/// canvas keeps its keypoints on the photo, and a 45-degree pass keeps none in its black corners.
+#[test]
+fn blank_and_filled_cells_give_no_keypoints() {
+    let ex = extractor(LiteBackbone::DEFAULT_TAP, ExtractConfig { max_side: Some(480), ..Default::default() });
+    let img = photo("box.png");
+    let mut canvas = image::RgbImage::from_pixel(480, 360, image::Rgb([250, 250, 250]));
+    image::imageops::overlay(&mut canvas, &img, 120, 80);
+    let (x0, y0, x1, y1) = (120.0, 80.0, 120.0 + f32::from(img.width() as u16), 80.0 + f32::from(img.height() as u16));
+    let f = ex.extract(&canvas).unwrap();
+    assert!(f.len() > 100, "{}", f.len());
+    // A cell's core reaches one stride (16 px of its level, 16 x scale in the image) either way of its centre.
+    let off = |k: &&delf_core::Keypoint| {
+        let m = 16.0 * k.scale + 1.0;
+        k.x < x0 - m || k.x > x1 + m || k.y < y0 - m || k.y > y1 + m
+    };
+    assert_eq!(f.keypoints.iter().filter(off).count(), 0, "keypoints on the blank canvas");
+    let unfiltered = ExtractConfig { max_side: Some(480), min_texture: None, ..Default::default() };
+    let plain = extractor(LiteBackbone::DEFAULT_TAP, unfiltered).extract(&canvas).unwrap();
+    assert!(plain.keypoints.iter().filter(off).count() > 10, "the filter was not needed");
+    let turned = ex.extract_raw_rotations(&img, &[45.0], delf_model::RotatedPass::FULL).unwrap();
+    let (w, h) = (img.width() as f32, img.height() as f32);
+    assert!(turned.len() > 50);
+    // Mapped back, every keypoint lies on the photo (the corners of the canvas were fill).
+    assert!(turned.keypoints.iter().all(|k| k.x > -8.0 && k.y > -8.0 && k.x < w + 8.0 && k.y < h + 8.0));
+}

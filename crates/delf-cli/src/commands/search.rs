@@ -34,6 +34,12 @@ pub struct Searcher {
     pub rc: delf_search::RetrievalConfig,
     /// The scan kernel of this CPU.
     pub kernel: ScanKernel,
+    /// Query rotations, degrees (0 first).
+    pub rotations: Vec<f64>,
+    /// Search the other rotations only when the upright query's best result has fewer inliers (0 = always).
+    pub rotations_below: usize,
+    /// What each rotated pass may cost.
+    pub rotated_pass: delf_model::RotatedPass,
 }
 
 impl Searcher {
@@ -51,14 +57,39 @@ impl Searcher {
             });
         }
         let rc = crate::commands::serve::retrieval_config(config, &manifest);
-        Ok(Self { manifest, index, extractor, rc, kernel: ScanKernel::detect() })
+        let (rotations, rotations_below) = (config.search.rotation_angles(), config.search.rotations_below);
+        let rotated_pass = config.search.rotated_pass();
+        Ok(Self {
+            manifest,
+            index,
+            extractor,
+            rc,
+            kernel: ScanKernel::detect(),
+            rotations,
+            rotations_below,
+            rotated_pass,
+        })
     }
 
-    /// Extracts `image` and retrieves it: the retrieval and the extraction milliseconds.
+    /// Extracts `image` and retrieves it: the retrieval and the extraction milliseconds. With several query
+    /// rotations, the upright query is searched first and, unless its best result reaches `rotations_below`
+    /// inliers, again with the features of every rotation together (mapped back to the query's own coordinates,
+    /// so verification sees one query).
     pub fn search(&self, image: &image::RgbImage) -> Result<(Retrieval, f64)> {
         let t = Instant::now();
-        let features = self.extractor.extract(image)?;
-        let extract_ms = t.elapsed().as_secs_f64() * 1e3;
+        let mut features = self.extractor.extract(image)?;
+        let mut extract_ms = t.elapsed().as_secs_f64() * 1e3;
+        if self.rotations.len() > 1 {
+            if self.rotations_below > 0 {
+                let upright = retrieve(&self.index, &features, &self.rc, self.kernel)?;
+                if upright.results.first().is_some_and(|r| r.score >= self.rotations_below) {
+                    return Ok((upright, extract_ms));
+                }
+            }
+            let t = Instant::now();
+            features.extend(self.extractor.extract_rotations(image, &self.rotations[1..], self.rotated_pass)?)?;
+            extract_ms += t.elapsed().as_secs_f64() * 1e3;
+        }
         Ok((retrieve(&self.index, &features, &self.rc, self.kernel)?, extract_ms))
     }
 }
