@@ -82,7 +82,7 @@ pub fn bilinear(img: &RgbImage, x: f64, y: f64) -> [u8; 3] {
 }
 
 /// [`bilinear`] before rounding.
-pub(crate) fn sample(img: &RgbImage, x: f64, y: f64) -> [f64; 3] {
+pub fn sample(img: &RgbImage, x: f64, y: f64) -> [f64; 3] {
     let (w, h) = (i64::from(img.width()), i64::from(img.height()));
     let (x, y) = (x.clamp(0.0, (w - 1) as f64), y.clamp(0.0, (h - 1) as f64));
     let (x0, y0) = (x.floor() as i64, y.floor() as i64);

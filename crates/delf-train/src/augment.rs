@@ -145,7 +145,7 @@ impl View {
                 let dy = (v as f64 + 0.5 - f64::from(out) / 2.0) * scale;
                 let sx = view.cx + cos * dx - sin * dy;
                 let sy = view.cy + sin * dx + cos * dy;
-                let rgb = bilinear(src, sx - 0.5, sy - 0.5);
+                let rgb = delf_image::warp::sample(src, sx - 0.5, sy - 0.5);
                 let grey = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2];
                 for (c, value) in rgb.iter().enumerate() {
                     let x = grey + (value - grey) * view.saturation;
@@ -166,24 +166,6 @@ impl View {
         }
         planes
     }
-}
-
-/// Bilinear sample at continuous pixel coordinates (pixel centres at integers), edges replicated.
-fn bilinear(img: &RgbImage, x: f64, y: f64) -> [f64; 3] {
-    let (w, h) = (img.width() as i64, img.height() as i64);
-    let (x, y) = (x.clamp(0.0, (w - 1) as f64), y.clamp(0.0, (h - 1) as f64));
-    let (x0, y0) = (x.floor() as i64, y.floor() as i64);
-    let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
-    let (fx, fy) = (x - x0 as f64, y - y0 as f64);
-    let px = |xx: i64, yy: i64| img.get_pixel(xx as u32, yy as u32).0;
-    let (a, b, c, d) = (px(x0, y0), px(x1, y0), px(x0, y1), px(x1, y1));
-    let mut out = [0.0; 3];
-    for k in 0..3 {
-        let top = f64::from(a[k]) * (1.0 - fx) + f64::from(b[k]) * fx;
-        let bottom = f64::from(c[k]) * (1.0 - fx) + f64::from(d[k]) * fx;
-        out[k] = top * (1.0 - fy) + bottom * fy;
-    }
-    out
 }
 
 /// Separable Gaussian blur of one `n x n` plane, edges replicated.
