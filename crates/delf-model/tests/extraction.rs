@@ -169,9 +169,12 @@ fn tiny_images_give_no_features_not_errors() {
         let f = ex.extract(&RgbImage::from_pixel(w, h, image::Rgb([120, 30, 200]))).unwrap();
         assert!(f.is_empty() && f.validate().is_ok(), "{w}x{h}");
     }
-    // 8x8 reaches 10 px only at scales 1.4142 (11x11) and 2.0 (16x16): features come from those levels only.
+    // 8x8 reaches 10 px only at scales 1.4142 (11x11) and 2.0 (16x16): features come from those levels only
+    // (with every cell kept: the default cell filter keeps none of these, whose cores are mostly padding).
     let img = RgbImage::from_fn(8, 8, |x, y| image::Rgb([(x * 30) as u8, (y * 30) as u8, 99]));
-    let f = ex.extract(&img).unwrap();
+    assert!(ex.extract(&img).unwrap().is_empty());
+    let every_cell = extractor(LiteBackbone::DEFAULT_TAP, ExtractConfig { min_texture: None, ..Default::default() });
+    let f = every_cell.extract(&img).unwrap();
     assert!(!f.is_empty());
     let levels: Vec<f32> = ExtractConfig::default().scales[5..].iter().map(|s| (1.0 / s) as f32).collect();
     assert!(f.keypoints.iter().all(|k| levels.iter().any(|l| (k.scale - l).abs() < 1e-4)), "{levels:?}");
