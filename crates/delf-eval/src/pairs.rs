@@ -58,6 +58,21 @@ pub fn same_id(a: &str, b: &str) -> bool {
     a == b || a.ends_with(&format!("/{b}")) || b.ends_with(&format!("/{a}"))
 }
 
+/// AP of a ranking (ids, best first) against `positives` (ids matched by [`same_id`]; each positive counted once
+/// even if returned twice); 0 for an empty ranking, `NaN` without positives.
+pub fn average_precision<'a>(ranking: impl IntoIterator<Item = &'a str>, positives: &[String]) -> f64 {
+    let mut found = std::collections::HashSet::new();
+    let mut sum = 0.0;
+    for (i, id) in ranking.into_iter().enumerate() {
+        if let Some(p) = positives.iter().find(|p| same_id(id, p))
+            && found.insert(p.as_str())
+        {
+            sum += found.len() as f64 / (i + 1) as f64;
+        }
+    }
+    sum / positives.len() as f64
+}
+
 /// A system's answer to one query: (id, score), best first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
@@ -128,21 +143,8 @@ pub fn evaluate(gt: &PairsGroundTruth, answers: &[Answer], ks: &[usize]) -> Resu
         let is_pos = |id: &str| q.positives.iter().any(|p| same_id(id, p));
         let hits: Vec<usize> =
             answer.results.iter().enumerate().filter(|(_, r)| is_pos(&r.0)).map(|(i, _)| i).collect();
-        let ap = (!q.positives.is_empty()).then(|| {
-            // Each positive counted once even if returned twice.
-            let mut found = std::collections::HashSet::new();
-            let mut correct = 0;
-            let mut sum = 0.0;
-            for (i, (id, _)) in answer.results.iter().enumerate() {
-                if let Some(p) = q.positives.iter().find(|p| same_id(id, p))
-                    && found.insert(p.as_str())
-                {
-                    correct += 1;
-                    sum += correct as f64 / (i + 1) as f64;
-                }
-            }
-            sum / q.positives.len() as f64
-        });
+        let ap = (!q.positives.is_empty())
+            .then(|| average_precision(answer.results.iter().map(|r| r.0.as_str()), &q.positives));
         let top = answer.results.first().cloned();
         outcomes.push(QueryOutcome {
             query: q.query.clone(),

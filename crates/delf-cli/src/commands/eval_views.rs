@@ -12,6 +12,7 @@ use delf_eval::views::score::{Ranked, ViewsScore, score};
 use delf_eval::views::{self, PhotoList, ViewsSet};
 
 use crate::cli::EvalViewsArgs;
+use crate::commands::bench_cluster::percentile;
 use crate::commands::eval::{build_index_of, eval_searcher};
 use crate::commands::model;
 use crate::config::Config;
@@ -182,7 +183,7 @@ fn sift(set: &ViewsSet, data: &Path, out: &Path, python: &str) -> Result<Run> {
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
-    if s.is_empty() { 0.0 } else { s[s.len() / 2] }
+    percentile(&s, 0.5)
 }
 
 fn print_table(out: &mut impl Write, runs: &[Run], scores: &[ViewsScore]) -> Result<()> {

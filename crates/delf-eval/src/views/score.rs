@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::{Bin, ViewQuery, ViewsSet};
-use crate::pairs::same_id;
+use crate::pairs::{average_precision, same_id};
 
 /// A system's ranked results for one query, best first, every verified candidate (no threshold applied).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -74,16 +74,7 @@ pub fn score(set: &ViewsSet, ranked: &[Ranked], threshold: f64) -> Result<ViewsS
         let is_pos = |id: &str| q.positives.iter().any(|p| same_id(id, p));
         let answers: Vec<&(String, f64)> = r.results.iter().filter(|x| x.1 >= threshold).collect();
         let r1 = if answers.first().is_some_and(|a| is_pos(&a.0)) { 1.0 } else { 0.0 };
-        let mut found = std::collections::HashSet::new();
-        let mut sum = 0.0;
-        for (i, (id, _)) in answers.iter().map(|a| (&a.0, a.1)).enumerate() {
-            if let Some(p) = q.positives.iter().find(|p| same_id(id, p))
-                && found.insert(p.as_str())
-            {
-                sum += found.len() as f64 / (i + 1) as f64;
-            }
-        }
-        let ap = sum / q.positives.len() as f64;
+        let ap = average_precision(answers.iter().map(|a| a.0.as_str()), &q.positives);
         let tpr = match r.results.first() {
             Some((id, s)) if is_pos(id) && *s > best_distractor => 1.0,
             _ => 0.0,
