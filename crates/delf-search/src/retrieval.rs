@@ -88,15 +88,35 @@ pub fn retrieve(
     config: &RetrievalConfig,
     kernel: ScanKernel,
 ) -> Result<Retrieval, SearchError> {
+    Ok(retrieve_extending(index, query, Vec::new(), config, kernel)?.0)
+}
+
+/// [`retrieve`] of a query whose first `known.len()` descriptors were searched before (`known` holds their
+/// neighbour lists, as an earlier call returned them): only the others go through the ANN search, so a query grown
+/// by more features (other rotations) does not search its first ones twice. Returns the neighbour lists of every
+/// descriptor too.
+pub fn retrieve_extending(
+    index: &ShardedIndex,
+    query: &FeatureSet,
+    known: Vec<Vec<Neighbor>>,
+    config: &RetrievalConfig,
+    kernel: ScanKernel,
+) -> Result<(Retrieval, Vec<Vec<Neighbor>>), SearchError> {
     let expected = &index.shards()[0].info().descriptor_fingerprint;
     if query.fingerprint.as_str() != expected {
         return Err(SearchError::FingerprintMismatch { index: expected.clone(), query: query.fingerprint.to_string() });
     }
     if query.is_empty() {
-        return Ok(Retrieval { results: Vec::new(), verified: 0, voted: Vec::new(), ann_ms: 0.0, verify_ms: 0.0 });
+        let empty = Retrieval { results: Vec::new(), verified: 0, voted: Vec::new(), ann_ms: 0.0, verify_ms: 0.0 };
+        return Ok((empty, Vec::new()));
     }
     let started = Instant::now();
-    let neighbors = index.search(&query.descriptors, query.dim, &config.search, kernel)?;
+    let mut neighbors = known;
+    neighbors.truncate(query.len());
+    let rest = &query.descriptors[neighbors.len() * query.dim..];
+    if !rest.is_empty() {
+        neighbors.extend(index.search(rest, query.dim, &config.search, kernel)?);
+    }
     let voted = vote(&neighbors, usize::MAX);
     let candidates = &voted[..config.candidates.min(voted.len())];
     let ann_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -119,7 +139,8 @@ pub fn retrieve(
         .collect();
     let verified = results.len();
     let results = rank(results, config);
-    Ok(Retrieval { results, verified, voted, ann_ms, verify_ms: started.elapsed().as_secs_f64() * 1e3 })
+    let verify_ms = started.elapsed().as_secs_f64() * 1e3;
+    Ok((Retrieval { results, verified, voted, ann_ms, verify_ms }, neighbors))
 }
 
 /// The one-to-one correspondences of a candidate as point pairs (query, database), from its putative matches and
@@ -223,5 +244,41 @@ mod tests {
         let lists = vec![vec![nb(3, 0), nb(3, 1), nb(5, 0)], vec![nb(5, 2)], vec![nb(7, 0), nb(3, 4)]];
         assert_eq!(vote(&lists, 10), vec![(3, 2), (5, 2), (7, 1)]);
         assert_eq!(vote(&lists, 1), vec![(3, 2)]);
+    }
+
+    /// Searching a query whose first descriptors' neighbours are known gives what searching it whole gives.
+    #[test]
+    fn extending_a_searched_query_equals_searching_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = crate::synthetic::SyntheticIndex {
+            images: 40,
+            per_image: 200,
+            dim: 40,
+            shards: 2,
+            spec: "IVF16,PQ20x8r".parse().unwrap(),
+            search: SearchParams { k: 20, nprobe: 4, max_distance: None },
+            train_sample: 5_000,
+            seed: 3,
+        };
+        let (manifest, mut queries) = spec.build(dir.path(), 1).unwrap();
+        let query = queries.remove(0);
+        let index = ShardedIndex::load(dir.path(), 2).unwrap();
+        let config = RetrievalConfig { search: manifest.search, ..RetrievalConfig::default() };
+        let kernel = ScanKernel::detect();
+        let whole = retrieve(&index, &query, &config, kernel).unwrap();
+        assert!(!whole.results.is_empty());
+        let half = query.len() / 2;
+        let first = FeatureSet {
+            keypoints: query.keypoints[..half].to_vec(),
+            descriptors: query.descriptors[..half * query.dim].to_vec(),
+            ..query.clone()
+        };
+        let (_, known) = retrieve_extending(&index, &first, Vec::new(), &config, kernel).unwrap();
+        assert_eq!(known.len(), half);
+        let (extended, all) = retrieve_extending(&index, &query, known, &config, kernel).unwrap();
+        assert_eq!(all.len(), query.len());
+        assert_eq!(extended.voted, whole.voted);
+        let scores = |r: &Retrieval| r.results.iter().map(|v| (v.image, v.score)).collect::<Vec<_>>();
+        assert_eq!(scores(&extended), scores(&whole));
     }
 }

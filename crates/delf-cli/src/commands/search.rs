@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use delf_index::ScanKernel;
 use delf_search::manifest::PCA_FILE;
-use delf_search::{IndexManifest, Retrieval, retrieve};
+use delf_search::{IndexManifest, Retrieval, retrieve, retrieve_extending};
 
 use crate::cli::SearchArgs;
 use crate::commands::{model, search_report};
@@ -79,18 +79,23 @@ impl Searcher {
         let t = Instant::now();
         let mut features = self.extractor.extract(image)?;
         let mut extract_ms = t.elapsed().as_secs_f64() * 1e3;
-        if self.rotations.len() > 1 {
-            if self.rotations_below > 0 {
-                let upright = retrieve(&self.index, &features, &self.rc, self.kernel)?;
-                if upright.results.first().is_some_and(|r| r.score >= self.rotations_below) {
-                    return Ok((upright, extract_ms));
-                }
-            }
-            let t = Instant::now();
-            features.extend(self.extractor.extract_rotations(image, &self.rotations[1..], self.rotated_pass)?)?;
-            extract_ms += t.elapsed().as_secs_f64() * 1e3;
+        if self.rotations.len() <= 1 {
+            return Ok((retrieve(&self.index, &features, &self.rc, self.kernel)?, extract_ms));
         }
-        Ok((retrieve(&self.index, &features, &self.rc, self.kernel)?, extract_ms))
+        let mut upright_neighbors = Vec::new();
+        if self.rotations_below > 0 {
+            let (upright, neighbors) = retrieve_extending(&self.index, &features, Vec::new(), &self.rc, self.kernel)?;
+            if upright.results.first().is_some_and(|r| r.score >= self.rotations_below) {
+                return Ok((upright, extract_ms));
+            }
+            upright_neighbors = neighbors;
+        }
+        let t = Instant::now();
+        features.extend(self.extractor.extract_rotations(image, &self.rotations[1..], self.rotated_pass)?)?;
+        extract_ms += t.elapsed().as_secs_f64() * 1e3;
+        // The upright descriptors' neighbours are those of the first search: only the rotated ones are searched.
+        let (all, _) = retrieve_extending(&self.index, &features, upright_neighbors, &self.rc, self.kernel)?;
+        Ok((all, extract_ms))
     }
 }
 
