@@ -3,7 +3,7 @@
 #   make test   set up and run the whole test suite
 # Both run scripts/setup.sh first: idempotent, seconds when everything is installed.
 
-.PHONY: setup demo test lint fmt
+.PHONY: setup demo test lint fmt install
 
 setup:
 	@bash scripts/setup.sh
@@ -32,3 +32,8 @@ lint: setup
 
 fmt:
 	cargo fmt --all
+
+# The `delf` binary on the PATH (~/.cargo/bin): it finds the models and photos the setup installed in this
+# checkout's .cache/ from any folder (docs/cli.md), and libtorch through its rpath.
+install: setup
+	cargo install --locked --path crates/delf-cli

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use delf_build::options::{DEFAULT_PCA_DIM, DEFAULT_PCA_SAMPLE};
+use delf_index::DEFAULT_NPROBE;
 
 const AFTER_HELP: &str = "\
 Configuration: defaults < config file (--config / DELF_CONFIG) < environment (DELF_HOME, DELF_DEVICE,
@@ -147,7 +149,7 @@ pub struct BenchClusterArgs {
     #[arg(long, default_value = "IVF1024,PQ20x8r")]
     pub spec: String,
     /// Cells probed per query descriptor.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = DEFAULT_NPROBE)]
     pub nprobe: usize,
     /// Neighbours per query descriptor.
     #[arg(long, default_value_t = 60)]
@@ -167,7 +169,7 @@ pub struct BenchIndexArgs {
     #[arg(long)]
     pub spec: Option<String>,
     /// Cells probed per query descriptor.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = DEFAULT_NPROBE)]
     pub nprobe: usize,
     /// Neighbours per query descriptor.
     #[arg(long, default_value_t = 60)]
@@ -265,6 +267,19 @@ pub struct ExtractArgs {
     pub max_side: Option<u32>,
 }
 
+impl ExtractArgs {
+    /// Extraction settings with this command line's overrides (`--max-features`, `--max-side`) applied.
+    pub fn overrides(&self, mut settings: delf_model::ExtractConfig) -> delf_model::ExtractConfig {
+        if let Some(n) = self.max_features {
+            settings.max_features = n;
+        }
+        if let Some(m) = self.max_side {
+            settings.max_side = (m > 0).then_some(m);
+        }
+        settings
+    }
+}
+
 /// Settings of a batch extraction job (`delf extract --list`).
 #[derive(Debug, Clone, Args)]
 pub struct BatchJobArgs {
@@ -291,6 +306,21 @@ pub struct BatchJobArgs {
     /// the worker is alive); a dead worker's units are taken over after it.
     #[arg(long, default_value_t = delf_features::DEFAULT_LEASE_S)]
     pub lease_s: u64,
+}
+
+impl BatchJobArgs {
+    /// The worker settings these flags ask for.
+    pub fn settings(&self) -> delf_build::JobSettings {
+        delf_build::JobSettings {
+            unit_size: self.unit_size,
+            batch: self.batch,
+            fetch_concurrency: self.fetch_concurrency,
+            decode_threads: self.decode_threads,
+            row_group: self.row_group,
+            worker_id: self.worker_id.clone(),
+            lease_s: self.lease_s,
+        }
+    }
 }
 
 /// `delf features ...`.
@@ -359,13 +389,6 @@ pub enum IndexCommand {
         uri: String,
     },
 }
-
-/// Images sampled evenly to fit an index's PCA, unless told otherwise.
-pub const DEFAULT_PCA_SAMPLE: usize = 50;
-/// Descriptor dimensions after PCA, as in the reference.
-pub const DEFAULT_PCA_DIM: i64 = 40;
-/// Cells probed per query descriptor, stored as a new index's default.
-pub const DEFAULT_NPROBE: usize = 16;
 
 /// `delf index build`.
 #[derive(Debug, Clone, Args)]

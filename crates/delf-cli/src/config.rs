@@ -308,11 +308,8 @@ pub struct ModelConfig {
 
 impl Default for Config {
     fn default() -> Self {
-        let home = std::env::var_os("HOME")
-            .map(|h| PathBuf::from(h).join(".cache/delf"))
-            .unwrap_or_else(|| PathBuf::from(".delf"));
         Self {
-            home,
+            home: default_home(std::env::var_os("HOME").map(PathBuf::from)),
             device: "auto".into(),
             threads: 0,
             log: LogConfig::default(),
@@ -324,6 +321,21 @@ impl Default for Config {
             meta: delf_meta::MetaConfig::default(),
         }
     }
+}
+
+/// The installation that `scripts/setup.sh` made in the checkout this binary was built from.
+const CHECKOUT_HOME: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.cache/delf");
+
+/// Where models and data are found when neither `home` nor `DELF_HOME` says: `~/.cache/delf` when models are
+/// installed there, else the checkout's `.cache/delf` when `scripts/setup.sh` installed them there (so the binary,
+/// `target/release/delf` or a `make install` copy, works from any folder), else `~/.cache/delf`.
+pub fn default_home(user_home: Option<PathBuf>) -> PathBuf {
+    let user = user_home.map_or_else(|| PathBuf::from(".delf"), |h| h.join(".cache/delf"));
+    let checkout = Path::new(CHECKOUT_HOME);
+    if !user.join("models").is_dir() && checkout.join("models").is_dir() {
+        return std::path::absolute(checkout).unwrap_or_else(|_| checkout.to_path_buf());
+    }
+    user
 }
 
 impl Default for LogConfig {
@@ -354,6 +366,15 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The retrieval settings of `[search]` and `[verify]` (the ANN parameters come from each index:
+    /// [`delf_search::RetrievalConfig::for_index`]).
+    pub fn retrieval(&self) -> delf_search::RetrievalConfig {
+        let mut rc = delf_search::RetrievalConfig { candidates: self.search.candidates.max(1), ..Default::default() };
+        rc.verify = self.verify.to_config();
+        rc.verify.policy.min_inliers = self.search.min_inliers;
+        rc
+    }
+
     /// Merges defaults, the optional file, and `DELF_*` environment variables.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
@@ -432,6 +453,20 @@ mod tests {
             assert!(matches!(err, ConfigError::Missing(_)));
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_home_is_the_users_when_models_are_there_else_the_checkouts() {
+        let user = tempfile::tempdir().unwrap();
+        let checkout_has_models = Path::new(CHECKOUT_HOME).join("models").is_dir();
+        let found = default_home(Some(user.path().to_path_buf()));
+        if checkout_has_models {
+            assert!(found.ends_with(".cache/delf") && found.join("models").is_dir(), "{}", found.display());
+        } else {
+            assert_eq!(found, user.path().join(".cache/delf"));
+        }
+        std::fs::create_dir_all(user.path().join(".cache/delf/models")).unwrap();
+        assert_eq!(default_home(Some(user.path().to_path_buf())), user.path().join(".cache/delf"));
     }
 
     #[test]

@@ -69,7 +69,10 @@ fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Health(args) => commands::query::health(args, config),
-        Command::Extract(args) => commands::extract::run(args, config),
+        Command::Extract(args) => match &args.list {
+            Some(list) => commands::batch_extract::run(list, args, config),
+            None => commands::extract::run(args, config),
+        },
         Command::Features(command) => commands::features::run(command),
         Command::Pca(command) => commands::pca::run(command, config),
         Command::Match(args) => commands::matching::run(args, config),
@@ -77,7 +80,7 @@ fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
         Command::Search(args) => commands::search::run(args, config),
         Command::Serve(args) => commands::serve::run(args, config),
         Command::Query(args) => commands::query::run(args, config),
-        Command::Cluster(command) => commands::query::cluster(command, config),
+        Command::Cluster(command) => commands::cluster_admin::run(command, config),
         Command::Train(command) => commands::train::run(command, config),
         Command::Bench(command) => commands::bench::run(command, config),
         Command::Eval(command) => commands::eval::run(command, config),

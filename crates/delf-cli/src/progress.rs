@@ -59,3 +59,29 @@ impl Progress {
         secs
     }
 }
+
+/// Library stages (index builds, extraction jobs) drawn as one [`Progress`] per stage.
+#[derive(Default)]
+pub struct StageBars {
+    current: Option<Progress>,
+}
+
+impl delf_build::Progress for StageBars {
+    fn start(&mut self, stage: &'static str, units: usize) {
+        if let Some(p) = self.current.replace(Progress::new(stage, units)) {
+            p.finish();
+        }
+    }
+
+    fn advance(&mut self) {
+        if let Some(p) = &mut self.current {
+            p.inc();
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(p) = self.current.take() {
+            p.finish();
+        }
+    }
+}

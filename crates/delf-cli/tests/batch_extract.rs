@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use delf_features::job::{COMMITS_DIR, FEATURES_DIR};
 use delf_features::shard_file::read_errors;
-use delf_features::{FailureKind, FeatureFileReader, FeatureStore, Stores};
+use delf_features::{FailureKind, FeatureFileReader, FeatureStore};
+use delf_storage::Stores;
 use delf_testkit::S3Server;
 
 use delf_testkit::photos_dir as photos;

@@ -10,9 +10,21 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Run as a user would after `make demo` or `make install`: a copy of the binary, from another folder, with no
+/// `DELF_HOME` and a home folder without models: the setup's models and photos are found anyway.
 #[test]
-fn doctor_classifies_the_squirrel_photo() {
-    let out = delf(&["doctor", "--device", "cpu"]);
+fn doctor_classifies_the_squirrel_photo_from_an_installed_copy_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin/delf");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_delf"), &bin).unwrap();
+    let out = Command::new(&bin)
+        .args(["doctor", "--device", "cpu"])
+        .current_dir(dir.path())
+        .env_remove("DELF_HOME")
+        .env("HOME", dir.path())
+        .output()
+        .expect("run delf");
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", text(&out.stderr));
     assert!(stdout.contains("libtorch 2.11.0"), "{stdout}");

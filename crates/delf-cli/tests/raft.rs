@@ -74,7 +74,7 @@ impl Group {
     fn client(&self, ids: &[u64], timeout: Duration) -> Coordinators {
         let _in = self.rt.enter();
         let addrs: Vec<String> = ids.iter().map(|id| self.addrs[id].clone()).collect();
-        let security = delf_cluster::Security::new(Some(TOKEN.into()), None).unwrap();
+        let security = delf_rpc::Security::new(Some(TOKEN.into()), None).unwrap();
         Coordinators::new(&addrs, &security, timeout).unwrap()
     }
 

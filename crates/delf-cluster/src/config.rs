@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use delf_rpc::check_addr;
+
 use crate::error::ClusterError;
 
 /// What the coordinator does when no replica of some shard answers.
@@ -66,7 +68,7 @@ pub struct ClusterConfig {
     /// `DELF_CLUSTER__TOKEN` rather than in a file).
     pub token: Option<String>,
     /// TLS on every endpoint, optionally mutual (`[cluster.tls]`; unset = plaintext, for local use only).
-    pub tls: Option<crate::security::TlsSettings>,
+    pub tls: Option<delf_rpc::TlsSettings>,
 }
 
 impl Default for ClusterConfig {
@@ -150,25 +152,14 @@ impl ClusterConfig {
     }
 
     /// The token and TLS certificates of this configuration, read from disk.
-    pub fn security(&self) -> Result<crate::security::Security, ClusterError> {
-        crate::security::Security::new(self.token.clone(), self.tls.as_ref())
+    pub fn security(&self) -> Result<delf_rpc::Security, ClusterError> {
+        Ok(delf_rpc::Security::new(self.token.clone(), self.tls.as_ref())?)
     }
 
     /// [`Self::deadline_ms`] as a duration.
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)
     }
-}
-
-/// Parses `host:port` (a socket address; host names are resolved when connecting).
-pub fn check_addr(addr: &str) -> Result<(), ClusterError> {
-    let bad = |reason: &str| ClusterError::Address { addr: addr.to_string(), reason: reason.into() };
-    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("expected host:port"))?;
-    if host.is_empty() || addr.contains("://") {
-        return Err(bad("expected host:port without a scheme"));
-    }
-    port.parse::<u16>().map_err(|_| bad("the port is not a number in 0..65535"))?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -206,7 +197,7 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("no replicas"));
         let mut c = config();
         c.workers = vec!["http://127.0.0.1:7100".into()];
-        assert!(matches!(c.validate(), Err(ClusterError::Address { .. })));
+        assert!(matches!(c.validate(), Err(ClusterError::Rpc(delf_rpc::RpcError::Address { .. }))));
         let mut c = config();
         c.verify_batch = 0;
         assert!(c.validate().unwrap_err().to_string().contains("verify_batch"));

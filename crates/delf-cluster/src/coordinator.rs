@@ -27,12 +27,12 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 
-use crate::client;
 use crate::config::{ClusterConfig, ShardFailurePolicy, ShardReplicas};
 use crate::error::ClusterError;
-use crate::metrics;
-use crate::security::Security;
-use crate::server::BearerAuth;
+use delf_rpc::BearerAuth;
+use delf_rpc::Security;
+use delf_rpc::client;
+use delf_rpc::metrics;
 
 struct Replica {
     addr: String,
@@ -725,18 +725,18 @@ impl Coordinator for CoordinatorService {
 /// Serves the coordinator on `listen` until SIGTERM / Ctrl-C, with `extra` services on the same port (the
 /// Raft metadata service of a Raft-managed cluster; empty otherwise).
 pub async fn serve(listen: &str, service: CoordinatorService, extra: Routes) -> Result<(), ClusterError> {
-    let incoming = crate::server::bind(listen)?;
+    let incoming = delf_rpc::addr::bind(listen)?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<CoordinatorServer<CoordinatorService>>().await;
     tracing::info!(addr = %listen, version = ?service.version(), "coordinator listening");
     let security = service.inner.security.clone();
     let routes = extra
         .add_service(health)
-        .add_service(crate::server::reflection()?)
+        .add_service(delf_rpc::server::reflection()?)
         .add_service(service.into_server(security.auth()));
-    crate::server::builder(&security)?
+    delf_rpc::server::builder(&security)?
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, crate::server::shutdown_signal())
+        .serve_with_incoming_shutdown(incoming, delf_rpc::server::shutdown_signal())
         .await?;
     Ok(())
 }

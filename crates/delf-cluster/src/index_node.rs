@@ -1,5 +1,5 @@
 //! An index node: one PQ shard of an index, loaded in the background from the index folder (local or object
-//! storage, see [`crate::index_files`]); health says NOT_SERVING and searches get UNAVAILABLE until it is loaded.
+//! storage, see [`delf_storage::mirror`]); health says NOT_SERVING and searches get UNAVAILABLE until it is loaded.
 //! A search takes all descriptors of a query image at once and answers, per descriptor, the shard's top-K with
 //! the keypoint of every neighbour (so verification needs no second round trip) and the ids of the images named.
 
@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use delf_features::Stores;
 use delf_index::sharded::shard_file_name;
 use delf_index::{ScanKernel, SearchParams, Shard};
 use delf_proto::MAX_MESSAGE_BYTES;
@@ -15,14 +14,15 @@ use delf_proto::v1 as pb;
 use delf_proto::v1::index_node_server::{IndexNode, IndexNodeServer};
 use delf_search::IndexManifest;
 use delf_search::manifest::MANIFEST_FILE;
+use delf_storage::Stores;
 use rustc_hash::FxHashMap;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::error::ClusterError;
-use crate::metrics;
-use crate::security::Security;
-use crate::server::BearerAuth;
+use delf_rpc::BearerAuth;
+use delf_rpc::Security;
+use delf_rpc::metrics;
 
 const READY: &str = "delf_shard_ready";
 const READY_HELP: &str = "1 once the node's shard is loaded and served, 0 while loading";
@@ -196,7 +196,7 @@ async fn load_checked(
     stores: &Stores,
     cache_dir: &std::path::Path,
 ) -> Result<Loaded, ClusterError> {
-    let dir = crate::index_files::local_folder(stores, index, cache_dir, &[MANIFEST_FILE.to_string()]).await?;
+    let dir = delf_storage::mirror::local_folder(stores, index, cache_dir, &[MANIFEST_FILE.to_string()]).await?;
     let manifest = IndexManifest::load(&dir)?;
     if shard_id >= manifest.shards {
         return Err(ClusterError::Config(format!(
@@ -205,7 +205,7 @@ async fn load_checked(
         )));
     }
     let name = shard_file_name(shard_id, manifest.shards);
-    let dir = crate::index_files::local_folder(stores, index, cache_dir, std::slice::from_ref(&name)).await?;
+    let dir = delf_storage::mirror::local_folder(stores, index, cache_dir, std::slice::from_ref(&name)).await?;
     let path = dir.join(&name);
     let shard = tokio::task::spawn_blocking(move || delf_index::file::load(&path))
         .await
@@ -342,7 +342,7 @@ impl IndexNodeService {
 /// Serves shard `opts.shard_id` on `listen` until SIGTERM / Ctrl-C: health NOT_SERVING while loading, SERVING once
 /// loaded. A shard that cannot be loaded stops the node with the error.
 pub async fn serve(listen: &str, opts: IndexNodeOptions, security: &Security) -> Result<(), ClusterError> {
-    let incoming = crate::server::bind(listen)?;
+    let incoming = delf_rpc::addr::bind(listen)?;
     let service = IndexNodeService::new(opts.shard_id);
     metrics::set(READY, READY_HELP, &[("shard", opts.shard_id.to_string().as_str()), ("version", "")], 0.0);
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -356,11 +356,11 @@ pub async fn serve(listen: &str, opts: IndexNodeOptions, security: &Security) ->
             Ok::<_, ClusterError>(())
         }
     };
-    let server = crate::server::builder(security)?
+    let server = delf_rpc::server::builder(security)?
         .add_service(health)
-        .add_service(crate::server::reflection()?)
+        .add_service(delf_rpc::server::reflection()?)
         .add_service(service.into_server(security.auth()))
-        .serve_with_incoming_shutdown(incoming, crate::server::shutdown_signal());
+        .serve_with_incoming_shutdown(incoming, delf_rpc::server::shutdown_signal());
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => return Ok(r?),
@@ -378,15 +378,15 @@ pub async fn serve_assignable(
     service: IndexNodeService,
     security: &Security,
 ) -> Result<(), ClusterError> {
-    let incoming = crate::server::bind(listen)?;
+    let incoming = delf_rpc::addr::bind(listen)?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<IndexNodeServer<IndexNodeService>>().await;
     tracing::info!(addr = %listen, "index node listening; shards follow the assignment");
-    crate::server::builder(security)?
+    delf_rpc::server::builder(security)?
         .add_service(health)
-        .add_service(crate::server::reflection()?)
+        .add_service(delf_rpc::server::reflection()?)
         .add_service(service.into_server(security.auth()))
-        .serve_with_incoming_shutdown(incoming, crate::server::shutdown_signal())
+        .serve_with_incoming_shutdown(incoming, delf_rpc::server::shutdown_signal())
         .await?;
     Ok(())
 }

@@ -8,23 +8,16 @@
 //!   per-shard top-K, votes per image, spreads verification over workers (retried elsewhere on failure) and ranks
 //!   by inliers, exactly like one-process `delf search` on the same index.
 //!
-//! Around them: [`config`] (static membership), [`security`] (TLS, mutual TLS, bearer tokens), [`server`] (health,
-//! reflection, message limits, the token check, graceful shutdown), [`client`] (channels and request metadata),
-//! [`convert`] (wire <-> core types), [`metrics`] (Prometheus) and [`index_files`] (fetching an index's files from
-//! object storage).
+//! Around them: [`config`] (static membership) and [`convert`] (wire <-> core types). The gRPC plumbing (TLS,
+//! tokens, channels, server setup, metrics) is `delf-rpc`'s; fetching an index's files from object storage is
+//! `delf-storage`'s.
 
-pub mod client;
 pub mod config;
 pub mod convert;
 pub mod coordinator;
 pub mod error;
-pub mod index_files;
 pub mod index_node;
-pub mod metrics;
-pub mod security;
-pub mod server;
 pub mod worker;
 
 pub use config::{ClusterConfig, ShardFailurePolicy, ShardReplicas};
 pub use error::ClusterError;
-pub use security::{Security, TlsSettings};

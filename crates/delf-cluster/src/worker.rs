@@ -16,9 +16,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::error::ClusterError;
-use crate::metrics;
-use crate::security::Security;
-use crate::server::BearerAuth;
+use delf_rpc::BearerAuth;
+use delf_rpc::Security;
+use delf_rpc::metrics;
 
 /// Largest number of candidates in one verification call.
 pub const MAX_CANDIDATES: usize = 10_000;
@@ -203,15 +203,15 @@ pub async fn serve(
     extractor: Option<Arc<dyn QueryExtractor>>,
     security: &Security,
 ) -> Result<(), ClusterError> {
-    let incoming = crate::server::bind(listen)?;
+    let incoming = delf_rpc::addr::bind(listen)?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<WorkerServer<WorkerService>>().await;
     tracing::info!(addr = %listen, extract = extractor.is_some(), "worker listening");
-    crate::server::builder(security)?
+    delf_rpc::server::builder(security)?
         .add_service(health)
-        .add_service(crate::server::reflection()?)
+        .add_service(delf_rpc::server::reflection()?)
         .add_service(WorkerService::new(extractor).into_server(security.auth()))
-        .serve_with_incoming_shutdown(incoming, crate::server::shutdown_signal())
+        .serve_with_incoming_shutdown(incoming, delf_rpc::server::shutdown_signal())
         .await?;
     Ok(())
 }

@@ -11,15 +11,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use delf_cluster::config::{ClusterConfig, ShardReplicas};
+use delf_cluster::convert;
 use delf_cluster::coordinator::CoordinatorService;
 use delf_cluster::index_node::IndexNodeOptions;
-use delf_cluster::{Security, TlsSettings, client, convert};
 use delf_core::FeatureSet;
-use delf_features::Stores;
 use delf_index::{ScanKernel, ShardedIndex};
 use delf_proto::v1 as pb;
+use delf_rpc::{Security, TlsSettings, client};
 use delf_search::synthetic::{SYNTHETIC_FINGERPRINT, SyntheticIndex};
 use delf_search::{IndexManifest, RetrievalConfig};
+use delf_storage::Stores;
 use delf_testkit::tls::{CertFiles, TestCa};
 use tonic::Code;
 
@@ -329,7 +330,7 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_cluster_ca()
     refused(client::worker(channel).verify(authed(request.clone())).await, "no client certificate");
     let mut missing = client_tls.clone();
     missing.cert = dir.path().join("missing.pem");
-    assert!(matches!(Security::new(None, Some(&missing)), Err(delf_cluster::ClusterError::Io { .. })));
+    assert!(matches!(Security::new(None, Some(&missing)), Err(delf_rpc::RpcError::Io { .. })));
     // TLS is not a substitute for the token.
     let tls_without_token = Security::new(None, Some(&client_tls)).unwrap();
     let channel = client::channel(&addr, Duration::from_secs(2), &tls_without_token).unwrap();
@@ -400,5 +401,5 @@ async fn hedging_answers_from_the_second_replica_while_the_first_hangs() {
     }
     // Without hedging one query would wait the 20 s shard timeout.
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
-    assert!(delf_cluster::metrics::render().contains("delf_hedged_requests_total{shard=\"0\"} 1"));
+    assert!(delf_rpc::metrics::render().contains("delf_hedged_requests_total{shard=\"0\"} 1"));
 }

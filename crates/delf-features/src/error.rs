@@ -1,31 +1,13 @@
 //! The one error type of the feature store: every failure names the object it concerns.
 
+use delf_storage::StorageError;
+
 /// Why a feature-store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A location could not be understood (bad URI, unknown scheme, missing bucket).
-    #[error("bad location {uri:?}: {reason}")]
-    BadLocation {
-        /// The location as given.
-        uri: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The object store refused or failed an operation.
-    #[error("object store error on {uri}")]
-    ObjectStore {
-        /// The object concerned.
-        uri: String,
-        /// The store's error.
-        #[source]
-        source: object_store::Error,
-    },
-    /// An object that must exist does not.
-    #[error("{uri} does not exist")]
-    NotFound {
-        /// The missing object.
-        uri: String,
-    },
+    /// Storage failed: a bad location, a missing object, or the object store's own error.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     /// An image list could not be parsed.
     #[error("bad image list {uri} (line {line}): {reason}")]
     BadList {
@@ -95,10 +77,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn store(uri: impl Into<String>, source: object_store::Error) -> Self {
-        match source {
-            object_store::Error::NotFound { .. } => StoreError::NotFound { uri: uri.into() },
-            source => StoreError::ObjectStore { uri: uri.into(), source },
-        }
+    /// Whether an object that must exist does not.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::Storage(StorageError::NotFound { .. }))
     }
 }

@@ -18,7 +18,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use url::Url;
 
 use crate::error::StoreError;
-use crate::location::{Stores, to_url};
+use delf_storage::{Stores, to_url};
 
 /// One image of a list.
 #[derive(Debug, Clone, PartialEq, Eq)]

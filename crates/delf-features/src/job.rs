@@ -24,7 +24,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-use crate::location::Location;
+use delf_storage::{Location, StorageError};
 
 /// Format of `job.json`, commit records and the manifest.
 pub const JOB_FORMAT: u32 = 1;
@@ -250,8 +250,8 @@ impl FeatureStore {
         let path = self.commit_path(unit);
         match self.loc.get(&path).await {
             Ok(bytes) => Ok(Some(self.parse(&path, &bytes)?)),
-            Err(StoreError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -323,8 +323,8 @@ impl FeatureStore {
         }
         let current: Claim = match self.loc.get(&path).await {
             Ok(bytes) => self.parse(&path, &bytes)?,
-            Err(StoreError::NotFound { .. }) => return self.loc.put_if_absent(&path, Self::json(&claim)).await,
-            Err(e) => return Err(e),
+            Err(StorageError::NotFound { .. }) => return Ok(self.loc.put_if_absent(&path, Self::json(&claim)).await?),
+            Err(e) => return Err(e.into()),
         };
         if current.worker == worker || current.expires_unix_s <= unix_now() {
             self.loc.put(&path, Self::json(&claim)).await?;
@@ -335,7 +335,38 @@ impl FeatureStore {
 
     /// Gives a unit's lease back.
     pub async fn release_claim(&self, unit: usize) -> Result<(), StoreError> {
-        self.loc.delete(&self.loc.child(&format!("{CLAIMS_DIR}/{}.json", unit_name(unit)))).await
+        self.loc.delete(&self.loc.child(&format!("{CLAIMS_DIR}/{}.json", unit_name(unit)))).await?;
+        Ok(())
+    }
+
+    /// Re-reads a committed unit's feature file and holds it against its commit record: size, checksum, rows and
+    /// descriptors. A file that differs is a [`StoreError::Schema`] saying how.
+    pub async fn verify_unit(&self, record: &CommitRecord) -> Result<(), StoreError> {
+        let path = self.loc.child(&record.features_file);
+        let uri = self.loc.uri_of(&path);
+        let bytes = self.loc.get(&path).await?;
+        let (crc, size) = (crate::shard_file::crc32_hex(&bytes), bytes.len() as u64);
+        let (_, rows) = crate::shard_file::decode_features(&uri, bytes)?;
+        let descriptors: u64 = rows.iter().map(|r| r.features.len() as u64).sum();
+        if crc == record.features_crc32
+            && size == record.features_bytes
+            && rows.len() == record.rows
+            && descriptors == record.descriptors
+        {
+            return Ok(());
+        }
+        Err(StoreError::Schema {
+            uri,
+            reason: format!(
+                "the file has crc32 {crc}, {size} bytes, {} rows, {descriptors} descriptors; its commit record says \
+                 {}, {}, {}, {}",
+                rows.len(),
+                record.features_crc32,
+                record.features_bytes,
+                record.rows,
+                record.descriptors
+            ),
+        })
     }
 
     /// The job and its committed units.
@@ -367,7 +398,7 @@ impl FeatureStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::location::Stores;
+    use delf_storage::Stores;
 
     pub(crate) fn spec(checksum: &str, unit_size: usize) -> JobSpec {
         JobSpec {

@@ -1,6 +1,5 @@
 //! Feature storage of delf-rs: where batch extraction writes and index builds read.
 //!
-//! - [`location`]: local folders and S3 / GCS / Azure buckets behind one `object_store` code path.
 //! - [`image_list`]: the image lists a batch job extracts (text, CSV or Parquet).
 //! - [`plan`]: the list cut into fixed work units, and which units a worker takes.
 //! - [`schema`]: the versioned Arrow schema of feature shards and error tables.
@@ -13,7 +12,6 @@
 pub mod error;
 pub mod image_list;
 pub mod job;
-pub mod location;
 pub mod plan;
 pub mod schema;
 pub mod shard_file;
@@ -22,7 +20,6 @@ pub mod worker;
 pub use error::StoreError;
 pub use image_list::{ImageList, ListEntry};
 pub use job::{CommitRecord, FeatureStore, JobManifest, JobSpec};
-pub use location::{Location, Stores};
 pub use plan::{Assignment, WorkPlan};
 pub use schema::{ErrorRow, FailureKind, FeatureRow};
 pub use shard_file::{FeatureFileReader, ShardOptions, ShardWriter};

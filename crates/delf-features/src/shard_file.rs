@@ -25,8 +25,8 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
 
 use crate::error::StoreError;
-use crate::location::Location;
 use crate::schema::{self, ErrorRow, FeatureRow, FileHeader};
+use delf_storage::{Location, StorageError};
 
 /// How shards are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +158,7 @@ pub async fn write_errors(loc: &Location, path: &Path, rows: &[ErrorRow]) -> Res
     let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).map_err(parquet)?;
     w.write(&batch).map_err(parquet)?;
     w.close().map_err(parquet)?;
-    let written = WrittenFile { bytes: buf.len() as u64, crc32: format!("{:08x}", crc32fast::hash(&buf)) };
+    let written = WrittenFile { bytes: buf.len() as u64, crc32: crc32_hex(&buf) };
     loc.put(path, Bytes::from(buf)).await?;
     Ok(written)
 }
@@ -204,7 +204,7 @@ type BatchStream = ParquetRecordBatchStream<ObjectReader>;
 
 async fn open_batches(loc: &Location, path: &Path) -> Result<(SchemaRef, BatchStream), StoreError> {
     let uri = loc.uri_of(path);
-    let meta = loc.head(path).await?.ok_or_else(|| StoreError::NotFound { uri: uri.clone() })?;
+    let meta = loc.head(path).await?.ok_or_else(|| StorageError::NotFound { uri: uri.clone() })?;
     let reader = ObjectReader { store: Arc::clone(loc.store()), path: path.clone(), size: meta.size };
     let parquet = |source| StoreError::Parquet { uri: uri.clone(), source };
     let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(parquet)?;
@@ -248,6 +248,11 @@ impl FeatureFileReader {
     }
 }
 
+/// The checksum commit records give a file: CRC-32 of its bytes, as 8 lower-case hex digits.
+pub fn crc32_hex(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(bytes))
+}
+
 /// Decodes a whole feature file already in memory (for checks that also need its bytes, such as a checksum): the
 /// same schema checks as [`FeatureFileReader`], without reading the object again.
 pub fn decode_features(uri: &str, bytes: Bytes) -> Result<(FileHeader, Vec<FeatureRow>), StoreError> {
@@ -279,8 +284,8 @@ mod tests {
     use delf_core::{FeatureSet, Keypoint};
 
     use super::*;
-    use crate::location::Stores;
     use crate::schema::FailureKind;
+    use delf_storage::Stores;
 
     fn row(i: usize, n: usize, dim: usize, fp: &Fingerprint) -> FeatureRow {
         let keypoints = (0..n)
@@ -320,7 +325,7 @@ mod tests {
         let written = w.finish().await.unwrap();
         let on_disk = std::fs::read(dir.path().join("features/unit-000000.parquet")).unwrap();
         assert_eq!(written.bytes, on_disk.len() as u64);
-        assert_eq!(written.crc32, format!("{:08x}", crc32fast::hash(&on_disk)));
+        assert_eq!(written.crc32, crc32_hex(&on_disk));
 
         let reader = FeatureFileReader::open(&loc, &path).await.unwrap();
         assert_eq!(reader.header.fingerprint, fp);
@@ -354,7 +359,7 @@ mod tests {
         }
         assert!(matches!(
             FeatureFileReader::open(&loc, &loc.child("none.parquet")).await,
-            Err(StoreError::NotFound { .. })
+            Err(e) if e.is_not_found()
         ));
         // An error table is valid Parquet but not a feature shard.
         let errors = loc.child("e.parquet");

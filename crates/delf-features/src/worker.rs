@@ -20,10 +20,10 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::error::StoreError;
 use crate::image_list::{ImageList, ListEntry};
 use crate::job::{CommitOutcome, CommitRecord, FeatureStore, unix_now};
-use crate::location::Stores;
 use crate::plan::{Assignment, WorkPlan};
 use crate::schema::{ErrorRow, FailureKind, FeatureRow, META_JOB, META_UNIT};
 use crate::shard_file::{ShardOptions, ShardWriter, write_errors};
+use delf_storage::Stores;
 
 /// The network, as the worker sees it: features of a batch of decoded images.
 pub trait BatchExtractor {

@@ -14,10 +14,11 @@ use bytes::Bytes;
 use delf_core::{FeatureSet, Fingerprint, Keypoint};
 use delf_features::job::{COMMITS_DIR, FEATURES_DIR, JOB_FORMAT, MANIFEST_FILE};
 use delf_features::{
-    Assignment, BatchExtractor, FailureKind, FeatureFileReader, FeatureRow, FeatureStore, ImageList, JobSpec, Location,
-    ShardOptions, ShardWriter, StoreError, Stores, WorkPlan, Worker, WorkerOptions, WorkerSummary,
+    Assignment, BatchExtractor, FailureKind, FeatureFileReader, FeatureRow, FeatureStore, ImageList, JobSpec,
+    ShardOptions, ShardWriter, StoreError, WorkPlan, Worker, WorkerOptions, WorkerSummary,
 };
 use delf_image::RgbImage;
+use delf_storage::{Location, StorageError, Stores};
 use delf_testkit::S3Server;
 
 /// Features computed from pixel values: a few keypoints per image, descriptors from the pixels under them.
@@ -329,7 +330,7 @@ fn s3_round_trip_against_a_real_s3_compatible_server() {
     // A missing bucket is a typed error, not a panic.
     let missing = open_job(&rt, Arc::clone(&stores), "s3://no-such-bucket/list.txt", "s3://features/x", 3);
     assert!(
-        matches!(missing, Err(StoreError::NotFound { .. } | StoreError::ObjectStore { .. })),
+        matches!(missing, Err(StoreError::Storage(StorageError::NotFound { .. } | StorageError::ObjectStore { .. }))),
         "{:?}",
         missing.err()
     );

@@ -30,6 +30,6 @@ pub use scan::ScanKernel;
 pub use search::{exact_search, search};
 pub use shard::{ImageEntry, NewImage, Shard, ShardInfo};
 pub use sharded::ShardedIndex;
-pub use spec::{IndexSpec, SearchParams};
+pub use spec::{DEFAULT_NPROBE, IndexSpec, SearchParams};
 pub use synthetic::SyntheticDescriptors;
 pub use topk::{Neighbor, merge_neighbor_lists};

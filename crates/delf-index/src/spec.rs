@@ -104,9 +104,13 @@ pub struct SearchParams {
     pub max_distance: Option<f32>,
 }
 
+/// Coarse cells visited per query descriptor unless told otherwise: the one default of the CLI, new indexes'
+/// manifests, benchmarks and library callers.
+pub const DEFAULT_NPROBE: usize = 16;
+
 impl Default for SearchParams {
     fn default() -> Self {
-        Self { k: 60, nprobe: 8, max_distance: None }
+        Self { k: 60, nprobe: DEFAULT_NPROBE, max_distance: None }
     }
 }
 
@@ -175,7 +179,7 @@ mod tests {
         assert!(SearchParams { max_distance: Some(f32::NAN), ..Default::default() }.validate(&spec).is_err());
         assert_eq!(
             SearchParams { max_distance: Some(0.8), ..Default::default() }.to_string(),
-            "k=60,nprobe=8,maxd=0.8"
+            "k=60,nprobe=16,maxd=0.8"
         );
     }
 }

@@ -82,7 +82,7 @@ fn save_and_load_give_identical_results() {
     index.save(dir.path()).unwrap();
     let loaded = ShardedIndex::load(dir.path(), 2).unwrap();
     let queries = clustered(50, 8);
-    let params = SearchParams::default();
+    let params = SearchParams { nprobe: 8, ..SearchParams::default() };
     let k = ScanKernel::detect();
     assert_eq!(index.search(&queries, DIM, &params, k).unwrap(), loaded.search(&queries, DIM, &params, k).unwrap());
     assert_eq!(loaded.image(7).unwrap().name, "img00007.jpg");

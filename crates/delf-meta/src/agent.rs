@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use delf_cluster::index_node::{IndexNodeService, ShardKey};
-use delf_features::Stores;
 use delf_proto::v1 as pb;
+use delf_storage::Stores;
 
 use crate::client::Coordinators;
 use crate::state::NodeRole;

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use delf_cluster::Security;
 use delf_proto::MAX_MESSAGE_BYTES;
 use delf_proto::v1 as pb;
 use delf_proto::v1::meta_client::MetaClient;
+use delf_rpc::Security;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -40,7 +40,7 @@ impl Coordinators {
         let connect = Duration::from_secs(1);
         let clients = addresses
             .iter()
-            .map(|a| Ok((a.clone(), meta(delf_cluster::client::channel(a, connect, security)?))))
+            .map(|a| Ok((a.clone(), meta(delf_rpc::client::channel(a, connect, security)?))))
             .collect::<Result<_, crate::MetaError>>()?;
         Ok(Self { clients, security: security.clone(), timeout })
     }
@@ -77,7 +77,7 @@ impl Coordinators {
     }
 
     fn request<T>(&self, m: T, t: Duration) -> tonic::Request<T> {
-        delf_cluster::client::request(m, &delf_cluster::client::new_request_id(), self.security.token(), t)
+        delf_rpc::client::request(m, &delf_rpc::client::new_request_id(), self.security.token(), t)
     }
 
     /// Proposes a command; a refusal by the state machine is FAILED_PRECONDITION.

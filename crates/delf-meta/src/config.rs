@@ -88,7 +88,7 @@ impl MetaConfig {
             return bad("meta.coordinators: ids must be positive and unique".into());
         }
         for p in &self.coordinators {
-            delf_cluster::config::check_addr(&p.address)?;
+            delf_rpc::check_addr(&p.address)?;
         }
         if self.election_ticks <= self.heartbeat_ticks || self.heartbeat_ticks == 0 {
             return bad("meta.election_ticks must be larger than meta.heartbeat_ticks (> 0)".into());

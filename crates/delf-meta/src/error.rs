@@ -41,7 +41,13 @@ pub enum MetaError {
     /// The Raft thread stopped.
     #[error("the raft thread stopped")]
     Stopped,
-    /// A cluster role failed (addresses, TLS, serving).
+    /// gRPC could not be set up (addresses, TLS, binding).
+    #[error(transparent)]
+    Rpc(#[from] delf_rpc::RpcError),
+    /// A cluster role this coordinator hosts failed (an index it loads, the role's server).
     #[error(transparent)]
     Cluster(#[from] delf_cluster::ClusterError),
+    /// Object storage failed (fetching an index manifest).
+    #[error(transparent)]
+    Store(#[from] delf_storage::StorageError),
 }

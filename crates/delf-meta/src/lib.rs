@@ -3,10 +3,11 @@
 //! URI, fingerprint, loading / active / retired), which version each index name serves, and which index node holds
 //! which shard of which version.
 //!
-//! - [`state`]: the replicated state machine ([`MetaState`], [`Command`]); [`assign`] places shards on nodes.
+//! - [`state`]: what the replicated state holds ([`MetaState`]) and the commands that change it ([`Command`]);
+//!   [`apply`] applies them deterministically; [`assign`] places shards on nodes.
 //! - [`storage`]: the durable Raft log, hard state and snapshots on disk (fsync; torn tails are cut on restart).
 //! - [`node`]: the tick / step / ready loop on a thread of its own, proposals, read index, membership changes,
-//!   snapshots and log compaction.
+//!   snapshots and log compaction; [`handle`] is how everything else talks to it.
 //! - [`transport`] and [`service`]: Raft messages and client calls over the project's gRPC (`delf.v1.Meta`),
 //!   writes and heartbeats forwarded to the leader, node liveness judged by the leader.
 //! - [`agent`]: what index nodes and workers run: register, heartbeat, load and unload assigned shards.
@@ -15,11 +16,13 @@
 //! The fault model and what is guaranteed: docs/cluster-metadata.md.
 
 pub mod agent;
+pub mod apply;
 pub mod assign;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod fault;
+pub mod handle;
 mod logger;
 pub mod node;
 pub mod service;

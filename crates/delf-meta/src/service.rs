@@ -6,19 +6,19 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use delf_cluster::Security;
-use delf_cluster::client::Channels;
-use delf_cluster::server::BearerAuth;
 use delf_proto::MAX_MESSAGE_BYTES;
 use delf_proto::v1 as pb;
 use delf_proto::v1::meta_server::{Meta, MetaServer};
+use delf_rpc::BearerAuth;
+use delf_rpc::Channels;
+use delf_rpc::Security;
 use protobuf::Message as _;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::config::MetaConfig;
 use crate::error::MetaError;
-use crate::node::RaftHandle;
+use crate::handle::RaftHandle;
 use crate::state::{Applied, Command, NodeRole};
 use crate::transport::Transport;
 
@@ -88,7 +88,7 @@ impl MetaService {
             let view = self.inner.raft.view();
             let is_leader = view.role == "leader";
             let set =
-                |name: &'static str, help: &'static str, v: u64| delf_cluster::metrics::set(name, help, &[], v as f64);
+                |name: &'static str, help: &'static str, v: u64| delf_rpc::metrics::set(name, help, &[], v as f64);
             set("delf_raft_term", "Current Raft term of this coordinator", view.term);
             set("delf_raft_leader", "1 while this coordinator is the Raft leader", u64::from(is_leader));
             set("delf_raft_applied_index", "Last Raft log index applied to the metadata here", view.applied);
@@ -157,7 +157,7 @@ impl Inner {
     }
 
     fn forward_request<T>(&self, m: T) -> Request<T> {
-        delf_cluster::client::request(m, "forwarded", self.security.token(), self.config.request_timeout())
+        delf_rpc::client::request(m, "forwarded", self.security.token(), self.config.request_timeout())
     }
 
     async fn propose(&self, command: Command, forwarded: bool) -> Result<pb::ProposeResponse, Status> {
@@ -182,7 +182,7 @@ impl Inner {
     async fn heartbeat(&self, r: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse, Status> {
         let role = NodeRole::parse(&r.role)
             .ok_or_else(|| Status::invalid_argument(format!("role {:?} is not index-node or worker", r.role)))?;
-        delf_cluster::config::check_addr(&r.address).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        delf_rpc::check_addr(&r.address).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if r.node.is_empty() {
             return Err(Status::invalid_argument("the heartbeat names no node"));
         }
@@ -269,7 +269,7 @@ impl Meta for MetaService {
             return Err(Status::invalid_argument("coordinator ids are positive"));
         }
         if !r.remove {
-            delf_cluster::config::check_addr(&r.address).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            delf_rpc::check_addr(&r.address).map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
         let t = self.inner.config.request_timeout();
         match self.inner.raft.change_members(r.id, r.address.clone(), r.remove, t).await {

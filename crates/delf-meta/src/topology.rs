@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use delf_cluster::ShardReplicas;
 use delf_cluster::coordinator::{CoordinatorService, Topology};
-use delf_features::Stores;
 use delf_search::IndexManifest;
 use delf_search::manifest::MANIFEST_FILE;
+use delf_storage::Stores;
 
-use crate::node::RaftHandle;
+use crate::handle::RaftHandle;
 use crate::state::{MetaState, NodeRole};
 
 /// What the coordinator should route to, without the manifest: (version, URI, shards, workers).
@@ -84,7 +84,7 @@ pub async fn follow(
 }
 
 async fn load_manifest(stores: &Stores, uri: &str, cache: &std::path::Path) -> Result<IndexManifest, String> {
-    let dir = delf_cluster::index_files::local_folder(stores, uri, cache, &[MANIFEST_FILE.to_string()])
+    let dir = delf_storage::mirror::local_folder(stores, uri, cache, &[MANIFEST_FILE.to_string()])
         .await
         .map_err(|e| e.to_string())?;
     IndexManifest::load(&dir).map_err(|e| e.to_string())

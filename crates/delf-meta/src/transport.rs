@@ -6,14 +6,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use delf_cluster::Security;
-use delf_cluster::client::Channels;
 use delf_proto::v1 as pb;
+use delf_rpc::Channels;
+use delf_rpc::Security;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use tokio::sync::mpsc;
 
-use crate::node::{RaftHandle, Request};
+use crate::handle::{RaftHandle, Request};
 
 /// Largest batch of Raft messages in one call.
 const BATCH: usize = 256;
@@ -110,7 +110,7 @@ impl Transport {
         let mut client = crate::client::meta(self.channels.get(&addr).map_err(|e| e.to_string())?);
         let messages = batch.iter().map(|m| m.write_to_bytes().unwrap_or_default()).collect();
         let request =
-            delf_cluster::client::request(pb::RaftMessages { messages }, "raft", self.security.token(), self.timeout);
+            delf_rpc::client::request(pb::RaftMessages { messages }, "raft", self.security.token(), self.timeout);
         match tokio::time::timeout(self.timeout, client.raft(request)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),

@@ -34,6 +34,11 @@ impl RetrievalConfig {
     /// distractor query reached 15 inliers while the weakest true match (excluding the aero pair, which no scorer
     /// verifies) had 24 (docs/search.md; with feature-norm scores: 18 and 41).
     pub const DEFAULT_MIN_INLIERS: usize = 20;
+
+    /// These settings with the ANN parameters an index's manifest stores (what it was built and tuned for).
+    pub fn for_index(self, manifest: &crate::IndexManifest) -> Self {
+        Self { search: manifest.search, ..self }
+    }
 }
 
 impl Default for RetrievalConfig {

@@ -44,7 +44,7 @@ pub enum TrainError {
     },
     /// Object storage failed.
     #[error(transparent)]
-    Store(#[from] delf_features::StoreError),
+    Store(#[from] delf_storage::StorageError),
     /// The network failed to load or run.
     #[error(transparent)]
     Model(#[from] delf_model::ModelError),

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use delf_features::image_list::{csv_fields, resolve};
-use delf_features::location::to_url;
+use delf_storage::to_url;
 
 use crate::TrainError;
 

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use delf_features::Stores;
 use delf_image::{DecodeLimits, decode_bytes};
 use delf_model::preprocess::Normalization;
+use delf_storage::Stores;
 use image::RgbImage;
 use image::imageops::{self, FilterType};
 use tch::{Kind, Tensor};

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use delf_features::Stores;
 use delf_model::preprocess::Normalization;
 use delf_model::{FeatureTap, LiteVariant, TensorFile};
+use delf_storage::Stores;
 use delf_testkit::{lite0_weights, train_photos_dir};
 use delf_train::loader::{BatchPlan, ImageSource, ViewSeed, render_batch};
 use delf_train::sgd::Sgd;

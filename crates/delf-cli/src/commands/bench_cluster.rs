@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use delf_cluster::config::{ClusterConfig, ShardReplicas};
+use delf_cluster::convert;
 use delf_cluster::coordinator::CoordinatorService;
 use delf_cluster::index_node::IndexNodeOptions;
-use delf_cluster::{Security, client, convert};
 use delf_core::FeatureSet;
 use delf_index::{ScanKernel, SearchParams, ShardedIndex};
 use delf_proto::v1 as pb;
+use delf_rpc::{Security, client};
 use delf_search::synthetic::SyntheticIndex;
 use delf_search::{IndexManifest, RetrievalConfig};
 
@@ -81,7 +82,7 @@ pub fn run(args: &BenchClusterArgs, config: &Config) -> Result<()> {
         let started = Instant::now();
         let (manifest, queries) = synthetic.build(dir.path(), queries_n)?;
         eprintln!("built {shards}-shard index in {:.1} s", started.elapsed().as_secs_f64());
-        let mut rc = crate::commands::serve::retrieval_config(config, &manifest);
+        let mut rc = config.retrieval().for_index(&manifest);
         rc.top = 10;
         let expected: Vec<String> = (0..queries.len())
             .map(|j| format!("synthetic/{:08}.jpg", j as u32 * (args.images / queries_n as u32).max(1)))
@@ -177,7 +178,7 @@ fn cluster(
         worker_timeout_ms: 60_000,
         ..ClusterConfig::default()
     };
-    let stores = Arc::new(delf_features::Stores::new());
+    let stores = Arc::new(delf_storage::Stores::new());
     let mut nodes = Vec::new();
     for s in &shards {
         for addr in &s.replicas {

@@ -4,6 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use delf_proto::v1 as pb;
+use delf_rpc::client;
+
 use anyhow::{Context, Result, bail};
 use delf_meta::client::Coordinators;
 use delf_meta::{Applied, Command};
@@ -11,7 +14,7 @@ use delf_search::IndexManifest;
 use delf_search::manifest::MANIFEST_FILE;
 
 use crate::cli::{ClusterCommand, MembersCommand};
-use crate::commands::query::RemoteError;
+use crate::commands::query::{RemoteError, connect};
 use crate::config::Config;
 
 fn coordinators(config: &Config) -> Result<Coordinators> {
@@ -36,8 +39,61 @@ fn print_applied(index: u64, applied: &Applied) {
     }
 }
 
-/// Runs a metadata subcommand.
+/// `delf cluster status`: the coordinator's view of the index, its shards and workers.
+fn status(coordinator: Option<&String>, json: bool, config: &Config) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let _in_runtime = rt.enter();
+    let mut c = connect(coordinator, config)?;
+    let id = client::new_request_id();
+    let request =
+        client::request(pb::ClusterStatusRequest {}, &id, config.cluster.token.as_deref(), Duration::from_secs(10));
+    let s = rt.block_on(c.cluster_status(request)).map_err(RemoteError::from).context("cluster status")?.into_inner();
+    if json {
+        let shards: Vec<serde_json::Value> = s
+            .shards
+            .iter()
+            .map(|sh| serde_json::json!({"shard": sh.shard_id, "replicas": sh.replicas, "healthy": sh.healthy}))
+            .collect();
+        let v = serde_json::json!({
+            "version": s.version,
+            "index_spec": s.index_spec,
+            "descriptor_fingerprint": s.descriptor_fingerprint,
+            "shard_count": s.shard_count,
+            "images": s.images,
+            "descriptors": s.descriptors,
+            "shards": shards,
+            "workers": s.workers,
+            "workers_healthy": s.workers_healthy,
+        });
+        println!("{v}");
+    } else {
+        let version = if s.version.is_empty() { String::new() } else { format!("version {}: ", s.version) };
+        println!(
+            "{version}index {} ({} shards, {} images, {} descriptors), descriptors {}",
+            s.index_spec, s.shard_count, s.images, s.descriptors, s.descriptor_fingerprint
+        );
+        for sh in &s.shards {
+            let replicas: Vec<String> = sh
+                .replicas
+                .iter()
+                .zip(&sh.healthy)
+                .map(|(a, h)| format!("{a} ({})", if *h { "ready" } else { "DOWN" }))
+                .collect();
+            let up = sh.healthy.iter().filter(|h| **h).count();
+            println!("  shard {}: {up}/{} ready: {}", sh.shard_id, sh.replicas.len(), replicas.join(", "));
+        }
+        for (w, h) in s.workers.iter().zip(&s.workers_healthy) {
+            println!("  worker {w}: {}", if *h { "serving" } else { "DOWN" });
+        }
+    }
+    Ok(())
+}
+
+/// `delf cluster ...`: the status, or a metadata subcommand.
 pub fn run(command: &ClusterCommand, config: &Config) -> Result<()> {
+    if let ClusterCommand::Status { coordinator, json } = command {
+        return status(coordinator.as_ref(), *json, config);
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let _in_runtime = rt.enter();
     let c = coordinators(config)?;
@@ -45,7 +101,7 @@ pub fn run(command: &ClusterCommand, config: &Config) -> Result<()> {
         rt.block_on(c.propose(&command)).map_err(RemoteError::from).context("proposal")
     };
     match command {
-        ClusterCommand::Status { .. } => unreachable!("served by query::cluster"),
+        ClusterCommand::Status { .. } => Ok(()), // answered above
         ClusterCommand::Meta { json } => {
             let (state, applied) =
                 rt.block_on(c.state(false)).map_err(RemoteError::from).context("reading the state")?;
@@ -96,10 +152,10 @@ pub fn run(command: &ClusterCommand, config: &Config) -> Result<()> {
             Ok(())
         }
         ClusterCommand::Register { version, index, name, replicas } => {
-            let stores = delf_features::Stores::new();
+            let stores = delf_storage::Stores::new();
             let cache = config.cluster.cache_dir.clone().unwrap_or_else(|| config.home.join("cluster-cache"));
             let files = [MANIFEST_FILE.to_string()];
-            let dir = rt.block_on(delf_cluster::index_files::local_folder(&stores, index, &cache, &files))?;
+            let dir = rt.block_on(delf_storage::mirror::local_folder(&stores, index, &cache, &files))?;
             let manifest = IndexManifest::load(&dir)?;
             let (at, applied) = propose(Command::RegisterVersion {
                 version: version.clone(),

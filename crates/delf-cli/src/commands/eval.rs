@@ -62,14 +62,6 @@ fn ranking(r: &Retrieval) -> Vec<u32> {
     r.results.iter().map(|v| v.image).chain(r.voted.iter().map(|v| v.0)).filter(|i| seen.insert(*i)).collect()
 }
 
-/// A searcher tuned for evaluation: every verified candidate returned, none cut by `min_inliers`.
-pub fn eval_searcher(index: &Path, config: &Config, device: Option<&str>) -> Result<Searcher> {
-    let mut s = Searcher::open(index, config, device)?;
-    s.rc.top = usize::MAX;
-    s.rc.verify.policy.min_inliers = 0;
-    Ok(s)
-}
-
 /// Where the answers of a pairs evaluation come from.
 enum Answers<'a> {
     /// JSON lines computed before.
@@ -90,7 +82,7 @@ fn pairs_eval(gt_path: &Path, source: Answers<'_>, json: bool, html: Option<&Pat
     let answers: Vec<Answer> = match source {
         Answers::File(path) => read_answers(path)?,
         Answers::Search { index, queries_dir, device } => {
-            let searcher = eval_searcher(index, config, device)?;
+            let searcher = Searcher::open_for_eval(index, config, device)?;
             let dir = queries_dir
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| gt_path.parent().unwrap_or(Path::new(".")).to_path_buf());
@@ -237,30 +229,8 @@ fn revisitop_index(
         });
     }
     eprintln!("building the index of {} database images in {} (reruns reuse it)", paths.len(), dir.display());
-    build_index_of(&paths, &dir, device, config)?;
+    crate::commands::index_build::build_index_of(&paths, &dir, device, config)?;
     Ok(dir)
-}
-
-/// Builds (or resumes building) a one-shard index in `dir` of the images at `paths` (absolute; they become the
-/// image ids), with the default PCA and structure; its summary goes to stderr.
-pub fn build_index_of(paths: &[PathBuf], dir: &Path, device: Option<&str>, config: &Config) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let list = dir.join("database-images.txt");
-    let text: String = paths.iter().map(|p| format!("{}\n", p.display())).collect();
-    std::fs::write(&list, text).with_context(|| format!("writing {}", list.display()))?;
-    let args = crate::cli::IndexBuildArgs {
-        source: Some(list.display().to_string()),
-        features: None,
-        out: dir.to_path_buf(),
-        shards: 1,
-        spec: None,
-        pca: None,
-        pca_sample: crate::cli::DEFAULT_PCA_SAMPLE,
-        dim: crate::cli::DEFAULT_PCA_DIM,
-        nprobe: crate::cli::DEFAULT_NPROBE,
-        device: device.map(str::to_string),
-    };
-    crate::commands::index_build::build(&args, config, &mut std::io::stderr())
 }
 
 fn stem(id: &str) -> String {
@@ -278,7 +248,7 @@ fn revisitop_eval(
 ) -> Result<()> {
     let gt = GroundTruth::load(gnd)?;
     let index = revisitop_index(gnd, &gt, images, index, device, config)?;
-    let searcher = eval_searcher(&index, config, device)?;
+    let searcher = Searcher::open_for_eval(&index, config, device)?;
     let by_stem: HashMap<String, usize> = gt.imlist.iter().enumerate().map(|(i, n)| (stem(n), i)).collect();
     // Index image number -> dataset image number.
     let mut to_dataset: HashMap<u32, usize> = HashMap::new();

@@ -13,8 +13,9 @@ use delf_eval::views::{self, PhotoList, ViewsSet};
 
 use crate::cli::EvalViewsArgs;
 use crate::commands::bench_cluster::percentile;
-use crate::commands::eval::{build_index_of, eval_searcher};
+use crate::commands::index_build::build_index_of;
 use crate::commands::model;
+use crate::commands::search::Searcher;
 use crate::config::Config;
 
 /// Every 4th photo of each role in `--quick` runs.
@@ -110,7 +111,7 @@ fn search_all(
     device: Option<&str>,
     config: &Config,
 ) -> Result<Run> {
-    let searcher = eval_searcher(index, config, device)?;
+    let searcher = Searcher::open_for_eval(index, config, device)?;
     let threshold = config.search.min_inliers as f64;
     let mut progress = crate::progress::Progress::new("searching", set.queries.len());
     let answers = out.join("answers-delf.jsonl");

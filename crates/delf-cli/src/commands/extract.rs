@@ -1,5 +1,5 @@
 //! `delf extract IMAGE...`: DELF features of each image, as a table, JSON lines on stdout, or a JSON-lines file.
-//! With `--list`, a batch job into Parquet feature shards ([`crate::commands::batch_extract`]).
+//! With `--list`, a batch job into Parquet feature shards instead (`commands::batch_extract`).
 
 use std::io::Write;
 use std::path::Path;
@@ -12,24 +12,9 @@ use crate::cli::ExtractArgs;
 use crate::commands::model;
 use crate::config::Config;
 
-/// The configured extraction settings with the command line's overrides.
-pub fn settings(args: &ExtractArgs, config: &Config) -> delf_model::ExtractConfig {
-    let mut settings = config.extract.to_config();
-    if let Some(n) = args.max_features {
-        settings.max_features = n;
-    }
-    if let Some(m) = args.max_side {
-        settings.max_side = (m > 0).then_some(m);
-    }
-    settings
-}
-
 /// Extracts every image; a failing image is reported and skipped, and the command then exits with code 3.
 pub fn run(args: &ExtractArgs, config: &Config) -> Result<()> {
-    if let Some(list) = &args.list {
-        return crate::commands::batch_extract::run(list, args, config);
-    }
-    let settings = settings(args, config);
+    let settings = args.overrides(config.extract.to_config());
     let device = model::device(args.device.as_deref(), config)?;
     let extractor = model::extractor(config, settings, args.pca.as_deref(), device)?;
     tracing::info!(fingerprint = %extractor.fingerprint(), dim = extractor.dim(), "extractor ready");

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
-use delf_features::shard_file::{decode_features, read_errors};
-use delf_features::{FeatureFileReader, FeatureStore, Stores};
+use delf_features::shard_file::read_errors;
+use delf_features::{FeatureFileReader, FeatureStore};
+use delf_storage::Stores;
 
 use crate::cli::{FeaturesCommand, FeaturesInspectArgs};
 
@@ -86,26 +87,8 @@ fn inspect(args: &FeaturesInspectArgs) -> Result<()> {
     if args.verify {
         let mut bad = Vec::new();
         for unit in &manifest.units {
-            let path = loc.child(&unit.features_file);
-            let check = rt.block_on(async {
-                let bytes = loc.get(&path).await?;
-                let crc = format!("{:08x}", crc32fast::hash(&bytes));
-                let size = bytes.len() as u64;
-                let (_, rows) = decode_features(&loc.uri_of(&path), bytes)?;
-                let descriptors: u64 = rows.iter().map(|r| r.features.len() as u64).sum();
-                Ok::<_, delf_features::StoreError>((crc, rows.len(), descriptors, size))
-            });
-            match check {
-                Ok((crc, rows, descriptors, bytes))
-                    if crc == unit.features_crc32
-                        && rows == unit.rows
-                        && descriptors == unit.descriptors
-                        && bytes == unit.features_bytes => {}
-                Ok((crc, rows, descriptors, _)) => bad.push(format!(
-                    "unit {}: file has crc32 {crc}, {rows} rows, {descriptors} descriptors; its record says {}, {}, {}",
-                    unit.unit, unit.features_crc32, unit.rows, unit.descriptors
-                )),
-                Err(e) => bad.push(format!("unit {}: {e:#}", unit.unit)),
+            if let Err(e) = rt.block_on(store.verify_unit(unit)) {
+                bad.push(format!("unit {}: {e:#}", unit.unit));
             }
         }
         if !bad.is_empty() {

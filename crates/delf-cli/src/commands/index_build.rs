@@ -1,49 +1,86 @@
 //! `delf index build SOURCE --out DIR`: an extraction job over the source's images (raw descriptors, Parquet feature
 //! shards in `DIR/extraction`, each unit committed exactly once, so a rerun resumes), then the index from those
-//! shards (`index_from_features`): PCA fitted on a sample unless given, codebooks, shards, manifest. Everything lands
-//! in one folder (docs/search.md). `--features PREFIX` skips the extraction and indexes an existing job.
+//! shards: PCA fitted on a sample unless given, codebooks, shards, manifest. Everything lands in one folder
+//! (docs/search.md). `--features PREFIX` skips the extraction and indexes an existing job. The pipeline is
+//! `delf-build`'s; this command wires the model and the flags to it and prints the summary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::Instant;
 
-use anyhow::{Result, bail};
-use delf_features::{Assignment, ImageList, ListEntry, StoreError, Stores};
-use delf_search::ImageSource;
+use anyhow::{Context, Result, bail};
+use delf_build::{BuildOptions, Built, ExtractionJob, JobSettings, MakeReducer};
+use delf_features::{Assignment, StoreError};
 use delf_search::manifest::EXTRACTION_DIR;
+use delf_storage::Stores;
 
-use crate::cli::{BatchJobArgs, IndexBuildArgs};
-use crate::commands::batch_extract::JobRun;
-use crate::commands::{index_from_features, model};
-use crate::config::Config;
+use crate::cli::IndexBuildArgs;
+use crate::commands::model;
+use crate::config::{Config, ExtractSettings};
+use crate::progress::StageBars;
 
 /// Images per work unit of an index build's extraction: what a killed build redoes at most.
 const UNIT_SIZE: usize = 64;
 
-/// The images of SOURCE as a list, and the folder relative ids resolve against. A local folder or list is listed
-/// with each file's size and modification time in the list checksum, so a changed corpus is extracted afresh; an
-/// object-store list (`s3://...`) is read as it is.
-fn source_list(source: &str, stores: &Stores, rt: &tokio::runtime::Runtime) -> Result<(ImageList, Option<PathBuf>)> {
-    if source.contains("://") {
-        return Ok((rt.block_on(ImageList::load(stores, source))?, None));
-    }
-    let listed = ImageSource::list(source)?;
-    let mut hasher = crc32fast::Hasher::new();
-    let mut entries = Vec::with_capacity(listed.images.len());
-    for im in &listed.images {
-        let meta = std::fs::metadata(&im.path).ok();
-        let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
-        let mtime = meta
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        hasher.update(format!("{}\t{}\t{len}\t{mtime}\n", im.id, im.path.display()).as_bytes());
-        let uri = url::Url::from_file_path(&im.path)
-            .map_err(|()| anyhow::anyhow!("{} is not an absolute path", im.path.display()))?;
-        entries.push(ListEntry { image_id: im.id.clone(), uri: uri.to_string() });
-    }
-    let list = ImageList { uri: source.to_string(), entries, checksum: format!("{:08x}", hasher.finalize()) };
-    Ok((list, Some(listed.root)))
+/// The build options these flags ask for (`--pca` falls back to `model.pca`).
+fn options(opts: &IndexBuildArgs, config: &Config) -> Result<BuildOptions> {
+    let options = BuildOptions {
+        out: opts.out.clone(),
+        shards: opts.shards,
+        spec: opts.spec.as_deref().map(str::parse).transpose()?,
+        pca: opts.pca.clone().or_else(|| config.model.pca.clone()),
+        pca_sample: opts.pca_sample,
+        dim: opts.dim,
+        nprobe: opts.nprobe,
+    };
+    options.validate()?;
+    Ok(options)
+}
+
+/// Builds the index from the completed job at `prefix` with the configured model reducing raw descriptors.
+fn from_features(
+    rt: &tokio::runtime::Runtime,
+    stores: &Stores,
+    prefix: &str,
+    opts: &IndexBuildArgs,
+    config: &Config,
+    root: Option<PathBuf>,
+    source: &str,
+) -> Result<Built> {
+    let options = options(opts, config)?;
+    let reducer: &MakeReducer<'_> = &|job, pca| {
+        let make = || -> Result<delf_model::Extractor> {
+            let settings = ExtractSettings::from_stored(&job.extract, "job", config)?;
+            let device = model::device(opts.device.as_deref(), config)?;
+            model::extractor(config, settings.to_config(), Some(pca), device)
+        };
+        make().map_err(|e| delf_build::BuildError::Reducer(e.into()))
+    };
+    let mut bars = StageBars::default();
+    Ok(delf_build::build_from_features(rt, stores, prefix, &options, reducer, root, source, &mut bars)?)
+}
+
+/// Writes what a build made: `what` completes the descriptor count's parenthesis.
+fn write_summary(
+    report: &mut dyn std::io::Write,
+    built: &Built,
+    what: &str,
+    out: &Path,
+    started: Instant,
+) -> Result<()> {
+    let m = &built.manifest;
+    writeln!(
+        report,
+        "indexed {} images ({} descriptors, {what} into {}: {}, {} shard(s), {:.1} bytes per descriptor, {:.0} s",
+        m.images,
+        m.descriptors,
+        out.display(),
+        m.spec,
+        m.shards,
+        built.bytes_per_descriptor,
+        started.elapsed().as_secs_f64()
+    )?;
+    Ok(())
 }
 
 /// Runs the build, its summary on stdout.
@@ -53,55 +90,53 @@ pub fn run(opts: &IndexBuildArgs, config: &Config) -> Result<()> {
 
 /// Runs the build, its summary written to `report` (stderr where stdout carries another command's answer).
 pub fn build(opts: &IndexBuildArgs, config: &Config, report: &mut dyn std::io::Write) -> Result<()> {
-    let source = match (&opts.source, &opts.features) {
-        (_, Some(prefix)) => return index_from_features::run(prefix, opts, config),
-        (Some(source), None) => source.clone(),
-        (None, None) => bail!("give a SOURCE folder or list, or --features PREFIX"),
-    };
-    index_from_features::check_args(opts)?;
     let started = Instant::now();
     let rt = crate::commands::io_runtime()?;
     let stores = Arc::new(Stores::new());
-    let (list, root) = source_list(&source, &stores, &rt)?;
+    let source = match (&opts.source, &opts.features) {
+        (_, Some(prefix)) => {
+            let built = from_features(&rt, &stores, prefix, opts, config, None, prefix)?;
+            let m = &built.manifest;
+            let what = format!("{} failed at extraction) from {} feature shards", m.skipped.len(), built.units);
+            return write_summary(report, &built, &what, &opts.out, started);
+        }
+        (Some(source), None) => source.clone(),
+        (None, None) => bail!("give a SOURCE folder or list, or --features PREFIX"),
+    };
+    options(opts, config)?;
+    let (list, root) = delf_build::source_list(&source, &stores, &rt)?;
     let list = Arc::new(list);
     let job_dir = opts.out.join(EXTRACTION_DIR);
-    std::fs::create_dir_all(&job_dir)?;
+    std::fs::create_dir_all(&job_dir).with_context(|| format!("creating {}", job_dir.display()))?;
     let job_uri = job_dir.to_string_lossy().into_owned();
 
     let device = model::device(opts.device.as_deref(), config)?;
     let settings = config.extract.to_config();
     let raw_extractor = model::extractor(config, settings.clone(), None, device)?;
-    let job_args = BatchJobArgs {
-        unit_size: UNIT_SIZE,
-        batch: None,
-        fetch_concurrency: delf_features::DEFAULT_FETCH_CONCURRENCY,
-        decode_threads: None,
-        row_group: UNIT_SIZE,
-        worker_id: None,
-        lease_s: delf_features::DEFAULT_LEASE_S,
-    };
-    let job = JobRun {
+    let job_settings = JobSettings { unit_size: UNIT_SIZE, row_group: UNIT_SIZE, ..JobSettings::default() };
+    let job = ExtractionJob {
         rt: &rt,
         stores: Arc::clone(&stores),
         list: Arc::clone(&list),
         out: &job_uri,
         extractor: &raw_extractor,
-        settings: &settings,
+        extract: serde_json::to_value(ExtractSettings::from_config(&settings))?,
         pca: None,
         raw: true,
-        job: &job_args,
+        settings: &job_settings,
         assignment: Assignment::Dynamic,
     };
     let t = Instant::now();
-    let summary = match job.run() {
+    let mut bars = StageBars::default();
+    let summary = match job.run(&mut bars) {
         Ok((_, summary)) => summary,
-        Err(e) if e.downcast_ref::<StoreError>().is_some_and(|e| matches!(e, StoreError::JobMismatch { .. })) => {
+        Err(delf_build::BuildError::Features(e @ StoreError::JobMismatch { .. })) => {
             tracing::info!(reason = %e, "the images or the model changed since the last build: extracting afresh");
             std::fs::remove_dir_all(&job_dir)?;
             std::fs::create_dir_all(&job_dir)?;
-            job.run()?.1
+            job.run(&mut bars)?.1
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     if !summary.job_complete {
         bail!(
@@ -112,27 +147,36 @@ pub fn build(opts: &IndexBuildArgs, config: &Config, report: &mut dyn std::io::W
     let extract_s = t.elapsed().as_secs_f64();
     drop(raw_extractor);
 
-    let mut built = index_from_features::build(&rt, &stores, &job_uri, opts, config, root, &source)?;
+    let mut built = from_features(&rt, &stores, &job_uri, opts, config, root, &source)?;
     built.manifest.timings_s.insert(0, ("extract".to_string(), extract_s));
     built.manifest.save(&opts.out)?;
     let m = &built.manifest;
     let cached = m.images.saturating_sub(summary.rows);
-    writeln!(
-        report,
-        "indexed {} images ({} descriptors, {} from cache, {} skipped) into {}: {}, {} shard(s), {:.1} bytes per \
-         descriptor, {:.0} s",
-        m.images,
-        m.descriptors,
-        cached,
-        m.skipped.len(),
-        opts.out.display(),
-        m.spec,
-        m.shards,
-        built.bytes_per_descriptor,
-        started.elapsed().as_secs_f64()
-    )?;
+    write_summary(report, &built, &format!("{cached} from cache, {} skipped)", m.skipped.len()), &opts.out, started)?;
     for (id, why) in &m.skipped {
         writeln!(report, "skipped {id}: {why}")?;
     }
     Ok(())
+}
+
+/// Builds (or resumes building) a one-shard index in `dir` of the images at `paths` (absolute; they become the
+/// image ids), with the default PCA and structure; its summary goes to stderr.
+pub fn build_index_of(paths: &[PathBuf], dir: &Path, device: Option<&str>, config: &Config) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let list = dir.join("database-images.txt");
+    let text: String = paths.iter().map(|p| format!("{}\n", p.display())).collect();
+    std::fs::write(&list, text).with_context(|| format!("writing {}", list.display()))?;
+    let args = crate::cli::IndexBuildArgs {
+        source: Some(list.display().to_string()),
+        features: None,
+        out: dir.to_path_buf(),
+        shards: 1,
+        spec: None,
+        pca: None,
+        pca_sample: delf_build::options::DEFAULT_PCA_SAMPLE,
+        dim: delf_build::options::DEFAULT_PCA_DIM,
+        nprobe: delf_index::DEFAULT_NPROBE,
+        device: device.map(str::to_string),
+    };
+    build(&args, config, &mut std::io::stderr())
 }

@@ -13,7 +13,6 @@ pub mod eval_views;
 pub mod extract;
 pub mod features;
 pub mod index_build;
-pub mod index_from_features;
 pub mod matching;
 pub mod model;
 pub mod pca;
@@ -73,7 +72,7 @@ fn push(dir: &std::path::Path, uri: &str) -> Result<()> {
     }
     files.push(MANIFEST_FILE.to_string());
     let rt = io_runtime()?;
-    let stores = delf_features::Stores::new();
+    let stores = delf_storage::Stores::new();
     let location = stores.location(uri)?;
     let mut bytes_total = 0u64;
     for name in &files {

@@ -6,10 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use delf_cluster::client;
 use delf_proto::v1 as pb;
+use delf_rpc::client;
 
-use crate::cli::{ClusterCommand, FailurePolicyArg, HealthArgs, QueryArgs};
+use crate::cli::{FailurePolicyArg, HealthArgs, QueryArgs};
 use crate::config::Config;
 
 /// A call the cluster refused or failed, with its gRPC status code.
@@ -35,7 +35,7 @@ impl From<tonic::Status> for RemoteError {
     }
 }
 
-fn connect(
+pub fn connect(
     addr: Option<&String>,
     config: &Config,
 ) -> Result<delf_proto::v1::coordinator_client::CoordinatorClient<tonic::transport::Channel>> {
@@ -163,69 +163,6 @@ fn print_table(out: &mut impl Write, query: &Path, r: &pb::SearchResponse) -> Re
         writeln!(out, "  {:>4}  {:>6}  {:>6}  {}", m.rank, m.score, m.votes, m.image_id)?;
     }
     Ok(())
-}
-
-/// `delf cluster ...`.
-pub fn cluster(command: &ClusterCommand, config: &Config) -> Result<()> {
-    match command {
-        ClusterCommand::Status { coordinator, json } => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let _in_runtime = rt.enter();
-            let mut c = connect(coordinator.as_ref(), config)?;
-            let id = client::new_request_id();
-            let request = client::request(
-                pb::ClusterStatusRequest {},
-                &id,
-                config.cluster.token.as_deref(),
-                Duration::from_secs(10),
-            );
-            let s = rt
-                .block_on(c.cluster_status(request))
-                .map_err(RemoteError::from)
-                .context("cluster status")?
-                .into_inner();
-            if *json {
-                let shards: Vec<serde_json::Value> = s
-                    .shards
-                    .iter()
-                    .map(|sh| serde_json::json!({"shard": sh.shard_id, "replicas": sh.replicas, "healthy": sh.healthy}))
-                    .collect();
-                let v = serde_json::json!({
-                    "version": s.version,
-                    "index_spec": s.index_spec,
-                    "descriptor_fingerprint": s.descriptor_fingerprint,
-                    "shard_count": s.shard_count,
-                    "images": s.images,
-                    "descriptors": s.descriptors,
-                    "shards": shards,
-                    "workers": s.workers,
-                    "workers_healthy": s.workers_healthy,
-                });
-                println!("{v}");
-            } else {
-                let version = if s.version.is_empty() { String::new() } else { format!("version {}: ", s.version) };
-                println!(
-                    "{version}index {} ({} shards, {} images, {} descriptors), descriptors {}",
-                    s.index_spec, s.shard_count, s.images, s.descriptors, s.descriptor_fingerprint
-                );
-                for sh in &s.shards {
-                    let replicas: Vec<String> = sh
-                        .replicas
-                        .iter()
-                        .zip(&sh.healthy)
-                        .map(|(a, h)| format!("{a} ({})", if *h { "ready" } else { "DOWN" }))
-                        .collect();
-                    let up = sh.healthy.iter().filter(|h| **h).count();
-                    println!("  shard {}: {up}/{} ready: {}", sh.shard_id, sh.replicas.len(), replicas.join(", "));
-                }
-                for (w, h) in s.workers.iter().zip(&s.workers_healthy) {
-                    println!("  worker {w}: {}", if *h { "serving" } else { "DOWN" });
-                }
-            }
-            Ok(())
-        }
-        other => super::cluster_admin::run(other, config),
-    }
 }
 
 /// `delf health ADDR`: SERVING exits 0; anything else (NOT_SERVING, unknown service, no answer) is an error.

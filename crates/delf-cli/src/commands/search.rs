@@ -2,7 +2,7 @@
 //! retrieve, and print a table, JSON lines (docs/cli.md has the contract) or an HTML report.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -11,16 +11,9 @@ use delf_search::manifest::PCA_FILE;
 use delf_search::{IndexManifest, Retrieval, retrieve, retrieve_extending};
 
 use crate::cli::SearchArgs;
-use crate::commands::{model, search_report};
+use crate::commands::model;
+use crate::commands::search_report::{self, QueryOutcome};
 use crate::config::{Config, ExtractSettings};
-
-/// One query's outcome, kept for the report.
-pub struct QueryOutcome {
-    /// Query path.
-    pub query: PathBuf,
-    /// The retrieval with extraction and total milliseconds, or why the query failed.
-    pub result: std::result::Result<(Retrieval, f64, f64), String>,
-}
 
 /// An open index with the extractor that makes its descriptors: what `delf search` and `delf eval` query.
 pub struct Searcher {
@@ -43,6 +36,14 @@ pub struct Searcher {
 }
 
 impl Searcher {
+    /// A searcher tuned for evaluation: every verified candidate returned, none cut by `min_inliers`.
+    pub fn open_for_eval(index: &Path, config: &Config, device: Option<&str>) -> Result<Self> {
+        let mut s = Self::open(index, config, device)?;
+        s.rc.top = usize::MAX;
+        s.rc.verify.policy.min_inliers = 0;
+        Ok(s)
+    }
+
     /// Opens the index in `dir` and loads its extractor on `device` (a flag, else the configuration's).
     pub fn open(dir: &Path, config: &Config, device: Option<&str>) -> Result<Self> {
         let manifest = IndexManifest::load(dir)?;
@@ -56,7 +57,7 @@ impl Searcher {
                 query: extractor.fingerprint().to_string(),
             });
         }
-        let rc = crate::commands::serve::retrieval_config(config, &manifest);
+        let rc = config.retrieval().for_index(&manifest);
         let (rotations, rotations_below) = (config.search.rotation_angles(), config.search.rotations_below);
         let rotated_pass = config.search.rotated_pass();
         Ok(Self {

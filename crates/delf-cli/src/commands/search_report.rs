@@ -2,15 +2,14 @@
 //! ranked matches and their inlier lines, for a person to check the results.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use delf_search::IndexManifest;
+use delf_search::{IndexManifest, Retrieval};
 use delf_verify::draw::{DrawOptions, draw_matches};
 use image::RgbImage;
 
 use crate::commands::model;
-use crate::commands::search::QueryOutcome;
 
 fn base64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -29,6 +28,14 @@ fn png_uri(img: &RgbImage) -> Result<String> {
     let mut buf = std::io::Cursor::new(Vec::new());
     img.write_to(&mut buf, image::ImageFormat::Png)?;
     Ok(format!("data:image/png;base64,{}", base64(buf.get_ref())))
+}
+
+/// One query's outcome, kept for the report.
+pub struct QueryOutcome {
+    /// Query path.
+    pub query: PathBuf,
+    /// The retrieval with extraction and total milliseconds, or why the query failed.
+    pub result: std::result::Result<(Retrieval, f64, f64), String>,
 }
 
 /// Escapes text for HTML.

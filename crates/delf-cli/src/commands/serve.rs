@@ -16,8 +16,8 @@ use delf_meta::agent::{Agent, ShardHost};
 use delf_meta::client::Coordinators;
 use delf_meta::service::MetaService;
 use delf_meta::transport::Transport;
+use delf_search::IndexManifest;
 use delf_search::manifest::{MANIFEST_FILE, PCA_FILE};
-use delf_search::{IndexManifest, RetrievalConfig};
 
 use tonic::service::Routes;
 
@@ -47,10 +47,10 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     // Channels to peers are made (lazily connected) inside the runtime.
     let _in_runtime = rt.enter();
-    let stores = Arc::new(delf_features::Stores::new());
+    let stores = Arc::new(delf_storage::Stores::new());
     if let Some(addr) = &args.metrics_listen {
-        let listener = rt.block_on(delf_cluster::metrics::bind(addr))?;
-        rt.spawn(delf_cluster::metrics::run(listener));
+        let listener = rt.block_on(delf_rpc::metrics::bind(addr))?;
+        rt.spawn(delf_rpc::metrics::run(listener));
     }
     let listen = || args.listen.clone().context("--listen host:port is required for this role");
     // Index nodes and workers of a Raft-managed cluster register and heartbeat.
@@ -97,8 +97,7 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
                     ));
                 }
                 let files = [MANIFEST_FILE.to_string(), PCA_FILE.to_string()];
-                let dir =
-                    rt.block_on(delf_cluster::index_files::local_folder(&stores, &cluster.index, &cache, &files))?;
+                let dir = rt.block_on(delf_storage::mirror::local_folder(&stores, &cluster.index, &cache, &files))?;
                 let manifest = IndexManifest::load(&dir)?;
                 Some(Arc::new(ModelThread::start(config, &manifest, &dir, args.device.clone())?))
             };
@@ -119,7 +118,7 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
                 t
             })?;
             let transport = transport.context("the Raft transport was not built")?;
-            let base = retrieval_defaults(config);
+            let base = config.retrieval();
             let service = CoordinatorService::without_topology(cluster, base)?;
             let meta_service = MetaService::new(raft.clone(), transport, meta, &security);
             rt.spawn(meta_service.clone().watch_liveness());
@@ -142,30 +141,14 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
         Role::Coordinator => {
             let listen = args.listen.clone().unwrap_or_else(|| cluster.coordinator.clone());
             let files = [MANIFEST_FILE.to_string()];
-            let dir = rt.block_on(delf_cluster::index_files::local_folder(&stores, &cluster.index, &cache, &files))?;
+            let dir = rt.block_on(delf_storage::mirror::local_folder(&stores, &cluster.index, &cache, &files))?;
             let manifest = IndexManifest::load(&dir)?;
-            let retrieval = retrieval_config(config, &manifest);
+            let retrieval = config.retrieval().for_index(&manifest);
             let service = CoordinatorService::new(cluster, manifest, retrieval)?;
             rt.block_on(delf_cluster::coordinator::serve(&listen, service, Routes::default()))?;
         }
     }
     Ok(())
-}
-
-/// The configuration's verification and search settings (the ANN parameters come from each index).
-fn retrieval_defaults(config: &Config) -> RetrievalConfig {
-    let mut rc = RetrievalConfig { candidates: config.search.candidates.max(1), ..RetrievalConfig::default() };
-    rc.verify = config.verify.to_config();
-    rc.verify.policy.min_inliers = config.search.min_inliers;
-    rc
-}
-
-/// The retrieval defaults of one-process `delf search` on this index: the index's ANN parameters, the
-/// configuration's verification and search sections.
-pub fn retrieval_config(config: &Config, manifest: &IndexManifest) -> RetrievalConfig {
-    let mut rc = retrieval_defaults(config);
-    rc.search = manifest.search;
-    rc
 }
 
 type Job = (Vec<u8>, mpsc::SyncSender<Result<FeatureSet, ExtractFailure>>);

@@ -1,7 +1,7 @@
 //! `delf train descriptor|attention`: the paper's two training stages from image-level labels (docs/training.md).
 
 use anyhow::{Result, bail};
-use delf_features::Stores;
+use delf_storage::Stores;
 use delf_train::loader::ImageSource;
 use delf_train::{AugmentConfig, LabelSet, Stage, TrainConfig};
 
@@ -59,7 +59,7 @@ pub fn run(command: &TrainCommand, config: &Config) -> Result<()> {
 }
 
 fn read_labels(stores: &Stores, args: &TrainArgs) -> Result<LabelSet> {
-    let uri = delf_features::location::to_url(&args.labels)?.to_string();
+    let uri = delf_storage::to_url(&args.labels)?.to_string();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let bytes = rt.block_on(stores.read(&uri))?;
     Ok(LabelSet::parse(&uri, &bytes, args.images.as_deref())?)

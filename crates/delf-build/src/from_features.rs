@@ -1,117 +1,32 @@
 //! An index from the Parquet feature shards of a completed extraction job (docs/features.md), in streaming passes
-//! over the committed files: (when the job holds raw descriptors and no PCA is given) an even sample of images fits
-//! the PCA; an even sample of descriptors trains the codebooks; then every row group is encoded into the shards.
+//! over the committed files: (when the job holds raw descriptors) an even sample of images fits the PCA unless one
+//! is given; an even sample of descriptors trains the codebooks; then every row group is encoded into the shards.
 //! Descriptors are never all in memory: memory is the samples, one row group, and the PQ codes (docs/index.md).
-//! Used by `delf index build --features PREFIX` and, after its extraction job, by `delf index build SOURCE`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
 use delf_core::FeatureSet;
 use delf_features::job::PCA_FILE as JOB_PCA_FILE;
 use delf_features::shard_file::read_errors;
-use delf_features::{FeatureFileReader, FeatureStore, JobManifest, Location, StoreError, Stores};
+use delf_features::{FeatureFileReader, FeatureStore, JobManifest, JobSpec, StoreError};
 use delf_index::{Codebooks, IndexSpec, NewImage, SearchParams, ShardedIndex, TrainConfig};
 use delf_model::{Extractor, Pca};
 use delf_search::IndexManifest;
 use delf_search::manifest::{MANIFEST_FORMAT, PCA_FILE};
+use delf_storage::{Location, Stores};
 
-use crate::cli::IndexBuildArgs;
-use crate::commands::model;
-use crate::config::{Config, ExtractSettings};
+use crate::error::BuildError;
+use crate::options::BuildOptions;
 use crate::progress::Progress;
 
-/// Calls `each` on every committed row group of the job, in unit order: `(image id, features)`.
-fn for_each_rows(
-    rt: &tokio::runtime::Runtime,
-    loc: &Location,
-    manifest: &JobManifest,
-    stage: &'static str,
-    mut each: impl FnMut(Vec<(String, FeatureSet)>) -> Result<()>,
-) -> Result<()> {
-    let mut bar = Progress::new(stage, manifest.units.len());
-    for unit in &manifest.units {
-        let path = loc.child(&unit.features_file);
-        let mut reader = rt.block_on(FeatureFileReader::open(loc, &path))?;
-        if reader.header.fingerprint.as_str() != manifest.job.fingerprint || reader.header.dim != manifest.job.dim {
-            bail!(StoreError::Schema {
-                uri: loc.uri_of(&path),
-                reason: format!(
-                    "holds {}-d descriptors of {}, the job {}-d of {}",
-                    reader.header.dim, reader.header.fingerprint, manifest.job.dim, manifest.job.fingerprint
-                ),
-            });
-        }
-        while let Some(rows) = rt.block_on(reader.next_rows())? {
-            each(rows.into_iter().map(|r| (r.image_id, r.features)).collect())?;
-        }
-        bar.inc();
-    }
-    bar.finish();
-    Ok(())
-}
-
-/// How the job's descriptors become the index's: as they are (the job applied the PCA), or through a PCA here.
-enum Reduction {
-    AsStored,
-    Pca(Box<Extractor>),
-}
-
-impl Reduction {
-    fn apply(&self, f: FeatureSet) -> Result<FeatureSet> {
-        match self {
-            Reduction::AsStored => Ok(f),
-            Reduction::Pca(x) => Ok(x.reduce(f)?),
-        }
-    }
-}
-
-/// Fits a PCA on the raw descriptors of an even sample of `sample` of the job's images (the same images, in the same
-/// order, as an in-memory build would take).
-fn fit_pca(
-    rt: &tokio::runtime::Runtime,
-    loc: &Location,
-    manifest: &JobManifest,
-    sample: usize,
-    dim: i64,
-    out: &Path,
-) -> Result<()> {
-    let n = manifest.rows.max(1);
-    let take = sample.clamp(1, n);
-    let wanted: std::collections::BTreeSet<usize> = (0..take).map(|i| i * n / take).collect();
-    let mut flat = Vec::new();
-    let mut row = 0usize;
-    for_each_rows(rt, loc, manifest, "pca", |rows| {
-        for (_, f) in rows {
-            if wanted.contains(&row) {
-                flat.extend_from_slice(&f.descriptors);
-            }
-            row += 1;
-        }
-        Ok(())
-    })?;
-    let channels = manifest.job.dim;
-    let rows = flat.len() / channels.max(1);
-    if (rows as i64) < dim {
-        bail!("only {rows} descriptors to fit a {dim}-d PCA: index more (or larger) images");
-    }
-    let samples = tch::Tensor::from_slice(&flat).view([rows as i64, channels as i64]);
-    Pca::fit(&samples, dim as usize, false, &manifest.job.backbone)?.save(out)?;
-    tracing::info!(images = take, descriptors = rows, "fitted the PCA");
-    Ok(())
-}
-
-/// Checks the build's arguments before any work: the shard count and the index structure (returned when given).
-pub fn check_args(opts: &IndexBuildArgs) -> Result<Option<IndexSpec>> {
-    if opts.shards == 0 {
-        bail!("--shards must be at least 1");
-    }
-    Ok(opts.spec.as_deref().map(str::parse).transpose()?)
-}
+/// Makes the extractor that reduces a raw job's descriptors: the job's backbone and extraction settings (as the
+/// job stored them) with the PCA at the given path. The caller owns the model configuration (weights, device).
+pub type MakeReducer<'a> = dyn Fn(&JobSpec, &Path) -> Result<Extractor, BuildError> + 'a;
 
 /// What a build from features produced.
+#[derive(Debug)]
 pub struct Built {
     /// The index manifest written.
     pub manifest: IndexManifest,
@@ -121,37 +36,132 @@ pub struct Built {
     pub units: usize,
 }
 
-/// Builds the index at `opts.out` from the job at `prefix`, with the caller's runtime and stores. `root` is where
-/// relative image ids resolve (default: the folder of a local list); `source` is recorded in the manifest.
-pub fn build(
+/// The job's committed feature files, read row group by row group.
+struct JobRows<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    loc: &'a Location,
+    manifest: &'a JobManifest,
+}
+
+impl JobRows<'_> {
+    /// Calls `each` on every committed row group of the job, in unit order: `(image id, features)`.
+    fn for_each(
+        &self,
+        stage: &'static str,
+        progress: &mut dyn Progress,
+        mut each: impl FnMut(Vec<(String, FeatureSet)>) -> Result<(), BuildError>,
+    ) -> Result<(), BuildError> {
+        let (loc, manifest) = (self.loc, self.manifest);
+        progress.start(stage, manifest.units.len());
+        let started = Instant::now();
+        for unit in &manifest.units {
+            let path = loc.child(&unit.features_file);
+            let mut reader = self.rt.block_on(FeatureFileReader::open(loc, &path))?;
+            if reader.header.fingerprint.as_str() != manifest.job.fingerprint || reader.header.dim != manifest.job.dim {
+                return Err(StoreError::Schema {
+                    uri: loc.uri_of(&path),
+                    reason: format!(
+                        "holds {}-d descriptors of {}, the job {}-d of {}",
+                        reader.header.dim, reader.header.fingerprint, manifest.job.dim, manifest.job.fingerprint
+                    ),
+                }
+                .into());
+            }
+            while let Some(rows) = self.rt.block_on(reader.next_rows())? {
+                each(rows.into_iter().map(|r| (r.image_id, r.features)).collect())?;
+            }
+            progress.advance();
+        }
+        progress.finish();
+        tracing::info!(stage, units = manifest.units.len(), secs = started.elapsed().as_secs_f64(), "pass done");
+        Ok(())
+    }
+
+    /// Fits a PCA on the raw descriptors of an even sample of `sample` of the job's images (the same images, in
+    /// the same order, as an in-memory build would take) and saves it at `out`.
+    fn fit_pca(&self, sample: usize, dim: i64, out: &Path, progress: &mut dyn Progress) -> Result<(), BuildError> {
+        let n = self.manifest.rows.max(1);
+        let take = sample.clamp(1, n);
+        let wanted: std::collections::BTreeSet<usize> = (0..take).map(|i| i * n / take).collect();
+        let mut flat = Vec::new();
+        let mut row = 0usize;
+        self.for_each("pca", progress, |rows| {
+            for (_, f) in rows {
+                if wanted.contains(&row) {
+                    flat.extend_from_slice(&f.descriptors);
+                }
+                row += 1;
+            }
+            Ok(())
+        })?;
+        let channels = self.manifest.job.dim;
+        let rows = flat.len() / channels.max(1);
+        if (rows as i64) < dim {
+            return Err(BuildError::Input(format!(
+                "only {rows} descriptors to fit a {dim}-d PCA: index more (or larger) images"
+            )));
+        }
+        let samples = tch::Tensor::from_slice(&flat).view([rows as i64, channels as i64]);
+        Pca::fit(&samples, dim as usize, false, &self.manifest.job.backbone)?.save(out)?;
+        tracing::info!(images = take, descriptors = rows, "fitted the PCA");
+        Ok(())
+    }
+}
+
+/// How the job's descriptors become the index's: as they are (the job applied the PCA), or through a PCA here.
+enum Reduction {
+    AsStored,
+    Pca(Box<Extractor>),
+}
+
+impl Reduction {
+    fn apply(&self, f: FeatureSet) -> Result<FeatureSet, BuildError> {
+        match self {
+            Reduction::AsStored => Ok(f),
+            Reduction::Pca(x) => Ok(x.reduce(f)?),
+        }
+    }
+}
+
+/// Builds the index at `opts.out` from the completed job at `prefix`. `reducer` makes the PCA-applying extractor
+/// when the job holds raw descriptors; `root` is where relative image ids resolve (default: the folder of a local
+/// list); `source` is recorded in the manifest.
+#[allow(clippy::too_many_arguments)]
+pub fn build_from_features(
     rt: &tokio::runtime::Runtime,
     stores: &Stores,
     prefix: &str,
-    opts: &IndexBuildArgs,
-    config: &Config,
+    opts: &BuildOptions,
+    reducer: &MakeReducer<'_>,
     root: Option<PathBuf>,
     source: &str,
-) -> Result<Built> {
+    progress: &mut dyn Progress,
+) -> Result<Built, BuildError> {
     let started = Instant::now();
-    let spec = check_args(opts)?;
+    opts.validate()?;
     let loc = stores.location(prefix)?;
     let manifest = rt.block_on(FeatureStore::new(loc.clone()).manifest())?;
     let job = &manifest.job;
     if !manifest.complete {
-        bail!(StoreError::Schema {
+        return Err(StoreError::Schema {
             uri: loc.uri(),
             reason: format!(
                 "the job is not complete ({} of {} units committed): finish it first",
                 manifest.units.len(),
                 job.units
             ),
-        });
+        }
+        .into());
     }
     if manifest.descriptors == 0 {
-        bail!("no features were extracted from {source} ({} images failed)", manifest.failures);
+        return Err(BuildError::Input(format!(
+            "no features were extracted from {source} ({} images failed)",
+            manifest.failures
+        )));
     }
+    let rows = JobRows { rt, loc: &loc, manifest: &manifest };
     let out = &opts.out;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::create_dir_all(out).map_err(BuildError::io(out))?;
     let pca_path = out.join(PCA_FILE);
     let mut timings = Vec::new();
 
@@ -159,22 +169,19 @@ pub fn build(
     let t = Instant::now();
     let (reduction, fingerprint, dim) = if job.pca {
         let pca = rt.block_on(loc.get(&loc.child(JOB_PCA_FILE)))?;
-        std::fs::write(&pca_path, &pca).with_context(|| format!("writing {}", pca_path.display()))?;
+        std::fs::write(&pca_path, &pca).map_err(BuildError::io(&pca_path))?;
         (Reduction::AsStored, job.fingerprint.clone(), job.dim)
     } else {
-        match opts.pca.as_ref().or(config.model.pca.as_ref()) {
+        match &opts.pca {
             Some(given) => {
-                Pca::load(given).with_context(|| format!("loading PCA {}", given.display()))?;
-                std::fs::copy(given, &pca_path)
-                    .with_context(|| format!("copying {} into the index", given.display()))?;
+                Pca::load(given)?;
+                std::fs::copy(given, &pca_path).map_err(BuildError::io(&pca_path))?;
             }
-            None => fit_pca(rt, &loc, &manifest, opts.pca_sample, opts.dim, &pca_path)?,
+            None => rows.fit_pca(opts.pca_sample, opts.dim, &pca_path, progress)?,
         }
-        let settings = ExtractSettings::from_stored(&job.extract, "job", config)?;
-        let device = model::device(opts.device.as_deref(), config)?;
-        let x = model::extractor(config, settings.to_config(), Some(&pca_path), device)?;
+        let x = reducer(job, &pca_path)?;
         if x.raw_fingerprint().as_str() != job.fingerprint {
-            bail!(StoreError::Schema {
+            return Err(StoreError::Schema {
                 uri: loc.uri(),
                 reason: format!(
                     "the job holds descriptors of {} ({}), the configured model gives {}: configure the same model",
@@ -182,7 +189,8 @@ pub fn build(
                     job.fingerprint,
                     x.raw_fingerprint()
                 ),
-            });
+            }
+            .into());
         }
         let (fp, dim) = (x.fingerprint().to_string(), x.dim());
         (Reduction::Pca(Box::new(x)), fp, dim)
@@ -192,14 +200,14 @@ pub fn build(
     // Codebooks on an even sample of the descriptors, as many as k-means uses (all of them for small corpora).
     let t = Instant::now();
     let total = manifest.descriptors as usize;
-    let spec = spec.unwrap_or_else(|| IndexSpec::auto(total, dim));
+    let spec = opts.spec.unwrap_or_else(|| IndexSpec::auto(total, dim));
     let train = TrainConfig::default();
     let wanted =
         (spec.nlist * train.coarse.max_points_per_centroid).max(spec.ksub() * train.pq.max_points_per_centroid);
     let stride = total.div_ceil(wanted).max(1);
     let mut sample: Vec<f32> = Vec::with_capacity(total.div_ceil(stride) * dim);
     let mut seen = 0usize;
-    for_each_rows(rt, &loc, &manifest, "sample", |rows| {
+    rows.for_each("sample", progress, |rows| {
         for (_, f) in rows {
             let f = reduction.apply(f)?;
             for i in 0..f.len() {
@@ -219,9 +227,9 @@ pub fn build(
     let t = Instant::now();
     let mut index = ShardedIndex::new(Arc::clone(&codebooks), &fingerprint, opts.shards)?;
     let mut number: u32 = 0;
-    for_each_rows(rt, &loc, &manifest, "encode", |rows| {
+    rows.for_each("encode", progress, |rows| {
         let reduced: Vec<(String, FeatureSet)> =
-            rows.into_iter().map(|(id, f)| Ok((id, reduction.apply(f)?))).collect::<Result<_>>()?;
+            rows.into_iter().map(|(id, f)| Ok((id, reduction.apply(f)?))).collect::<Result<_, BuildError>>()?;
         let keypoints: Vec<Vec<[f32; 2]>> =
             reduced.iter().map(|(_, f)| f.keypoints.iter().map(|k| [k.x, k.y]).collect()).collect();
         let batch: Vec<NewImage<'_>> = reduced
@@ -250,7 +258,7 @@ pub fn build(
         }
     }
     // Relative image ids of a local list are relative to the list's folder.
-    let root = root.or_else(|| match delf_features::location::to_url(&job.list) {
+    let root = root.or_else(|| match delf_storage::to_url(&job.list) {
         Ok(u) if u.scheme() == "file" => u.to_file_path().ok().and_then(|p| p.parent().map(Path::to_path_buf)),
         _ => None,
     });
@@ -285,26 +293,4 @@ pub fn build(
         units: manifest.units.len(),
         manifest: index_manifest,
     })
-}
-
-/// `delf index build --features PREFIX`.
-pub fn run(prefix: &str, opts: &IndexBuildArgs, config: &Config) -> Result<()> {
-    let started = Instant::now();
-    let rt = crate::commands::io_runtime()?;
-    let built = build(&rt, &Stores::new(), prefix, opts, config, None, prefix)?;
-    let m = &built.manifest;
-    println!(
-        "indexed {} images ({} descriptors, {} failed at extraction) from {} feature shards into {}: {}, {} \
-         shard(s), {:.1} bytes per descriptor, {:.0} s",
-        m.images,
-        m.descriptors,
-        m.skipped.len(),
-        built.units,
-        opts.out.display(),
-        m.spec,
-        m.shards,
-        built.bytes_per_descriptor,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
 }

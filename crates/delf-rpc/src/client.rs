@@ -11,7 +11,7 @@ use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::error::ClusterError;
+use crate::error::RpcError;
 use crate::security::Security;
 
 /// Metadata key carrying the request id across the fan-out.
@@ -19,9 +19,9 @@ pub const REQUEST_ID: &str = "x-request-id";
 
 /// A channel to `host:port`, connected on first use (so a role starts while its peers are still down) and
 /// reconnected after failures. Must be called inside a Tokio runtime.
-pub fn channel(addr: &str, connect_timeout: Duration, security: &Security) -> Result<Channel, ClusterError> {
-    crate::config::check_addr(addr)?;
-    let bad = |reason: String| ClusterError::Address { addr: addr.into(), reason };
+pub fn channel(addr: &str, connect_timeout: Duration, security: &Security) -> Result<Channel, RpcError> {
+    crate::addr::check_addr(addr)?;
+    let bad = |reason: String| RpcError::Address { addr: addr.into(), reason };
     let scheme = if security.uses_tls() { "https" } else { "http" };
     let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| bad(e.to_string()))?;
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_matches(['[', ']']);
@@ -52,7 +52,7 @@ impl Channels {
     }
 
     /// The channel to `addr` (see [`channel`]), made on first use. Must be called inside a Tokio runtime.
-    pub fn get(&self, addr: &str) -> Result<Channel, ClusterError> {
+    pub fn get(&self, addr: &str) -> Result<Channel, RpcError> {
         let mut channels = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());

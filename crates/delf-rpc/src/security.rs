@@ -3,12 +3,14 @@
 //! for production. Each role uses one certificate both as a server and, towards its peers, as a client.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use tonic::service::Interceptor;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::{Request, Status};
 
-use crate::error::ClusterError;
-use crate::server::BearerAuth;
+use crate::error::RpcError;
 
 /// `[cluster.tls]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,8 +52,8 @@ impl std::fmt::Debug for Security {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, ClusterError> {
-    std::fs::read(path).map_err(|source| ClusterError::Io { path: path.to_path_buf(), source })
+fn read(path: &Path) -> Result<Vec<u8>, RpcError> {
+    std::fs::read(path).map_err(|source| RpcError::Io { path: path.to_path_buf(), source })
 }
 
 impl Security {
@@ -61,14 +63,14 @@ impl Security {
     }
 
     /// A token and, when `tls` is given, its certificates read from disk.
-    pub fn new(token: Option<String>, tls: Option<&TlsSettings>) -> Result<Self, ClusterError> {
+    pub fn new(token: Option<String>, tls: Option<&TlsSettings>) -> Result<Self, RpcError> {
         let tls = match tls {
             None => None,
             Some(t) => {
                 let (cert, key, ca) = (read(&t.cert)?, read(&t.key)?, read(&t.ca)?);
                 for (what, pem, path) in [("certificate", &cert, &t.cert), ("key", &key, &t.key), ("CA", &ca, &t.ca)] {
                     if !pem.starts_with(b"-----BEGIN") && !String::from_utf8_lossy(pem).contains("-----BEGIN") {
-                        return Err(ClusterError::Config(format!("{} is not a PEM {what}", path.display())));
+                        return Err(RpcError::Config(format!("{} is not a PEM {what}", path.display())));
                     }
                 }
                 Some(LoadedTls {
@@ -119,4 +121,59 @@ impl Security {
 /// Makes rustls use aws-lc-rs (the provider the object-store client already links) in this process. Idempotent.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// Checks `authorization: Bearer <token>` on every call of a delf service when a token is configured. Health and
+/// reflection stay open (probes carry no credentials and reveal nothing).
+#[derive(Clone, Default)]
+pub struct BearerAuth {
+    expected: Option<Arc<[u8]>>,
+}
+
+impl std::fmt::Debug for BearerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BearerAuth").field("enabled", &self.expected.is_some()).finish()
+    }
+}
+
+impl BearerAuth {
+    /// Requires `token` (none = every call is allowed).
+    pub fn new(token: Option<&str>) -> Self {
+        Self { expected: token.map(|t| Arc::from(format!("Bearer {t}").into_bytes().into_boxed_slice())) }
+    }
+}
+
+impl Interceptor for BearerAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.expected else { return Ok(request) };
+        let given = request.metadata().get("authorization").map(|v| v.as_bytes()).unwrap_or_default();
+        // Compared in time independent of where the first difference is.
+        let same =
+            given.len() == expected.len() && given.iter().zip(expected.iter()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+        if same { Ok(request) } else { Err(Status::unauthenticated("missing or wrong bearer token")) }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn call(auth: &mut BearerAuth, header: Option<&str>) -> Result<(), tonic::Code> {
+        let mut r = Request::new(());
+        if let Some(h) = header {
+            r.metadata_mut().insert("authorization", h.parse().unwrap());
+        }
+        auth.call(r).map(|_| ()).map_err(|s| s.code())
+    }
+
+    #[test]
+    fn the_token_is_required_only_when_configured() {
+        assert_eq!(call(&mut BearerAuth::new(None), None), Ok(()));
+        let mut auth = BearerAuth::new(Some("s3cret"));
+        assert_eq!(call(&mut auth, Some("Bearer s3cret")), Ok(()));
+        assert_eq!(call(&mut auth, None), Err(tonic::Code::Unauthenticated));
+        assert_eq!(call(&mut auth, Some("Bearer s3cre")), Err(tonic::Code::Unauthenticated));
+        assert_eq!(call(&mut auth, Some("Bearer s3cret ")), Err(tonic::Code::Unauthenticated));
+    }
 }

@@ -20,14 +20,14 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use url::Url;
 
-use crate::error::StoreError;
+use crate::error::StorageError;
 
 /// Environment variable prefixes handed to the cloud store builders.
 const ENV_PREFIXES: [&str; 3] = ["AWS_", "GOOGLE_", "AZURE_"];
 
 /// Turns a user-given location into a URL: URIs with a scheme stay, anything else is a local path made absolute.
-pub fn to_url(uri: &str) -> Result<Url, StoreError> {
-    let bad = |reason: String| StoreError::BadLocation { uri: uri.to_string(), reason };
+pub fn to_url(uri: &str) -> Result<Url, StorageError> {
+    let bad = |reason: String| StorageError::BadLocation { uri: uri.to_string(), reason };
     if uri.trim().is_empty() {
         return Err(bad("empty location".into()));
     }
@@ -65,10 +65,10 @@ impl Stores {
     }
 
     /// The store holding `uri` and the object path inside it.
-    pub fn resolve(&self, uri: &str) -> Result<(Arc<dyn ObjectStore>, Path, String), StoreError> {
+    pub fn resolve(&self, uri: &str) -> Result<(Arc<dyn ObjectStore>, Path, String), StorageError> {
         let url = to_url(uri)?;
         let root = format!("{}://{}", url.scheme(), url.authority());
-        let bad = |reason: String| StoreError::BadLocation { uri: uri.to_string(), reason };
+        let bad = |reason: String| StorageError::BadLocation { uri: uri.to_string(), reason };
         let (scheme, path) = object_store::ObjectStoreScheme::parse(&url).map_err(|e| bad(e.to_string()))?;
         if matches!(scheme, object_store::ObjectStoreScheme::Http) {
             return Err(bad("plain http(s) locations are not supported; use s3://, gs://, az:// or a path".into()));
@@ -89,14 +89,14 @@ impl Stores {
     }
 
     /// Reads the whole object at `uri` (a path or a URI).
-    pub async fn read(&self, uri: &str) -> Result<Bytes, StoreError> {
+    pub async fn read(&self, uri: &str) -> Result<Bytes, StorageError> {
         let (store, path, _) = self.resolve(uri)?;
-        let got = store.get(&path).await.map_err(|e| StoreError::store(uri, e))?;
-        got.bytes().await.map_err(|e| StoreError::store(uri, e))
+        let got = store.get(&path).await.map_err(|e| StorageError::store(uri, e))?;
+        got.bytes().await.map_err(|e| StorageError::store(uri, e))
     }
 
     /// A [`Location`] (a folder-like prefix) at `uri`.
-    pub fn location(&self, uri: &str) -> Result<Location, StoreError> {
+    pub fn location(&self, uri: &str) -> Result<Location, StorageError> {
         let (store, prefix, root) = self.resolve(uri)?;
         Ok(Location { store, prefix, root })
     }
@@ -138,53 +138,53 @@ impl Location {
     }
 
     /// Reads a whole object.
-    pub async fn get(&self, path: &Path) -> Result<Bytes, StoreError> {
+    pub async fn get(&self, path: &Path) -> Result<Bytes, StorageError> {
         let uri = self.uri_of(path);
-        let got = self.store.get(path).await.map_err(|e| StoreError::store(&uri, e))?;
-        got.bytes().await.map_err(|e| StoreError::store(uri, e))
+        let got = self.store.get(path).await.map_err(|e| StorageError::store(&uri, e))?;
+        got.bytes().await.map_err(|e| StorageError::store(uri, e))
     }
 
     /// Metadata of an object, or `None` when it does not exist.
-    pub async fn head(&self, path: &Path) -> Result<Option<ObjectMeta>, StoreError> {
+    pub async fn head(&self, path: &Path) -> Result<Option<ObjectMeta>, StorageError> {
         match self.store.head(path).await {
             Ok(meta) => Ok(Some(meta)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(StoreError::store(self.uri_of(path), e)),
+            Err(e) => Err(StorageError::store(self.uri_of(path), e)),
         }
     }
 
     /// Writes an object, replacing any previous version (atomic: readers see the old or the new object).
-    pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<(), StoreError> {
-        self.store.put(path, PutPayload::from(bytes)).await.map_err(|e| StoreError::store(self.uri_of(path), e))?;
+    pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<(), StorageError> {
+        self.store.put(path, PutPayload::from(bytes)).await.map_err(|e| StorageError::store(self.uri_of(path), e))?;
         Ok(())
     }
 
     /// Creates an object only if none exists at `path` (S3 `If-None-Match: *`, an exclusive create on local
     /// disks). Returns whether this call created it.
-    pub async fn put_if_absent(&self, path: &Path, bytes: Bytes) -> Result<bool, StoreError> {
+    pub async fn put_if_absent(&self, path: &Path, bytes: Bytes) -> Result<bool, StorageError> {
         let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
         match self.store.put_opts(path, PutPayload::from(bytes), opts).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
-            Err(e) => Err(StoreError::store(self.uri_of(path), e)),
+            Err(e) => Err(StorageError::store(self.uri_of(path), e)),
         }
     }
 
     /// Deletes an object; a missing object is not an error.
-    pub async fn delete(&self, path: &Path) -> Result<(), StoreError> {
+    pub async fn delete(&self, path: &Path) -> Result<(), StorageError> {
         match self.store.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(StoreError::store(self.uri_of(path), e)),
+            Err(e) => Err(StorageError::store(self.uri_of(path), e)),
         }
     }
 
     /// Every object under `rel` (recursively), sorted by path.
-    pub async fn list(&self, rel: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+    pub async fn list(&self, rel: &str) -> Result<Vec<ObjectMeta>, StorageError> {
         let dir = self.child(rel);
         let mut all: Vec<ObjectMeta> = match self.store.list(Some(&dir)).try_collect().await {
             Ok(v) => v,
             Err(object_store::Error::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(StoreError::store(self.uri_of(&dir), e)),
+            Err(e) => return Err(StorageError::store(self.uri_of(&dir), e)),
         };
         all.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(all)
@@ -209,7 +209,7 @@ mod tests {
         assert!(dir.path().join("out/a/b.json").is_file());
         assert_eq!(by_uri.list("a").await.unwrap().len(), 1);
         assert!(by_uri.list("nothing-here").await.unwrap().is_empty());
-        assert!(matches!(by_uri.get(&by_uri.child("missing")).await, Err(StoreError::NotFound { .. })));
+        assert!(matches!(by_uri.get(&by_uri.child("missing")).await, Err(StorageError::NotFound { .. })));
         by_uri.delete(&key).await.unwrap();
         by_uri.delete(&key).await.unwrap();
         assert!(by_uri.head(&key).await.unwrap().is_none());
@@ -219,7 +219,7 @@ mod tests {
     fn bad_locations_are_typed_errors() {
         let stores = Stores::new();
         for uri in ["", "ftp://host/x", "https://example.com/x"] {
-            assert!(matches!(stores.location(uri), Err(StoreError::BadLocation { .. })), "{uri}");
+            assert!(matches!(stores.location(uri), Err(StorageError::BadLocation { .. })), "{uri}");
         }
         assert!(stores.location("memory:///x").is_ok());
         assert_eq!(stores.location("memory:///x/y").unwrap().uri(), "memory:///x/y");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::error::ClusterError;
+use crate::error::RpcError;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
 pub const LATENCY_BUCKETS: [f64; 14] =
@@ -153,9 +153,9 @@ pub fn render() -> String {
 }
 
 /// Binds the metrics endpoint (so a taken port fails the role's start, not silently later).
-pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, ClusterError> {
-    crate::config::check_addr(listen)?;
-    let bad = |e: std::io::Error| ClusterError::Address { addr: listen.to_string(), reason: e.to_string() };
+pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, RpcError> {
+    crate::addr::check_addr(listen)?;
+    let bad = |e: std::io::Error| RpcError::Address { addr: listen.to_string(), reason: e.to_string() };
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(bad)?;
     tracing::info!(addr = %listen, "metrics on http://{listen}/metrics");
     Ok(listener)
