@@ -55,6 +55,8 @@ cat >"$DELF_CONFIG" <<TOML
 [cluster]
 index = "s3://delf/index-v1"       # workers: the model settings and PCA of the index
 coordinator = "127.0.0.1:$((BASE_PORT + 1))"
+# Every process shares this machine's CPU: a photo searched again at its rotations takes two extractions.
+deadline_ms = 120000
 
 [meta]
 coordinators = [
@@ -64,6 +66,7 @@ coordinators = [
 ]
 heartbeat_ms = 500
 node_timeout_ms = 5000
+retire_grace_ms = 120000            # at least cluster.deadline_ms: queries started on a retired version finish
 TOML
 start() { # name, then the `delf serve` arguments
   local name=$1

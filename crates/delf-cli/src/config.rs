@@ -372,6 +372,8 @@ impl Config {
         let mut rc = delf_search::RetrievalConfig { candidates: self.search.candidates.max(1), ..Default::default() };
         rc.verify = self.verify.to_config();
         rc.verify.policy.min_inliers = self.search.min_inliers;
+        rc.rotations = self.search.rotation_angles().split_off(1);
+        rc.rotations_below = self.search.rotations_below;
         rc
     }
 

@@ -1,8 +1,9 @@
 //! A real cluster on loopback, as operators run it: `delf serve` processes (a coordinator, 2 shards x 2 replicas,
-//! 2 workers) sharing one `[cluster]` configuration with mutual TLS and a bearer token, queried with `delf query`. Answers must
-//! equal one-process `delf search` on the same index, and stay equal while replicas and workers are killed
-//! (SIGKILL) or hang (SIGSTOP); a shard with no answering replica gives a degraded answer or a failure, per policy;
-//! bad images and wrong tokens get the right status codes.
+//! 2 workers) sharing one `[cluster]` configuration with mutual TLS and a bearer token, queried with `delf query`.
+//! Answers must equal one-process `delf search` on the same index (a turned photo too, through the same query
+//! rotations), and stay equal while replicas and workers are killed (SIGKILL) or hang (SIGSTOP); a shard with no
+//! answering replica gives a degraded answer or a failure, per policy; bad images and wrong tokens get the right
+//! status codes.
 
 #![allow(clippy::unwrap_used)]
 
@@ -55,7 +56,8 @@ fn a_cluster_answers_like_one_process_through_failures() {
     let coordinator = port(0);
     let quoted = |v: &[String]| v.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ");
     let mut toml = format!(
-        "device = \"cpu\"\n[cluster]\nindex = {:?}\ncoordinator = {coordinator:?}\nworkers = [{}]\nshard_timeout_ms = 1500\n",
+        "device = \"cpu\"\n[cluster]\nindex = {:?}\ncoordinator = {coordinator:?}\nworkers = [{}]\nshard_timeout_ms = 1500\n\
+         deadline_ms = 120000\nworker_timeout_ms = 60000\n",
         index.display().to_string(),
         quoted(&workers)
     );
@@ -125,10 +127,41 @@ fn a_cluster_answers_like_one_process_through_failures() {
     assert!(expected[0].first().is_some_and(|r| r.0.ends_with("graf1.png")), "{expected:?}");
     assert!(expected[1].first().is_some_and(|r| r.0.ends_with("leuvenA.jpg")), "{expected:?}");
     assert!(expected[2].is_empty(), "the distractor matched: {expected:?}");
-    let query = |extra: &[&str]| delf(&config).args(["query", "--json"]).args(extra).args(&queries).output().unwrap();
+    let query_all =
+        |extra: &[&str]| delf(&config).args(["query", "--json"]).args(extra).args(&queries).output().unwrap();
 
     // 1. All up: the same answers as one process.
-    assert_eq!(answers(&ok(query(&[]))), expected);
+    assert_eq!(answers(&ok(query_all(&[]))), expected);
+
+    // A turned copy of an indexed photo is found upright by neither; both search it again at the rotations (the
+    // coordinator has a worker extract the rotated passes) and give the same answer.
+    let img = delf_image::decode_file(&p.join("leuvenA.jpg"), &Default::default()).unwrap().rgb;
+    let (view, _) = delf_image::warp::rotate(&img, 90.0, true, delf_image::Fill::Color([0, 0, 0]));
+    let turned = dir.path().join("turned-90-leuvenA.jpg");
+    std::fs::write(&turned, delf_image::filters::encode_jpeg(&view.image, 90).unwrap()).unwrap();
+    let turned = turned.to_str().unwrap();
+    let local = answers(&ok(delf(&config)
+        .args(["search", "--json", "--index", index.to_str().unwrap(), turned])
+        .output()
+        .unwrap()));
+    assert!(local[0].first().is_some_and(|r| r.0.ends_with("leuvenA.jpg")), "{local:?}");
+    let remote = answers(&ok(delf(&config).args(["query", "--json", turned]).output().unwrap()));
+    let log = |name: &str| std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap_or_default();
+    assert_eq!(remote, local, "coordinator:\n{}\nworker0:\n{}", log("coordinator"), log("worker0"));
+
+    // From here on, two photos found upright with a wide margin (graf3 at 640 px, the distractor and the turned
+    // photo take the rotated passes, several seconds of extraction each on this CPU, which the failure scenarios
+    // below do not need).
+    let queries: Vec<String> = ["leuvenB.jpg", "aloeR.jpg"].iter().map(|q| p.join(q).display().to_string()).collect();
+    let expected = answers(&ok(delf(&config)
+        .args(["search", "--json", "--index", index.to_str().unwrap()])
+        .args(&queries)
+        .output()
+        .unwrap()));
+    for (q, e) in queries.iter().zip(&expected) {
+        assert!(e.first().is_some_and(|r| r.1 >= 60), "{q} is not found upright with a margin: {e:?}");
+    }
+    let query = |extra: &[&str]| delf(&config).args(["query", "--json"]).args(extra).args(&queries).output().unwrap();
 
     // 2. Bad requests: a corrupt photo is the caller's fault (exit 3); a wrong token is refused.
     let corrupt = dir.path().join("corrupt.jpg");
@@ -202,15 +235,16 @@ fn a_cluster_answers_like_one_process_through_failures() {
 
     // 6. What happened shows in the Prometheus metrics of the coordinator and of a node.
     let text = scrape(&coordinator_metrics);
+    let n = queries.len();
     for expected in [
-        "delf_grpc_requests_total{role=\"coordinator\",method=\"Search\",code=\"Ok\"}",
-        "delf_grpc_requests_total{role=\"coordinator\",method=\"Search\",code=\"Unavailable\"} 3",
-        "delf_replica_failures_total{shard=\"0\"",
-        "delf_worker_failures_total{worker=",
-        "delf_degraded_answers_total 3",
-        "delf_query_stage_seconds_bucket{stage=\"ann\",le=\"+Inf\"}",
+        "delf_grpc_requests_total{role=\"coordinator\",method=\"Search\",code=\"Ok\"}".to_string(),
+        format!("delf_grpc_requests_total{{role=\"coordinator\",method=\"Search\",code=\"Unavailable\"}} {n}"),
+        "delf_replica_failures_total{shard=\"0\"".to_string(),
+        "delf_worker_failures_total{worker=".to_string(),
+        format!("delf_degraded_answers_total {n}"),
+        "delf_query_stage_seconds_bucket{stage=\"ann\",le=\"+Inf\"}".to_string(),
     ] {
-        assert!(text.contains(expected), "{expected} not in:\n{text}");
+        assert!(text.contains(&expected), "{expected} not in:\n{text}");
     }
     let text = scrape(&node_metrics);
     assert!(text.contains("delf_shard_ready{shard=\"1\",version=\"\"} 1"), "{text}");

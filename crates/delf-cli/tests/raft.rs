@@ -30,10 +30,12 @@ struct Group {
 
 /// The configuration of a test cluster: `cluster` is added to `[cluster]`. Queries get 15 s, and a retired version
 /// stays loaded as long (queries that started on it must be able to finish on it, however loaded the machine is).
+/// Queries are searched upright only: version switches are what these tests are about; the cluster's query
+/// rotations are tested by `cluster.rs`.
 fn write_config(path: &Path, addrs: &BTreeMap<u64, String>, cluster: &str) {
     let peers: Vec<String> = addrs.iter().map(|(id, a)| format!("{{ id = {id}, address = {a:?} }}")).collect();
     let toml = format!(
-        "[cluster]\ndeadline_ms = 15000\n{cluster}[meta]\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\nsnapshot_every = 20\nheartbeat_ms = 300\nnode_timeout_ms = 3000\nretire_grace_ms = 15000\ncoordinators = [{}]\n",
+        "[search]\nrotations = 1\n[cluster]\ndeadline_ms = 15000\n{cluster}[meta]\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\nsnapshot_every = 20\nheartbeat_ms = 300\nnode_timeout_ms = 3000\nretire_grace_ms = 15000\ncoordinators = [{}]\n",
         peers.join(", ")
     );
     std::fs::write(path, toml).unwrap();

@@ -55,7 +55,8 @@ pub struct ClusterConfig {
     /// (hedging: the first good answer wins; unset = the next replica is asked only after a failure or
     /// `shard_timeout_ms`).
     pub hedge_after_ms: Option<u64>,
-    /// Time one worker call (extraction or a verification batch) gets before another worker is tried, milliseconds.
+    /// Time one worker call (extraction or a verification batch) gets before another worker is tried, milliseconds;
+    /// a call extracting k rotated passes of a query gets k times this.
     pub worker_timeout_ms: u64,
     /// Time to open a connection, milliseconds.
     pub connect_timeout_ms: u64,

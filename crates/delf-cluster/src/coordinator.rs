@@ -5,6 +5,9 @@
 //! process, so the same lists), votes are counted per image, the correspondences of the best-voted candidates are
 //! built from the keypoints the shards returned, and verification is split into batches spread over the workers
 //! (a failed batch is retried on another worker). Ranking is `delf_search::rank`: answers equal `delf search`.
+//! A photo whose upright search finds too little is searched again at the configured rotations
+//! (`RetrievalConfig::rotations`): a worker extracts the rotated passes, only their descriptors are searched, and
+//! every candidate is verified again with the whole query, as `delf search` does.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -104,6 +107,19 @@ enum ShardOutcome {
     Answer(ShardAnswer),
     /// No replica answered: what each said.
     Down(Vec<String>),
+}
+
+/// What the shards answered for one query, over its stages (upright, then rotated passes).
+#[derive(Default)]
+struct Gathered {
+    /// The global top-K per query descriptor, in query descriptor order.
+    neighbors: Vec<Vec<Neighbor>>,
+    /// (image, feature, x, y) of every neighbour every shard answered.
+    keypoints: Vec<(u32, u16, f32, f32)>,
+    /// The ids of the images the shards named.
+    ids: Vec<pb::ImageRef>,
+    /// Time spent merging, building correspondences and ranking.
+    merge: Duration,
 }
 
 impl CoordinatorService {
@@ -219,6 +235,17 @@ fn decode_shard(r: pb::ShardSearchResponse, shard: u32, count: u32, nq: usize) -
         lists.push(out);
     }
     Ok(ShardAnswer { lists, keypoints, ids: r.images })
+}
+
+/// Refuses query features of another model than the index's.
+fn check_fingerprint(routing: &Routing, features: &FeatureSet) -> Result<(), Status> {
+    if features.fingerprint.as_str() != routing.manifest.descriptor_fingerprint {
+        return Err(Status::failed_precondition(format!(
+            "the query's descriptors are {}, the index holds {}",
+            features.fingerprint, routing.manifest.descriptor_fingerprint
+        )));
+    }
+    Ok(())
 }
 
 fn model_from_pb(m: &[f64]) -> Option<FittedModel> {
@@ -379,13 +406,15 @@ impl Inner {
         Ok(ShardOutcome::Down(errors))
     }
 
-    /// Calls workers one after another (starting at the next in rotation) until one answers.
+    /// Calls workers one after another (starting at the next in rotation) until one answers. `work` is how many
+    /// extractions' (or verification batches') worth the call is: each try may take `worker_timeout_ms` per unit.
     async fn on_workers<T, F, Fut>(
         &self,
         workers: &[WorkerEndpoint],
         what: &str,
         request_id: &str,
         deadline: Instant,
+        work: u32,
         call: F,
     ) -> Result<T, Status>
     where
@@ -394,7 +423,7 @@ impl Inner {
     {
         let n = workers.len();
         let first = self.next_worker.fetch_add(1, Ordering::Relaxed);
-        let per_try = Duration::from_millis(self.config.worker_timeout_ms);
+        let per_try = Duration::from_millis(self.config.worker_timeout_ms) * work.max(1);
         let mut errors = Vec::new();
         for i in 0..n {
             let w = &workers[(first + i) % n];
@@ -419,6 +448,7 @@ impl Inner {
         Err(Status::unavailable(format!("{what} failed on every worker: {}", errors.join("; "))))
     }
 
+    /// The query's features: as the client sent them, or extracted by a worker from its photo.
     async fn query_features(
         &self,
         routing: &Routing,
@@ -426,34 +456,71 @@ impl Inner {
         id: &str,
         deadline: Instant,
     ) -> Result<FeatureSet, Status> {
-        let features = match query {
-            Some(pb::search_request::Query::Features(f)) => f,
+        match query {
+            Some(pb::search_request::Query::Features(f)) => {
+                let features = crate::convert::features_from_pb(f)?;
+                check_fingerprint(routing, &features)?;
+                Ok(features)
+            }
             Some(pb::search_request::Query::Image(bytes)) => {
                 if bytes.is_empty() {
                     return Err(Status::invalid_argument("the query image is empty"));
                 }
-                let request = pb::ExtractRequest {
-                    request_id: id.to_string(),
-                    image: bytes,
-                    descriptor_fingerprint: routing.manifest.descriptor_fingerprint.clone(),
-                };
-                self.on_workers(&routing.workers, "extraction", id, deadline, |mut c, t| {
-                    let r = client::request(request.clone(), id, self.token(), t);
-                    async move { c.extract(r).await }
-                })
-                .await?
-                .features
-                .ok_or_else(|| Status::internal("a worker answered an extraction without features"))?
+                self.extract(routing, bytes, &[], id, deadline).await
             }
-            None => return Err(Status::invalid_argument("the request has neither an image nor features")),
-        };
-        let features = crate::convert::features_from_pb(features)?;
-        if features.fingerprint.as_str() != routing.manifest.descriptor_fingerprint {
-            return Err(Status::failed_precondition(format!(
-                "the query's descriptors are {}, the index holds {}",
-                features.fingerprint, routing.manifest.descriptor_fingerprint
-            )));
+            None => Err(Status::invalid_argument("the request has neither an image nor features")),
         }
+    }
+
+    /// The features of the photo's rotated passes, in the order of `rotations`: split into one contiguous group per
+    /// worker (at most), extracted in parallel, concatenated in order (each pass is extracted on its own, so the
+    /// result is what one worker would give for all of them).
+    async fn rotated_features(
+        &self,
+        routing: &Routing,
+        bytes: Vec<u8>,
+        rotations: &[f64],
+        id: &str,
+        deadline: Instant,
+    ) -> Result<FeatureSet, Status> {
+        let groups = routing.workers.len().clamp(1, rotations.len().max(1));
+        let per_group = rotations.len().div_ceil(groups).max(1);
+        let parts =
+            join_all(rotations.chunks(per_group).map(|g| self.extract(routing, bytes.clone(), g, id, deadline))).await;
+        let mut parts = parts.into_iter();
+        let mut all = parts.next().ok_or_else(|| Status::internal("no rotation to extract"))??;
+        for part in parts {
+            all.extend(part?).map_err(|e| Status::internal(format!("rotated passes do not fit together: {e}")))?;
+        }
+        Ok(all)
+    }
+
+    /// A worker's extraction of `bytes` (upright, or the passes at `rotations`), checked against the index.
+    async fn extract(
+        &self,
+        routing: &Routing,
+        bytes: Vec<u8>,
+        rotations: &[f64],
+        id: &str,
+        deadline: Instant,
+    ) -> Result<FeatureSet, Status> {
+        let request = pb::ExtractRequest {
+            request_id: id.to_string(),
+            image: bytes,
+            descriptor_fingerprint: routing.manifest.descriptor_fingerprint.clone(),
+            rotations: rotations.to_vec(),
+        };
+        let work = rotations.len().max(1) as u32;
+        let features = self
+            .on_workers(&routing.workers, "extraction", id, deadline, work, |mut c, t| {
+                let r = client::request(request.clone(), id, self.token(), t);
+                async move { c.extract(r).await }
+            })
+            .await?
+            .features
+            .ok_or_else(|| Status::internal("a worker answered an extraction without features"))?;
+        let features = crate::convert::features_from_pb(features)?;
+        check_fingerprint(routing, &features)?;
         Ok(features)
     }
 
@@ -481,46 +548,49 @@ impl Inner {
         (rc, policy, deadline)
     }
 
-    async fn search(&self, r: pb::SearchRequest, request_id: String) -> Result<pb::SearchResponse, Status> {
-        let started = Instant::now();
-        // The version this query runs on to the end, even if another one is activated meanwhile.
-        let routing = self.current()?;
-        let (rc, policy, budget) = self.settings(&routing, &r);
-        let deadline = started + budget;
-        let query = self.query_features(&routing, r.query, &request_id, deadline).await?;
-        let extract_ms = started.elapsed().as_secs_f64() * 1e3;
-        let mut response = pb::SearchResponse { request_id: request_id.clone(), ..Default::default() };
-        if query.is_empty() {
-            response.timing = Some(pb::Timing { extract_ms, total_ms: extract_ms, ..Default::default() });
-            return Ok(response);
+    /// Searches `descriptors` (rows of `dim`) on one replica of every shard: the global top-K per descriptor, and
+    /// the shards' keypoints and image ids added to `gathered`. A shard with no answering replica fails the query
+    /// or marks the answer degraded, per `policy`.
+    #[allow(clippy::too_many_arguments)]
+    async fn fan_out(
+        &self,
+        routing: &Routing,
+        descriptors: &[f32],
+        dim: usize,
+        rc: &RetrievalConfig,
+        policy: ShardFailurePolicy,
+        request_id: &str,
+        deadline: Instant,
+        response: &mut pb::SearchResponse,
+        gathered: &mut Gathered,
+    ) -> Result<(), Status> {
+        let nq = descriptors.len() / dim.max(1);
+        if nq == 0 {
+            return Ok(());
         }
-
-        // Fan-out to one replica of every shard, then the global top-K per query descriptor.
-        let t = Instant::now();
         let request = pb::ShardSearchRequest {
-            request_id: request_id.clone(),
+            request_id: request_id.to_string(),
             shard_id: 0,
             descriptor_fingerprint: routing.manifest.descriptor_fingerprint.clone(),
-            dim: query.dim as u32,
-            descriptors: query.descriptors.clone(),
+            dim: dim as u32,
+            descriptors: descriptors.to_vec(),
             k: rc.search.k as u32,
             nprobe: rc.search.nprobe as u32,
             max_distance: rc.search.max_distance,
             version: routing.version.clone(),
         };
         let count = routing.manifest.shards;
-        let outcomes = join_all(
-            routing.shards.iter().map(|s| self.search_shard(count, s, request.clone(), &request_id, deadline)),
-        )
-        .await;
+        let outcomes =
+            join_all(routing.shards.iter().map(|s| self.search_shard(count, s, request.clone(), request_id, deadline)))
+                .await;
         let merge_started = Instant::now();
         let mut parts = Vec::new();
-        let mut answers = Vec::new();
         for (shard, outcome) in routing.shards.iter().zip(outcomes) {
             match outcome? {
                 ShardOutcome::Answer(a) => {
                     parts.push(a.lists);
-                    answers.push((a.keypoints, a.ids));
+                    gathered.keypoints.extend(a.keypoints);
+                    gathered.ids.extend(a.ids);
                 }
                 ShardOutcome::Down(errors) => {
                     let errors_text = errors.join("; ");
@@ -532,28 +602,39 @@ impl Inner {
                         )));
                     }
                     response.degraded = true;
-                    response.missing_shards.push(shard.id);
+                    if !response.missing_shards.contains(&shard.id) {
+                        response.missing_shards.push(shard.id);
+                    }
                 }
             }
         }
-        let neighbors =
-            if parts.is_empty() { vec![Vec::new(); query.len()] } else { merge_neighbor_lists(parts, rc.search.k) };
-        let candidates = vote(&neighbors, rc.candidates);
-        let ann_ms = t.elapsed().as_secs_f64() * 1e3;
-        let mut merge = merge_started.elapsed();
+        let lists = if parts.is_empty() { vec![Vec::new(); nq] } else { merge_neighbor_lists(parts, rc.search.k) };
+        gathered.neighbors.extend(lists);
+        gathered.merge += merge_started.elapsed();
+        Ok(())
+    }
 
-        // Correspondences here, RANSAC on the workers.
+    /// Votes over the gathered neighbours, builds the correspondences of the best-voted candidates, has the workers
+    /// verify them (batches spread over workers) and ranks them: `delf_search::rank`, as one process does.
+    async fn verify_and_rank(
+        &self,
+        routing: &Routing,
+        query: &FeatureSet,
+        gathered: &mut Gathered,
+        rc: &RetrievalConfig,
+        request_id: &str,
+        deadline: Instant,
+    ) -> Result<(Vec<VerifiedImage>, usize), Status> {
         let t = Instant::now();
+        let neighbors = &gathered.neighbors;
+        let candidates = vote(neighbors, rc.candidates);
         let wanted: FxHashSet<u32> = candidates.iter().map(|&(image, _)| image).collect();
-        let matches = correspondences(&neighbors, &wanted, &rc);
+        let matches = correspondences(neighbors, &wanted, rc);
         let mut keypoints: FxHashMap<(u32, u16), (f32, f32)> = FxHashMap::default();
         let mut ids: FxHashMap<u32, String> = FxHashMap::default();
-        for (located, refs) in answers {
-            keypoints.extend(
-                located.into_iter().filter(|p| wanted.contains(&p.0)).map(|(image, f, x, y)| ((image, f), (x, y))),
-            );
-            ids.extend(refs.into_iter().filter(|r| wanted.contains(&r.image)).map(|r| (r.image, r.id)));
-        }
+        let located = gathered.keypoints.iter().filter(|p| wanted.contains(&p.0));
+        keypoints.extend(located.map(|&(image, f, x, y)| ((image, f), (x, y))));
+        ids.extend(gathered.ids.iter().filter(|r| wanted.contains(&r.image)).map(|r| (r.image, r.id.clone())));
         let mut pending: Vec<(VerifiedImage, pb::Candidate)> = Vec::with_capacity(candidates.len());
         for &(image, votes) in &candidates {
             let Some(id) = ids.get(&image) else { continue };
@@ -561,7 +642,7 @@ impl Inner {
             let kp = |f: u32| {
                 u16::try_from(f).ok().and_then(|f| keypoints.get(&(image, f)).copied()).unwrap_or((f32::NAN, f32::NAN))
             };
-            let (query_points, db_points) = candidate_points(putative, &query, kp);
+            let (query_points, db_points) = candidate_points(putative, query, kp);
             let candidate = pb::Candidate { image, query_xy: xy(&query_points), db_xy: xy(&db_points) };
             let v = VerifiedImage {
                 image,
@@ -575,19 +656,19 @@ impl Inner {
             };
             pending.push((v, candidate));
         }
-        merge += t.elapsed();
+        gathered.merge += t.elapsed();
         let settings = crate::convert::verify_settings_to_pb(&rc.verify);
         let batches: Vec<pb::VerifyRequest> = pending
             .chunks(self.config.verify_batch)
             .map(|chunk| pb::VerifyRequest {
-                request_id: request_id.clone(),
+                request_id: request_id.to_string(),
                 candidates: chunk.iter().map(|(_, c)| c.clone()).collect(),
                 settings: Some(settings.clone()),
             })
             .collect();
         let verified = join_all(batches.iter().map(|b| {
-            self.on_workers(&routing.workers, "verification", &request_id, deadline, |mut c, t| {
-                let r = client::request(b.clone(), &request_id, self.token(), t);
+            self.on_workers(&routing.workers, "verification", request_id, deadline, 1, |mut c, t| {
+                let r = client::request(b.clone(), request_id, self.token(), t);
                 async move { c.verify(r).await }
             })
         }))
@@ -609,11 +690,83 @@ impl Inner {
                 results.push(v);
             }
         }
-        response.verified = results.len() as u32;
+        let verified = results.len();
         let ranking = Instant::now();
-        let ranked = rank(results, &rc);
-        merge += ranking.elapsed();
-        let verify_ms = t.elapsed().as_secs_f64() * 1e3;
+        let ranked = rank(results, rc);
+        gathered.merge += ranking.elapsed();
+        Ok((ranked, verified))
+    }
+
+    async fn search(&self, r: pb::SearchRequest, request_id: String) -> Result<pb::SearchResponse, Status> {
+        let started = Instant::now();
+        // The version this query runs on to the end, even if another one is activated meanwhile.
+        let routing = self.current()?;
+        let (rc, policy, budget) = self.settings(&routing, &r);
+        let deadline = started + budget;
+        // A photo can be searched again at the rotations; features sent by the client cannot.
+        let rotatable = match &r.query {
+            Some(pb::search_request::Query::Image(bytes)) if !rc.rotations.is_empty() => Some(bytes.clone()),
+            _ => None,
+        };
+        let mut query = self.query_features(&routing, r.query, &request_id, deadline).await?;
+        let mut extract_ms = started.elapsed().as_secs_f64() * 1e3;
+        let mut response = pb::SearchResponse { request_id: request_id.clone(), ..Default::default() };
+        let (mut ann, mut verify) = (Duration::ZERO, Duration::ZERO);
+        let mut gathered = Gathered::default();
+        let mut outcome = None;
+
+        // The upright query (unless every rotation is searched at once: `rotations_below` = 0).
+        if rotatable.is_none() || rc.rotations_below > 0 {
+            let t = Instant::now();
+            let dim = query.dim;
+            self.fan_out(
+                &routing,
+                &query.descriptors,
+                dim,
+                &rc,
+                policy,
+                &request_id,
+                deadline,
+                &mut response,
+                &mut gathered,
+            )
+            .await?;
+            ann += t.elapsed();
+            let t = Instant::now();
+            let ranked = self.verify_and_rank(&routing, &query, &mut gathered, &rc, &request_id, deadline).await?;
+            verify += t.elapsed();
+            outcome = Some(ranked);
+        }
+        // The rotated passes, extracted by a worker: only their descriptors are searched (the upright ones' lists
+        // are kept), then every candidate is verified again with the whole query, as `delf search` does.
+        let best = outcome.as_ref().map(|(ranked, _)| ranked.first().map(|v| v.score));
+        if let Some(bytes) = rotatable
+            && best.is_none_or(|b| rc.wants_rotations(b))
+        {
+            tracing::debug!(%request_id, upright_best = ?best.flatten(), rotations = rc.rotations.len(), "searching the rotated passes");
+            let t = Instant::now();
+            let rotated = self.rotated_features(&routing, bytes, &rc.rotations, &request_id, deadline).await?;
+            extract_ms += t.elapsed().as_secs_f64() * 1e3;
+            let t = Instant::now();
+            let offset = if outcome.is_some() { query.descriptors.len() } else { 0 };
+            // One rotated pass's worth of descriptors per shard request, so that `shard_timeout_ms` keeps meaning
+            // "slower than a query should take" (all passes at once would be several queries' worth).
+            let per_request = rotated.len().div_ceil(rc.rotations.len()).max(1) * rotated.dim;
+            query
+                .extend(rotated)
+                .map_err(|e| Status::internal(format!("the rotated passes do not fit the query: {e}")))?;
+            let dim = query.dim;
+            for chunk in query.descriptors[offset..].chunks(per_request) {
+                self.fan_out(&routing, chunk, dim, &rc, policy, &request_id, deadline, &mut response, &mut gathered)
+                    .await?;
+            }
+            ann += t.elapsed();
+            let t = Instant::now();
+            outcome = Some(self.verify_and_rank(&routing, &query, &mut gathered, &rc, &request_id, deadline).await?);
+            verify += t.elapsed();
+        }
+        let (ranked, verified) = outcome.unwrap_or_default();
+        response.verified = verified as u32;
         response.results = ranked
             .iter()
             .enumerate()
@@ -626,10 +779,10 @@ impl Inner {
             .collect();
         response.timing = Some(pb::Timing {
             extract_ms,
-            ann_ms,
-            verify_ms,
+            ann_ms: ann.as_secs_f64() * 1e3,
+            verify_ms: verify.as_secs_f64() * 1e3,
             total_ms: started.elapsed().as_secs_f64() * 1e3,
-            merge_ms: merge.as_secs_f64() * 1e3,
+            merge_ms: gathered.merge.as_secs_f64() * 1e3,
         });
         Ok(response)
     }

@@ -34,7 +34,13 @@ pub enum ExtractFailure {
     /// The extractor failed.
     #[error("{0}")]
     Failed(String),
+    /// The extractor does not offer what was asked (rotated passes).
+    #[error("{0}")]
+    Unsupported(String),
 }
+
+/// Most rotated passes one extraction call may ask for.
+pub const MAX_ROTATIONS: usize = 64;
 
 /// Feature extraction as a worker needs it: blocking, called from a thread that may block.
 pub trait QueryExtractor: Send + Sync + 'static {
@@ -42,6 +48,12 @@ pub trait QueryExtractor: Send + Sync + 'static {
     fn fingerprint(&self) -> String;
     /// Decodes `bytes` (EXIF orientation applied, size limits enforced) and extracts the features.
     fn extract(&self, bytes: Vec<u8>) -> Result<FeatureSet, ExtractFailure>;
+    /// Decodes `bytes` and extracts the features of the image turned by each of `degrees` (counter-clockwise),
+    /// keypoints mapped back into the upright image's coordinates, all passes in one set.
+    fn extract_rotations(&self, bytes: Vec<u8>, degrees: &[f64]) -> Result<FeatureSet, ExtractFailure> {
+        let _ = (bytes, degrees);
+        Err(ExtractFailure::Unsupported("this worker's extractor has no rotated passes".into()))
+    }
 }
 
 /// The Worker service.
@@ -149,16 +161,25 @@ impl WorkerService {
                 r.descriptor_fingerprint
             )));
         }
+        if r.rotations.len() > MAX_ROTATIONS || r.rotations.iter().any(|d| !d.is_finite()) {
+            return Err(Status::invalid_argument(format!(
+                "rotations: at most {MAX_ROTATIONS} finite angles (got {})",
+                r.rotations.len()
+            )));
+        }
         let _slot = self.extract_slots.acquire().await.map_err(|_| Status::unavailable("worker stopping"))?;
         let started = std::time::Instant::now();
-        let (request_id, image) = (r.request_id, r.image);
-        let features = tokio::task::spawn_blocking(move || extractor.extract(image))
-            .await
-            .map_err(|e| Status::internal(format!("extraction task failed: {e}")))?
-            .map_err(|e| match e {
-                ExtractFailure::BadImage(m) => Status::invalid_argument(m),
-                ExtractFailure::Failed(m) => Status::internal(m),
-            })?;
+        let (request_id, image, rotations) = (r.request_id, r.image, r.rotations);
+        let features = tokio::task::spawn_blocking(move || {
+            if rotations.is_empty() { extractor.extract(image) } else { extractor.extract_rotations(image, &rotations) }
+        })
+        .await
+        .map_err(|e| Status::internal(format!("extraction task failed: {e}")))?
+        .map_err(|e| match e {
+            ExtractFailure::BadImage(m) => Status::invalid_argument(m),
+            ExtractFailure::Failed(m) => Status::internal(m),
+            ExtractFailure::Unsupported(m) => Status::unimplemented(m),
+        })?;
         tracing::debug!(
             %request_id,
             features = features.len(),

@@ -403,3 +403,114 @@ async fn hedging_answers_from_the_second_replica_while_the_first_hangs() {
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     assert!(delf_rpc::metrics::render().contains("delf_hedged_requests_total{shard=\"0\"} 1"));
 }
+
+/// A worker's extractor for a photo that shows image 0 only when turned: upright it gives unrelated descriptors,
+/// its rotated passes give the real query.
+struct TurnedPhoto {
+    upright: FeatureSet,
+    turned: FeatureSet,
+}
+
+impl delf_cluster::worker::QueryExtractor for TurnedPhoto {
+    fn fingerprint(&self) -> String {
+        FINGERPRINT.to_string()
+    }
+
+    fn extract(&self, _bytes: Vec<u8>) -> Result<FeatureSet, delf_cluster::worker::ExtractFailure> {
+        Ok(self.upright.clone())
+    }
+
+    fn extract_rotations(
+        &self,
+        _bytes: Vec<u8>,
+        degrees: &[f64],
+    ) -> Result<FeatureSet, delf_cluster::worker::ExtractFailure> {
+        assert_eq!(degrees, [90.0, 180.0, 270.0]);
+        Ok(self.turned.clone())
+    }
+}
+
+/// The coordinator's query rotations equal one-process search's (`retrieve_extending` twice, as `delf search`
+/// runs it): a photo whose upright search finds nothing is found through its rotated passes, with the same scores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_turned_photo_is_found_through_rotated_passes_like_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let index_dir = dir.path().join("index");
+    let turned = build_index(&index_dir);
+    let manifest = IndexManifest::load(&index_dir).unwrap();
+    // Unrelated descriptors where the upright photo's would be: unit vectors from a fixed seed.
+    let mut rng = delf_core::rng::SplitMix64(7);
+    let mut upright = turned.clone();
+    for d in upright.descriptors.chunks_mut(DIM) {
+        d.iter_mut().for_each(|v| *v = (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0);
+        let norm = d.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-6);
+        d.iter_mut().for_each(|v| *v /= norm);
+    }
+    let mut rc = retrieval(&manifest);
+    rc.rotations = vec![90.0, 180.0, 270.0];
+    rc.rotations_below = 30;
+
+    let local = ShardedIndex::load(&index_dir, 2).unwrap();
+    let k = ScanKernel::detect();
+    let (first, known) = delf_search::retrieve_extending(&local, &upright, Vec::new(), &rc, k).unwrap();
+    assert!(rc.wants_rotations(first.results.first().map(|r| r.score)), "{:?}", first.results);
+    let mut all = upright.clone();
+    all.extend(turned.clone()).unwrap();
+    let (expected, _) = delf_search::retrieve_extending(&local, &all, known, &rc, k).unwrap();
+    assert_eq!(expected.results.first().map(|r| r.id.as_str()), Some("synthetic/00000000.jpg"));
+
+    let nodes: Vec<String> = (0..2).map(|_| free_addr()).collect();
+    let (worker, coordinator) = (free_addr(), free_addr());
+    let stores = Arc::new(Stores::new());
+    for (shard_id, addr) in nodes.iter().enumerate() {
+        let opts = IndexNodeOptions {
+            index: index_dir.display().to_string(),
+            cache_dir: dir.path().join("cache"),
+            shard_id: shard_id as u32,
+            stores: Arc::clone(&stores),
+        };
+        let addr = addr.clone();
+        tokio::spawn(async move { delf_cluster::index_node::serve(&addr, opts, &Security::none()).await.unwrap() });
+    }
+    let w = worker.clone();
+    let extractor: Arc<dyn delf_cluster::worker::QueryExtractor> = Arc::new(TurnedPhoto { upright, turned });
+    tokio::spawn(async move { delf_cluster::worker::serve(&w, Some(extractor), &Security::none()).await.unwrap() });
+    let config = ClusterConfig {
+        index: index_dir.display().to_string(),
+        coordinator: coordinator.clone(),
+        shards: nodes
+            .iter()
+            .enumerate()
+            .map(|(i, a)| ShardReplicas { id: i as u32, replicas: vec![a.clone()] })
+            .collect(),
+        workers: vec![worker.clone()],
+        ..ClusterConfig::default()
+    };
+    let service = CoordinatorService::new(&config, manifest, rc).unwrap();
+    let c = coordinator.clone();
+    tokio::spawn(async move { delf_cluster::coordinator::serve(&c, service, Default::default()).await.unwrap() });
+    for n in &nodes {
+        wait_ready(n).await;
+    }
+    let mut coord =
+        client::coordinator(client::channel(&coordinator, Duration::from_secs(1), &Security::none()).unwrap());
+    let request = pb::SearchRequest {
+        query: Some(pb::search_request::Query::Image(b"a turned photo".to_vec())),
+        ..Default::default()
+    };
+    let r = client::request(request, "turned", None, Duration::from_secs(30));
+    let answer = coord.search(r).await.unwrap().into_inner();
+    let got: Vec<(String, u32, u32)> = answer.results.iter().map(|m| (m.image_id.clone(), m.score, m.votes)).collect();
+    let want: Vec<(String, u32, u32)> =
+        expected.results.iter().map(|r| (r.id.clone(), r.score as u32, r.votes as u32)).collect();
+    assert_eq!(got, want);
+    assert_eq!(answer.verified as usize, expected.verified);
+
+    // Rotations a worker refuses: not finite, or too many.
+    let mut w = client::worker(client::channel(&worker, Duration::from_secs(1), &Security::none()).unwrap());
+    for rotations in [vec![f64::NAN], vec![10.0; delf_cluster::worker::MAX_ROTATIONS + 1]] {
+        let ask = pb::ExtractRequest { image: b"x".to_vec(), rotations, ..Default::default() };
+        let status = w.extract(client::request(ask, "bad", None, Duration::from_secs(5))).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+}

@@ -26,6 +26,12 @@ pub struct RetrievalConfig {
     pub top: usize,
     /// RANSAC model and settings, and the scoring policy (`min_inliers`).
     pub verify: VerifyConfig,
+    /// Query rotations: angles (degrees, the upright pass excluded) of the extra passes a query is searched at when
+    /// its upright search finds too little (empty = upright only). One-process search and the coordinator apply the
+    /// same policy; the extraction of a rotated pass is the extractor's (`delf_model::RotatedPass`).
+    pub rotations: Vec<f64>,
+    /// The rotated passes run only when the upright query's best result has fewer inliers than this (0 = always).
+    pub rotations_below: usize,
 }
 
 impl RetrievalConfig {
@@ -34,6 +40,12 @@ impl RetrievalConfig {
     /// distractor query reached 15 inliers while the weakest true match (excluding the aero pair, which no scorer
     /// verifies) had 24 (docs/search.md; with feature-norm scores: 18 and 41).
     pub const DEFAULT_MIN_INLIERS: usize = 20;
+
+    /// Whether a query whose upright search's best result scored `best` (`None`: no result) is searched again at
+    /// the rotations.
+    pub fn wants_rotations(&self, best: Option<usize>) -> bool {
+        !self.rotations.is_empty() && (self.rotations_below == 0 || best.is_none_or(|b| b < self.rotations_below))
+    }
 
     /// These settings with the ANN parameters an index's manifest stores (what it was built and tuned for).
     pub fn for_index(self, manifest: &crate::IndexManifest) -> Self {
@@ -45,7 +57,14 @@ impl Default for RetrievalConfig {
     fn default() -> Self {
         let mut verify = VerifyConfig::robust();
         verify.policy.min_inliers = Self::DEFAULT_MIN_INLIERS;
-        Self { search: SearchParams::default(), candidates: 100, top: 10, verify }
+        Self {
+            search: SearchParams::default(),
+            candidates: 100,
+            top: 10,
+            verify,
+            rotations: Vec::new(),
+            rotations_below: 0,
+        }
     }
 }
 

@@ -27,11 +27,7 @@ pub struct Searcher {
     pub rc: delf_search::RetrievalConfig,
     /// The scan kernel of this CPU.
     pub kernel: ScanKernel,
-    /// Query rotations, degrees (0 first).
-    pub rotations: Vec<f64>,
-    /// Search the other rotations only when the upright query's best result has fewer inliers (0 = always).
-    pub rotations_below: usize,
-    /// What each rotated pass may cost.
+    /// What each rotated pass may cost (the rotations themselves are `rc.rotations`).
     pub rotated_pass: delf_model::RotatedPass,
 }
 
@@ -58,18 +54,8 @@ impl Searcher {
             });
         }
         let rc = config.retrieval().for_index(&manifest);
-        let (rotations, rotations_below) = (config.search.rotation_angles(), config.search.rotations_below);
         let rotated_pass = config.search.rotated_pass();
-        Ok(Self {
-            manifest,
-            index,
-            extractor,
-            rc,
-            kernel: ScanKernel::detect(),
-            rotations,
-            rotations_below,
-            rotated_pass,
-        })
+        Ok(Self { manifest, index, extractor, rc, kernel: ScanKernel::detect(), rotated_pass })
     }
 
     /// Extracts `image` and retrieves it: the retrieval and the extraction milliseconds. With several query
@@ -80,19 +66,19 @@ impl Searcher {
         let t = Instant::now();
         let mut features = self.extractor.extract(image)?;
         let mut extract_ms = t.elapsed().as_secs_f64() * 1e3;
-        if self.rotations.len() <= 1 {
+        if self.rc.rotations.is_empty() {
             return Ok((retrieve(&self.index, &features, &self.rc, self.kernel)?, extract_ms));
         }
         let mut upright_neighbors = Vec::new();
-        if self.rotations_below > 0 {
+        if self.rc.rotations_below > 0 {
             let (upright, neighbors) = retrieve_extending(&self.index, &features, Vec::new(), &self.rc, self.kernel)?;
-            if upright.results.first().is_some_and(|r| r.score >= self.rotations_below) {
+            if !self.rc.wants_rotations(upright.results.first().map(|r| r.score)) {
                 return Ok((upright, extract_ms));
             }
             upright_neighbors = neighbors;
         }
         let t = Instant::now();
-        features.extend(self.extractor.extract_rotations(image, &self.rotations[1..], self.rotated_pass)?)?;
+        features.extend(self.extractor.extract_rotations(image, &self.rc.rotations, self.rotated_pass)?)?;
         extract_ms += t.elapsed().as_secs_f64() * 1e3;
         // The upright descriptors' neighbours are those of the first search: only the rotated ones are searched.
         let (all, _) = retrieve_extending(&self.index, &features, upright_neighbors, &self.rc, self.kernel)?;

@@ -151,7 +151,8 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
     Ok(())
 }
 
-type Job = (Vec<u8>, mpsc::SyncSender<Result<FeatureSet, ExtractFailure>>);
+/// An encoded image, the rotations to extract it at (empty: upright), and where the answer goes.
+type Job = (Vec<u8>, Vec<f64>, mpsc::SyncSender<Result<FeatureSet, ExtractFailure>>);
 
 /// The model on a thread of its own (libtorch objects never cross threads); requests queue in order.
 struct ModelThread {
@@ -166,6 +167,7 @@ impl ModelThread {
         let pca: PathBuf = dir.join(PCA_FILE);
         let (jobs, inbox) = mpsc::channel::<Job>();
         let (ready_tx, ready) = mpsc::sync_channel::<Result<String>>(1);
+        let rotated_pass = config.search.rotated_pass();
         let config = config.clone();
         std::thread::Builder::new().name("delf-model".into()).spawn(move || {
             let extractor = (|| {
@@ -182,11 +184,16 @@ impl ModelThread {
                     return;
                 }
             };
-            for (bytes, reply) in inbox {
+            for (bytes, rotations, reply) in inbox {
                 let result = delf_image::decode_bytes(&bytes, &DecodeLimits::default())
                     .map_err(|e| ExtractFailure::BadImage(e.to_string()))
                     .and_then(|img| {
-                        extractor.extract(&img.rgb).map_err(|e| match e {
+                        let features = if rotations.is_empty() {
+                            extractor.extract(&img.rgb)
+                        } else {
+                            extractor.extract_rotations(&img.rgb, &rotations, rotated_pass)
+                        };
+                        features.map_err(|e| match e {
                             delf_model::ModelError::Image(e) => ExtractFailure::BadImage(e.to_string()),
                             e => ExtractFailure::Failed(e.to_string()),
                         })
@@ -204,6 +211,16 @@ impl ModelThread {
         tracing::info!(%fingerprint, "worker model loaded");
         Ok(Self { fingerprint, jobs: Mutex::new(jobs) })
     }
+
+    /// Queues one extraction on the model thread and waits for it.
+    fn ask(&self, bytes: Vec<u8>, rotations: Vec<f64>) -> Result<FeatureSet, ExtractFailure> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let stopped = || ExtractFailure::Failed("the model thread stopped".into());
+        let jobs = self.jobs.lock().map_err(|_| ExtractFailure::Failed("model thread poisoned".into()))?;
+        jobs.send((bytes, rotations, reply)).map_err(|_| stopped())?;
+        drop(jobs);
+        answer.recv().map_err(|_| stopped())?
+    }
 }
 
 impl QueryExtractor for ModelThread {
@@ -212,10 +229,10 @@ impl QueryExtractor for ModelThread {
     }
 
     fn extract(&self, bytes: Vec<u8>) -> Result<FeatureSet, ExtractFailure> {
-        let (reply, answer) = mpsc::sync_channel(1);
-        let sent =
-            self.jobs.lock().map_err(|_| ExtractFailure::Failed("model thread poisoned".into()))?.send((bytes, reply));
-        sent.map_err(|_| ExtractFailure::Failed("the model thread stopped".into()))?;
-        answer.recv().map_err(|_| ExtractFailure::Failed("the model thread stopped".into()))?
+        self.ask(bytes, Vec::new())
+    }
+
+    fn extract_rotations(&self, bytes: Vec<u8>, degrees: &[f64]) -> Result<FeatureSet, ExtractFailure> {
+        self.ask(bytes, degrees.to_vec())
     }
 }
