@@ -49,6 +49,30 @@ fn build_index(dir: &Path) -> FeatureSet {
     spec.build(dir, 1).unwrap().1.remove(0)
 }
 
+/// One index node per shard of the 2-shard index in `index_dir`, serving on free ports; their addresses.
+fn spawn_index_nodes(index_dir: &Path, cache_dir: &Path, security: &Security) -> Vec<String> {
+    let stores = Arc::new(Stores::new());
+    (0..2)
+        .map(|shard_id| {
+            let addr = free_addr();
+            let opts = IndexNodeOptions {
+                index: index_dir.display().to_string(),
+                cache_dir: cache_dir.to_path_buf(),
+                shard_id,
+                stores: Arc::clone(&stores),
+            };
+            let (a, security) = (addr.clone(), security.clone());
+            tokio::spawn(async move { delf_cluster::index_node::serve(&a, opts, &security).await.unwrap() });
+            addr
+        })
+        .collect()
+}
+
+/// Shard `i` served by `nodes[i]` alone.
+fn one_replica_each(nodes: &[String]) -> Vec<ShardReplicas> {
+    nodes.iter().enumerate().map(|(i, a)| ShardReplicas { id: i as u32, replicas: vec![a.clone()] }).collect()
+}
+
 fn token_only() -> Security {
     Security::new(Some(TOKEN.into()), None).unwrap()
 }
@@ -86,30 +110,15 @@ async fn roles_over_grpc_answer_like_one_process_and_refuse_bad_requests() {
     let query = build_index(&index_dir);
     let manifest = IndexManifest::load(&index_dir).unwrap();
 
-    let nodes: Vec<String> = (0..2).map(|_| free_addr()).collect();
+    let nodes = spawn_index_nodes(&index_dir, &dir.path().join("cache"), &token_only());
     let worker = free_addr();
     let coordinator = free_addr();
-    let stores = Arc::new(Stores::new());
-    for (shard_id, addr) in nodes.iter().enumerate() {
-        let opts = IndexNodeOptions {
-            index: index_dir.display().to_string(),
-            cache_dir: dir.path().join("cache"),
-            shard_id: shard_id as u32,
-            stores: Arc::clone(&stores),
-        };
-        let addr = addr.clone();
-        tokio::spawn(async move { delf_cluster::index_node::serve(&addr, opts, &token_only()).await.unwrap() });
-    }
     let w = worker.clone();
     tokio::spawn(async move { delf_cluster::worker::serve(&w, None, &token_only()).await.unwrap() });
     let config = ClusterConfig {
         index: index_dir.display().to_string(),
         coordinator: coordinator.clone(),
-        shards: nodes
-            .iter()
-            .enumerate()
-            .map(|(i, a)| ShardReplicas { id: i as u32, replicas: vec![a.clone()] })
-            .collect(),
+        shards: one_replica_each(&nodes),
         workers: vec![worker.clone()],
         verify_batch: 7,
         token: Some(TOKEN.into()),
@@ -459,30 +468,15 @@ async fn a_turned_photo_is_found_through_rotated_passes_like_one_process() {
     let (expected, _) = delf_search::retrieve_extending(&local, &all, known, &rc, k).unwrap();
     assert_eq!(expected.results.first().map(|r| r.id.as_str()), Some("synthetic/00000000.jpg"));
 
-    let nodes: Vec<String> = (0..2).map(|_| free_addr()).collect();
+    let nodes = spawn_index_nodes(&index_dir, &dir.path().join("cache"), &Security::none());
     let (worker, coordinator) = (free_addr(), free_addr());
-    let stores = Arc::new(Stores::new());
-    for (shard_id, addr) in nodes.iter().enumerate() {
-        let opts = IndexNodeOptions {
-            index: index_dir.display().to_string(),
-            cache_dir: dir.path().join("cache"),
-            shard_id: shard_id as u32,
-            stores: Arc::clone(&stores),
-        };
-        let addr = addr.clone();
-        tokio::spawn(async move { delf_cluster::index_node::serve(&addr, opts, &Security::none()).await.unwrap() });
-    }
     let w = worker.clone();
     let extractor: Arc<dyn delf_cluster::worker::QueryExtractor> = Arc::new(TurnedPhoto { upright, turned });
     tokio::spawn(async move { delf_cluster::worker::serve(&w, Some(extractor), &Security::none()).await.unwrap() });
     let config = ClusterConfig {
         index: index_dir.display().to_string(),
         coordinator: coordinator.clone(),
-        shards: nodes
-            .iter()
-            .enumerate()
-            .map(|(i, a)| ShardReplicas { id: i as u32, replicas: vec![a.clone()] })
-            .collect(),
+        shards: one_replica_each(&nodes),
         workers: vec![worker.clone()],
         ..ClusterConfig::default()
     };
