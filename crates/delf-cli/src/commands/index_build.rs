@@ -37,29 +37,6 @@ fn options(opts: &IndexBuildArgs, config: &Config) -> Result<BuildOptions> {
     Ok(options)
 }
 
-/// Builds the index from the completed job at `prefix` with the configured model reducing raw descriptors.
-fn from_features(
-    rt: &tokio::runtime::Runtime,
-    stores: &Stores,
-    prefix: &str,
-    opts: &IndexBuildArgs,
-    config: &Config,
-    root: Option<PathBuf>,
-    source: &str,
-) -> Result<Built> {
-    let options = options(opts, config)?;
-    let reducer: &MakeReducer<'_> = &|job, pca| {
-        let make = || -> Result<delf_model::Extractor> {
-            let settings = ExtractSettings::from_stored(&job.extract, "job", config)?;
-            let device = model::device(opts.device.as_deref(), config)?;
-            model::extractor(config, settings.to_config(), Some(pca), device)
-        };
-        make().map_err(|e| delf_build::BuildError::Reducer(e.into()))
-    };
-    let mut bars = StageBars::default();
-    Ok(delf_build::build_from_features(rt, stores, prefix, &options, reducer, root, source, &mut bars)?)
-}
-
 /// Writes what a build made: `what` completes the descriptor count's parenthesis.
 fn write_summary(
     report: &mut dyn std::io::Write,
@@ -93,9 +70,23 @@ pub fn build(opts: &IndexBuildArgs, config: &Config, report: &mut dyn std::io::W
     let started = Instant::now();
     let rt = crate::commands::io_runtime()?;
     let stores = Arc::new(Stores::new());
+    let options = options(opts, config)?;
+    // Raw descriptors of a job are reduced by the configured model with the build's PCA.
+    let reducer: &MakeReducer<'_> = &|job, pca| {
+        let make = || -> Result<delf_model::Extractor> {
+            let settings = ExtractSettings::from_stored(&job.extract, "job", config)?;
+            let device = model::device(opts.device.as_deref(), config)?;
+            model::extractor(config, settings.to_config(), Some(pca), device)
+        };
+        make().map_err(|e| delf_build::BuildError::Reducer(e.into()))
+    };
+    let build_from = |prefix: &str, root: Option<PathBuf>, source: &str| -> Result<Built> {
+        let mut bars = StageBars::default();
+        Ok(delf_build::build_from_features(&rt, &stores, prefix, &options, reducer, root, source, &mut bars)?)
+    };
     let source = match (&opts.source, &opts.features) {
         (_, Some(prefix)) => {
-            let built = from_features(&rt, &stores, prefix, opts, config, None, prefix)?;
+            let built = build_from(prefix, None, prefix)?;
             let m = &built.manifest;
             let what = format!("{} failed at extraction) from {} feature shards", m.skipped.len(), built.units);
             return write_summary(report, &built, &what, &opts.out, started);
@@ -103,7 +94,6 @@ pub fn build(opts: &IndexBuildArgs, config: &Config, report: &mut dyn std::io::W
         (Some(source), None) => source.clone(),
         (None, None) => bail!("give a SOURCE folder or list, or --features PREFIX"),
     };
-    options(opts, config)?;
     let (list, root) = delf_build::source_list(&source, &stores, &rt)?;
     let list = Arc::new(list);
     let job_dir = opts.out.join(EXTRACTION_DIR);
@@ -147,7 +137,7 @@ pub fn build(opts: &IndexBuildArgs, config: &Config, report: &mut dyn std::io::W
     let extract_s = t.elapsed().as_secs_f64();
     drop(raw_extractor);
 
-    let mut built = from_features(&rt, &stores, &job_uri, opts, config, root, &source)?;
+    let mut built = build_from(&job_uri, root, &source)?;
     built.manifest.timings_s.insert(0, ("extract".to_string(), extract_s));
     built.manifest.save(&opts.out)?;
     let m = &built.manifest;
