@@ -32,10 +32,13 @@ struct Group {
 /// stays loaded as long (queries that started on it must be able to finish on it, however loaded the machine is).
 /// Queries are searched upright only: version switches are what these tests are about; the cluster's query
 /// rotations are tested by `cluster.rs`.
+/// The Raft timing is the shipped default (100 ms ticks, elections after 1-2 s): with 50 ms ticks a vote's round trip
+/// (two fsyncs and two gRPC hops) outlasted the election timeout on a loaded 2-core CI machine, and the two
+/// coordinators left after the leader was killed never elected one.
 fn write_config(path: &Path, addrs: &BTreeMap<u64, String>, cluster: &str) {
     let peers: Vec<String> = addrs.iter().map(|(id, a)| format!("{{ id = {id}, address = {a:?} }}")).collect();
     let toml = format!(
-        "[search]\nrotations = 1\n[cluster]\ndeadline_ms = 15000\n{cluster}[meta]\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\nsnapshot_every = 20\nheartbeat_ms = 300\nnode_timeout_ms = 3000\nretire_grace_ms = 15000\ncoordinators = [{}]\n",
+        "[search]\nrotations = 1\n[cluster]\ndeadline_ms = 15000\n{cluster}[meta]\ntick_ms = 100\nelection_ticks = 10\nheartbeat_ticks = 2\nsnapshot_every = 20\nheartbeat_ms = 300\nnode_timeout_ms = 3000\nretire_grace_ms = 15000\ncoordinators = [{}]\n",
         peers.join(", ")
     );
     std::fs::write(path, toml).unwrap();

@@ -17,6 +17,11 @@ use crate::cli::{ClusterCommand, MembersCommand};
 use crate::commands::query::{RemoteError, connect};
 use crate::config::Config;
 
+/// How long an administrative command keeps retrying while no coordinator can take it (a leader election after the
+/// leader died, a coordinator restarting): many election timeouts, so that an operator's command issued during a
+/// failover waits for the new leader instead of failing.
+const ADMIN_WAIT: Duration = Duration::from_secs(30);
+
 fn coordinators(config: &Config) -> Result<Coordinators> {
     let meta = &config.meta;
     if !meta.enabled() {
@@ -25,11 +30,7 @@ fn coordinators(config: &Config) -> Result<Coordinators> {
         ));
     }
     meta.validate()?;
-    Ok(Coordinators::new(
-        &meta.addresses(),
-        &config.cluster.security()?,
-        meta.request_timeout().max(Duration::from_secs(10)),
-    )?)
+    Ok(Coordinators::new(&meta.addresses(), &config.cluster.security()?, meta.request_timeout().max(ADMIN_WAIT))?)
 }
 
 fn print_applied(index: u64, applied: &Applied) {
