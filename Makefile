@@ -18,12 +18,21 @@ demo: setup
 	./target/release/delf doctor
 	bash scripts/quickstart.sh ./target/release/delf
 
+# One feature cache per test run (config `feature_cache`, docs/cli.md): every opencv-doc photo goes through the
+# network once, before the tests, with the very binary the tests run (the cache is keyed by it); tests then read
+# it, whichever of them uses a photo. Tests that time or interrupt extraction turn it off.
+TEST_FEATURE_CACHE := $(CURDIR)/target/test-feature-cache
+WARM_CACHE = rm -rf $(TEST_FEATURE_CACHE) && \
+	DELF_FEATURE_CACHE=$(TEST_FEATURE_CACHE) ./target/debug/delf -q extract $(PHOTOS)/*.jpg $(PHOTOS)/*.png >/dev/null
+
 test: setup
 	cargo test -q --workspace --doc
 	@if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run --workspace --no-fail-fast; \
+		cargo nextest run --workspace --no-run && $(WARM_CACHE) && \
+		DELF_FEATURE_CACHE=$(TEST_FEATURE_CACHE) cargo nextest run --workspace --no-fail-fast; \
 	else \
-		cargo test --workspace --no-fail-fast; \
+		cargo test --workspace --no-run && $(WARM_CACHE) && \
+		DELF_FEATURE_CACHE=$(TEST_FEATURE_CACHE) cargo test --workspace --no-fail-fast; \
 	fi
 
 lint: setup

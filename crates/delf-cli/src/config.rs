@@ -22,6 +22,10 @@ pub struct Config {
     pub device: String,
     /// CPU threads for libtorch and our own kernels (0 = all cores).
     pub threads: usize,
+    /// A folder where extracted features are kept by pixels, settings and build (env `DELF_FEATURE_CACHE`;
+    /// empty = none): the same image is then run through the network once, whichever command or process asks
+    /// again. `make test` gives each test run one, shared by all tests. Benchmarks never use it.
+    pub feature_cache: Option<PathBuf>,
     /// Logging.
     pub log: LogConfig,
     /// The network.
@@ -312,6 +316,7 @@ impl Default for Config {
             home: default_home(std::env::var_os("HOME").map(PathBuf::from)),
             device: "auto".into(),
             threads: 0,
+            feature_cache: None,
             log: LogConfig::default(),
             model: ModelConfig::default(),
             extract: ExtractSettings::default(),

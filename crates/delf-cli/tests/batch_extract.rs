@@ -68,6 +68,14 @@ fn delf() -> Command {
     c
 }
 
+/// `delf` that runs every image through the network even when the test run shares a feature cache: what a test
+/// interrupts mid-way must take real time.
+fn delf_uncached() -> Command {
+    let mut c = delf();
+    c.env_remove("DELF_FEATURE_CACHE");
+    c
+}
+
 fn extract_args<'a>(list: &'a str, out: &'a str, unit_size: &'a str) -> Vec<&'a str> {
     vec!["extract", "--list", list, "--out", out, "--unit-size", unit_size, "--max-side", "256", "--device", "cpu"]
 }
@@ -135,7 +143,7 @@ fn a_killed_worker_resumes_and_every_image_appears_exactly_once() {
     let mut args = extract_args(list_s, out_s, "1");
     args.extend(["--worker-id", "pod-0"]);
 
-    let mut child = delf().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = delf_uncached().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let commits = out.join(COMMITS_DIR);
     let started = Instant::now();
     let committed = || std::fs::read_dir(&commits).map_or(0, |d| d.count());
@@ -158,7 +166,7 @@ fn a_killed_worker_resumes_and_every_image_appears_exactly_once() {
         assert!(read.is_ok(), "partial file {} visible: {:?}", meta.location, read.err());
     }
 
-    let stdout = ok(delf().args(&args).output().unwrap());
+    let stdout = ok(delf_uncached().args(&args).output().unwrap());
     let (done, skipped, lost) = counts(&stdout);
     assert_eq!((done + skipped, lost), (15, 0), "{stdout}");
     assert!(skipped >= before, "committed units were redone: {stdout}");
@@ -176,9 +184,9 @@ fn a_killed_worker_resumes_and_every_image_appears_exactly_once() {
     );
 
     // A third run has nothing to do; inspect verifies the files against their records.
-    let (done, skipped, _) = counts(&ok(delf().args(&args).output().unwrap()));
+    let (done, skipped, _) = counts(&ok(delf_uncached().args(&args).output().unwrap()));
     assert_eq!((done, skipped), (0, 15));
-    let report = ok(delf().args(["features", "inspect", out_s, "--errors", "--verify"]).output().unwrap());
+    let report = ok(delf_uncached().args(["features", "inspect", out_s, "--errors", "--verify"]).output().unwrap());
     assert!(report.contains("15 of 15 committed") && report.contains("12 images"), "{report}");
     assert!(report.contains("failed missing.jpg") && report.contains("verified 15 committed units"), "{report}");
 
@@ -187,10 +195,10 @@ fn a_killed_worker_resumes_and_every_image_appears_exactly_once() {
     let victim = out.join(&manifest.units[0].features_file);
     let bytes = std::fs::read(&victim).unwrap();
     std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
-    let bad = delf().args(["features", "inspect", out_s, "--verify"]).output().unwrap();
+    let bad = delf_uncached().args(["features", "inspect", out_s, "--verify"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(3), "{}", text(&bad.stderr));
     // A rerun with other settings on the same prefix is refused, not mixed in.
-    let other = delf().args(extract_args(list_s, out_s, "4")).output().unwrap();
+    let other = delf_uncached().args(extract_args(list_s, out_s, "4")).output().unwrap();
     assert_eq!(other.status.code(), Some(3), "{}", text(&other.stderr));
     assert!(text(&other.stderr).contains("unit size"), "{}", text(&other.stderr));
 }
@@ -206,8 +214,8 @@ fn racing_workers_leave_one_result_per_unit() {
     // Both workers are told they own every unit: they race on each one.
     let mut args = extract_args(list_s, out_s, "2");
     args.extend(["--shard-index", "0", "--num-shards", "1"]);
-    let a = delf().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let b = delf().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let a = delf_uncached().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let b = delf_uncached().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let (a, b) = (ok(a.wait_with_output().unwrap()), ok(b.wait_with_output().unwrap()));
     let (ca, sa, la) = counts(&a);
     let (cb, sb, lb) = counts(&b);

@@ -9,6 +9,7 @@ use tch::{Device, Kind, Tensor};
 use crate::ModelError;
 use crate::attention::Attention;
 use crate::backbone::Backbone;
+use crate::cache::FeatureCache;
 use crate::cells::CoreStats;
 use crate::geometry::AxisGeometry;
 use crate::pca::Pca;
@@ -127,6 +128,7 @@ pub struct Extractor {
     device: Device,
     fingerprint: Fingerprint,
     raw_fingerprint: Fingerprint,
+    cache: Option<FeatureCache>,
 }
 
 impl std::fmt::Debug for Extractor {
@@ -142,9 +144,9 @@ impl std::fmt::Debug for Extractor {
 }
 
 /// One candidate cell before the global top-N.
-struct Candidate {
-    keypoint: Keypoint,
-    descriptor: Vec<f32>,
+pub(crate) struct Candidate {
+    pub keypoint: Keypoint,
+    pub descriptor: Vec<f32>,
 }
 
 impl Extractor {
@@ -200,7 +202,20 @@ impl Extractor {
         };
         let fingerprint = identity(&pca.as_ref().map(Pca::digest).unwrap_or_default());
         let raw_fingerprint = identity(&[]);
-        Ok(Self { backbone, attention, pca, config, device, fingerprint, raw_fingerprint })
+        Ok(Self { backbone, attention, pca, config, device, fingerprint, raw_fingerprint, cache: None })
+    }
+
+    /// This extractor reading and writing `cache`: an image whose pixels, settings and model were extracted before
+    /// (by any process of this build) gives the stored candidates instead of a forward pass. The features are the
+    /// same bit for bit.
+    pub fn with_cache(mut self, cache: FeatureCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The feature cache, if any.
+    pub fn cache(&self) -> Option<&FeatureCache> {
+        self.cache.as_ref()
     }
 
     /// The fingerprint every feature set from this extractor carries.
@@ -398,6 +413,36 @@ impl Extractor {
     /// `coverage` holds, per image, which pixels show the scene (`None`: all of them); levels above `max_scale`
     /// are skipped.
     fn raw_features_batch(
+        &self,
+        images: &[&RgbImage],
+        coverage: &[Option<&[bool]>],
+        max_scale: f64,
+    ) -> Result<Vec<Vec<Candidate>>, ModelError> {
+        let Some(cache) = &self.cache else { return self.network_features_batch(images, coverage, max_scale) };
+        let coverage_of = |i: usize| coverage.get(i).copied().flatten();
+        let context =
+            format!("{}/{:?}/{:?}/{:016x}", self.raw_fingerprint, self.config, self.device, max_scale.to_bits());
+        let dim = self.backbone.channels() as usize;
+        let keys: Vec<String> = images
+            .iter()
+            .enumerate()
+            .map(|(i, im)| cache.key(context.as_bytes(), im.dimensions(), im.as_raw(), coverage_of(i)))
+            .collect();
+        let mut found: Vec<Option<Vec<Candidate>>> = keys.iter().map(|k| cache.get(k, dim)).collect();
+        let missing: Vec<usize> = (0..images.len()).filter(|&i| found[i].is_none()).collect();
+        if !missing.is_empty() {
+            let batch: Vec<&RgbImage> = missing.iter().map(|&i| images[i]).collect();
+            let covered: Vec<Option<&[bool]>> = missing.iter().map(|&i| coverage_of(i)).collect();
+            for (&i, candidates) in missing.iter().zip(self.network_features_batch(&batch, &covered, max_scale)?) {
+                cache.put(&keys[i], &candidates, dim);
+                found[i] = Some(candidates);
+            }
+        }
+        Ok(found.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// [`Extractor::raw_features_batch`] through the network.
+    fn network_features_batch(
         &self,
         images: &[&RgbImage],
         coverage: &[Option<&[bool]>],

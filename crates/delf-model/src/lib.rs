@@ -7,6 +7,7 @@
 //! - [`geometry`]: receptive fields computed from each backbone's own layers.
 //! - [`extractor`]: pyramid, keypoints, top-N, PCA: image in, [`delf_core::FeatureSet`] out; several in-plane
 //!   rotations of a query at once.
+//! - [`cache`]: extracted features kept on disk by pixels and settings, so that no image is extracted twice.
 //! - `cells`: which feature-map cells see the scene (not padding, fill or a blank area) and may give keypoints.
 //! - [`pca`]: fitting and applying the descriptor PCA.
 //! - [`tensor_file`]: named tensors + metadata in safetensors files (PCA, heads, training checkpoints).
@@ -16,6 +17,7 @@
 
 pub mod attention;
 pub mod backbone;
+pub mod cache;
 mod cells;
 pub mod device;
 pub mod efficientnet_lite;
@@ -31,6 +33,7 @@ pub mod tensor_file;
 
 pub use attention::{Attention, AttentionHead};
 pub use backbone::{Backbone, LiteBackbone};
+pub use cache::FeatureCache;
 pub use device::DeviceSpec;
 pub use efficientnet_lite::{EfficientNetLite, FeatureTap, LiteVariant};
 pub use error::ModelError;

@@ -93,7 +93,7 @@ fn batched(
         let mut settings = config.extract.to_config();
         settings.max_side = Some(size);
         settings.precision = precision;
-        let extractor = model::extractor(config, settings, None, dev)?;
+        let extractor = model::uncached_extractor(config, settings, None, dev)?;
         for b in [1, batch] {
             for r in extractor.extract_batch(&refs, b) {
                 r?; // warm-up, and every error surfaces
@@ -153,7 +153,7 @@ pub fn run(opts: &BenchExtractArgs, config: &Config) -> Result<()> {
         let mut settings = config.extract.to_config();
         settings.max_side = Some(size);
         settings.precision = precision;
-        let extractor = model::extractor(config, settings, None, dev)?;
+        let extractor = model::uncached_extractor(config, settings, None, dev)?;
         // Warm-up over every photo: each new input shape costs libtorch (and cuDNN's algorithm search) extra time
         // the first time it is seen.
         for d in &decoded {

@@ -5,8 +5,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use delf_image::{DecodeLimits, DecodedImage, decode_file};
 use delf_model::{
-    Attention, AttentionHead, Backbone, DeviceSpec, ExtractConfig, Extractor, FeatureTap, LiteBackbone, LiteVariant,
-    Pca, ResNet50Conv4,
+    Attention, AttentionHead, Backbone, DeviceSpec, ExtractConfig, Extractor, FeatureCache, FeatureTap, LiteBackbone,
+    LiteVariant, Pca, ResNet50Conv4,
 };
 
 use crate::config::Config;
@@ -54,8 +54,22 @@ pub fn backbone(config: &Config, device: tch::Device) -> Result<Box<dyn Backbone
     Ok(Box::new(LiteBackbone::load(&config.weights_path(), lite_variant(config)?, tap, device)?))
 }
 
-/// The configured extractor; `pca` overrides `model.pca`.
+/// The configured extractor; `pca` overrides `model.pca`. It reads and fills the `feature_cache` when one is set.
 pub fn extractor(
+    config: &Config,
+    settings: ExtractConfig,
+    pca: Option<&Path>,
+    device: tch::Device,
+) -> Result<Extractor> {
+    let extractor = uncached_extractor(config, settings, pca, device)?;
+    Ok(match &config.feature_cache {
+        Some(dir) if !dir.as_os_str().is_empty() => extractor.with_cache(FeatureCache::open(dir)?),
+        _ => extractor,
+    })
+}
+
+/// [`extractor`] that always runs the network (what benchmarks time).
+pub fn uncached_extractor(
     config: &Config,
     settings: ExtractConfig,
     pca: Option<&Path>,
