@@ -14,6 +14,8 @@ pub const BAD_INPUT: u8 = 3;
 pub const CONFIG: u8 = 4;
 /// The model or its weights are unavailable (run scripts/setup.sh), or the requested device is absent.
 pub const MODEL: u8 = 5;
+/// A coordinator's own Raft data is damaged (not a torn last write): it must come back under a new id.
+pub const DAMAGED_STATE: u8 = 6;
 
 /// A command line that does not parse (checked with `delf config --check`).
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,7 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<delf_meta::MetaError>() {
             return match e {
                 delf_meta::MetaError::Config(_) => CONFIG,
+                delf_meta::MetaError::DamagedLog { .. } | delf_meta::MetaError::Corrupt { .. } => DAMAGED_STATE,
                 delf_meta::MetaError::Rpc(e) => rpc(e),
                 delf_meta::MetaError::Store(e) => storage(e),
                 _ => FAILURE,
@@ -149,6 +152,8 @@ mod tests {
         let e = anyhow::Error::new(delf_model::ModelError::UnknownDevice("tpu".into()));
         assert_eq!(code_for(&e), MODEL);
         assert_eq!(code_for(&anyhow::anyhow!("something else")), FAILURE);
+        let e = anyhow::Error::new(delf_meta::MetaError::DamagedLog { path: "raft.wal".into(), offset: 8, next: 40 });
+        assert_eq!(code_for(&e.context("starting the coordinator")), DAMAGED_STATE);
     }
 
     /// Errors wrapped by the layers they pass through (`#[error(transparent)]` hides the inner one from the chain)

@@ -25,6 +25,23 @@ pub enum MetaError {
         /// What is wrong.
         reason: String,
     },
+    /// A record in the middle of the Raft log is damaged: entries and votes after it were acknowledged, so the
+    /// log cannot be cut there as a torn write, and this member must never vote again under its id.
+    #[error(
+        "{path}: record at byte {offset} is damaged and a whole record follows at byte {next}: the log cannot be \
+         repaired without forgetting acknowledged entries or votes, so this coordinator does not start. Bring it \
+         back under a new id: `delf cluster members remove ID` on the others, move this data folder aside, start \
+         the coordinator with a new id and DELF_META__JOIN=true, then `delf cluster members add NEWID ADDRESS`; \
+         it receives the state from a peer's snapshot (docs/cluster-metadata.md)"
+    )]
+    DamagedLog {
+        /// The log file.
+        path: PathBuf,
+        /// Where the damaged record starts.
+        offset: u64,
+        /// Where the next whole record starts.
+        next: u64,
+    },
     /// raft-rs refused an operation.
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),

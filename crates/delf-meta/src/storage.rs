@@ -3,7 +3,9 @@
 //! - `raft.wal`: an append-only log of records `[len u32][crc32 u32][kind u8][protobuf]` (little-endian): log
 //!   entries, hard states and configuration states. Every batch of a Ready is written and fsynced before the
 //!   messages that depend on it are sent. On restart the records are replayed; a torn last record (the process died
-//!   mid-write) is cut off, anything damaged before it is an error.
+//!   mid-write: nothing whole after it) is cut off; a damaged record with a whole one anywhere after it is
+//!   [`MetaError::DamagedLog`], and the coordinator does not start (what follows may hold acknowledged entries
+//!   and votes, which a member must never forget).
 //! - `snapshot.bin`: the latest snapshot (`[crc32 u32][protobuf]`: state machine + index, term, voters), written
 //!   to a temporary file, fsynced and renamed. Taking one rewrites `raft.wal` without the entries it covers.
 //!
@@ -74,23 +76,33 @@ fn encode(m: &impl protobuf::Message) -> Vec<u8> {
 }
 
 /// Splits a WAL into records; returns them and the length of the readable prefix (a torn tail is not included).
+/// The whole record at `at`, if one is there: (kind, payload, its length with the header).
+fn record_at(bytes: &[u8], at: usize) -> Option<(u8, &[u8], usize)> {
+    let head = bytes.get(at..at + 8)?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len == 0 || len > MAX_RECORD {
+        return None;
+    }
+    let body = bytes.get(at + 8..at + 8 + len)?;
+    (crc32fast::hash(body) == crc).then(|| (body[0], &body[1..], 8 + len))
+}
+
+/// The records up to the first that is not whole, and where that one starts.
 fn read_records(bytes: &[u8]) -> (Vec<(u8, &[u8])>, usize) {
     let mut out = Vec::new();
     let mut at = 0;
-    while bytes.len() - at >= 8 {
-        let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
-        let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
-        if len == 0 || len > MAX_RECORD || bytes.len() - at - 8 < len {
-            break;
-        }
-        let body = &bytes[at + 8..at + 8 + len];
-        if crc32fast::hash(body) != crc {
-            break;
-        }
-        out.push((body[0], &body[1..]));
-        at += 8 + len;
+    while let Some((kind, payload, len)) = record_at(bytes, at) {
+        out.push((kind, payload));
+        at += len;
     }
     (out, at)
+}
+
+/// Where a whole record starts after the bad one at `bad`, if anywhere: then the damage is in the middle of the
+/// log, not a torn last write, and cutting there would drop records that were fsynced and acknowledged.
+fn valid_record_after(bytes: &[u8], bad: usize) -> Option<usize> {
+    (bad + 1..bytes.len().saturating_sub(8)).find(|&at| record_at(bytes, at).is_some())
 }
 
 impl DiskStorage {
@@ -154,6 +166,9 @@ impl DiskStorage {
                 }
                 k => return Err(corrupt(format!("unknown record kind {k}"))),
             }
+        }
+        if let Some(next) = (good < bytes.len()).then(|| valid_record_after(&bytes, good)).flatten() {
+            return Err(MetaError::DamagedLog { path: wal_path, offset: good as u64, next: next as u64 });
         }
         if good < bytes.len() {
             tracing::warn!(path = %wal_path.display(), kept = good, dropped = bytes.len() - good, "cut a torn WAL tail");
@@ -405,6 +420,46 @@ mod tests {
         let (s, _) = DiskStorage::open(dir.path()).unwrap();
         assert_eq!(s.last_index().unwrap(), 4);
         assert_eq!(std::fs::metadata(&wal).unwrap().len() as usize, bytes.len() - 10);
+    }
+
+    #[test]
+    fn damage_before_a_whole_record_is_an_error_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut s, _) = DiskStorage::open(dir.path()).unwrap();
+            s.bootstrap(vec![1, 2, 3], b"{}".to_vec()).unwrap();
+            for i in 2..=6 {
+                s.persist(&[entry(i, 1, "acknowledged")], Some(&hs(1, i))).unwrap();
+            }
+        }
+        let wal = dir.path().join(WAL);
+        let good = std::fs::read(&wal).unwrap();
+        // One flipped bit in a record of the middle: every record after it is still whole.
+        let first = record_at(&good, 0).unwrap().2;
+        let second = record_at(&good, first).unwrap().2;
+        let mut bytes = good.clone();
+        bytes[first + second / 2] ^= 0x10;
+        std::fs::write(&wal, &bytes).unwrap();
+        match DiskStorage::open(dir.path()) {
+            Err(e @ MetaError::DamagedLog { .. }) => {
+                let MetaError::DamagedLog { offset, next, .. } = &e else { unreachable!() };
+                assert_eq!((*offset as usize, *next as usize), (first, first + second));
+                let message = e.to_string();
+                assert!(message.contains("raft.wal") && message.contains("new id"), "{message}");
+            }
+            other => panic!("expected a damaged log, got {:?}", other.map(|(s, _)| s.last_index())),
+        }
+        assert_eq!(std::fs::read(&wal).unwrap(), bytes, "nothing was cut");
+
+        // The same damage in the last record is a torn write: cut, and the node starts with what came before.
+        let last = (0..good.len()).filter(|&at| record_at(&good, at).is_some_and(|r| at + r.2 == good.len())).max();
+        let mut bytes = good.clone();
+        let at = last.unwrap();
+        bytes[at + 9] ^= 0x10;
+        std::fs::write(&wal, &bytes).unwrap();
+        let (s, _) = DiskStorage::open(dir.path()).unwrap();
+        assert_eq!(std::fs::metadata(&wal).unwrap().len() as usize, at);
+        assert!(s.last_index().unwrap() >= 5);
     }
 
     #[test]
