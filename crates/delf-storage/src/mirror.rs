@@ -50,5 +50,8 @@ pub async fn local_folder(
         tokio::fs::rename(&tmp, &target).await.map_err(io)?;
         tracing::info!(%uri, bytes = meta.size, "fetched index file");
     }
+    // The renames survive a power loss only once the folder is synced.
+    let sync = |source| StorageError::Io { path: dir.clone(), source };
+    tokio::fs::File::open(&dir).await.map_err(sync)?.sync_all().await.map_err(sync)?;
     Ok(dir)
 }
