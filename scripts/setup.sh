@@ -4,7 +4,7 @@
 #   scripts/setup.sh            # install into .cache/ under the repository root
 #
 # What it installs (each step is skipped when its stamp says it is done; a second run takes seconds):
-#   1. Debian packages: opencv-doc (real test photos, ImageNet class names), patchelf.
+#   1. Debian packages: opencv-doc (real test photos, ImageNet class names), patchelf, unzip, openssl.
 #   2. A Python virtual environment (.cache/venv) from scripts/python/requirements.txt: numpy (weight converter,
 #      numpy reference test) and OpenCV (benchmark baseline).
 #   3. libtorch 2.11.0 (CPU part of the PyPI `torch` wheel that tch 0.24.0 expects) in .cache/libtorch.
@@ -39,6 +39,8 @@ need_apt=()
 dpkg -s opencv-doc >/dev/null 2>&1 || need_apt+=(opencv-doc)
 command -v patchelf >/dev/null 2>&1 || need_apt+=(patchelf)
 command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
+# The local cluster (deploy/local-cluster/run.sh) runs with mutual TLS: deploy/compose/make-certs.sh makes its CA.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

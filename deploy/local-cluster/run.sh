@@ -8,7 +8,9 @@
 # --keep leaves the cluster running until Ctrl-C (then `delf --config .cache/local-cluster/delf.toml query ...`
 # works from another shell). Environment: PHOTO_LIST (a file of photo paths to index; default: the quickstart
 # database), QUERIES (photo paths, space-separated; default: three held-out views and a distractor), BASE_PORT
-# (default 17700), WORK (default .cache/local-cluster), and any DELF_* setting (e.g. DELF_EXTRACT__MAX_SIDE=640).
+# (default 17700), WORK (default .cache/local-cluster), TLS (1, the default: every connection with mutual TLS and
+# a private CA made by deploy/compose/make-certs.sh, as deploy/docker-compose.tls.yml runs; 0: plaintext), and any
+# DELF_* setting (e.g. DELF_EXTRACT__MAX_SIDE=640).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 KEEP=0
@@ -51,6 +53,12 @@ echo "== indexing $(wc -l <"$PHOTO_LIST") photos (2 shards) and storing the inde
 # One configuration for every process; each gets its id, name and folders from the environment and flags.
 TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export DELF_CLUSTER__TOKEN=$TOKEN DELF_CONFIG=$WORK/delf.toml
+if [[ ${TLS:-1} == 1 ]]; then
+  echo "== mutual TLS: a private CA and one certificate for 127.0.0.1 in $WORK/tls"
+  bash deploy/compose/make-certs.sh "$WORK/tls" >/dev/null
+  export DELF_CLUSTER__TLS__CERT=$WORK/tls/tls.crt DELF_CLUSTER__TLS__KEY=$WORK/tls/tls.key \
+    DELF_CLUSTER__TLS__CA=$WORK/tls/ca.crt DELF_CLUSTER__TLS__REQUIRE_CLIENT_CERT=true
+fi
 cat >"$DELF_CONFIG" <<TOML
 [cluster]
 index = "s3://delf/index-v1"       # workers: the model settings and PCA of the index
@@ -102,6 +110,14 @@ done
 echo "== cluster"
 "$DELF" -q cluster meta
 "$DELF" -q cluster status
+if [[ ${TLS:-1} == 1 ]]; then
+  if env -u DELF_CLUSTER__TLS__CERT -u DELF_CLUSTER__TLS__KEY -u DELF_CLUSTER__TLS__CA \
+    -u DELF_CLUSTER__TLS__REQUIRE_CLIENT_CERT "$DELF" -q health "127.0.0.1:$((BASE_PORT + 1))" >/dev/null 2>&1; then
+    echo "error: a plaintext client reached coordinator 1" >&2
+    exit 1
+  fi
+  echo "== a plaintext client is refused"
+fi
 echo "== queries (through coordinator 2)"
 "$DELF" -q query --json --coordinator "127.0.0.1:$((BASE_PORT + 2))" "${queries[@]}"
 if [[ $KEEP == 1 ]]; then

@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import sys
+import tomllib
 
 import helm_python as helm
 import yaml
@@ -94,6 +95,29 @@ def check_object(source, doc):
             fail(f"{source}: pod labels {labels} do not match the selector {selector}")
 
 
+TLS_DIR = "/etc/delf-tls"
+
+
+def check_tls_config(source, toml_text):
+    """With tls.enabled, [cluster.tls] names the three files of the mounted Secret and asks for mutual TLS."""
+    tls = tomllib.loads(toml_text).get("cluster", {}).get("tls")
+    expected = {"cert": f"{TLS_DIR}/tls.crt", "key": f"{TLS_DIR}/tls.key", "ca": f"{TLS_DIR}/ca.crt",
+                "require_client_cert": True}
+    if tls != expected:
+        fail(f"{source}: [cluster.tls] is {tls}, expected {expected}")
+
+
+def check_tls_mounts(source, spec):
+    """With tls.enabled, every container of every pod mounts the certificate Secret where [cluster.tls] points."""
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    if volumes.get("tls", {}).get("secret", {}).get("secretName") != "delf-tls":
+        fail(f"{source}: no volume `tls` from Secret delf-tls: {sorted(volumes)}")
+    for container in spec["containers"]:
+        mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+        if mounts.get(TLS_DIR, {}).get("name") != "tls" or not mounts[TLS_DIR].get("readOnly"):
+            fail(f"{source}: container {container['name']} does not mount the tls volume read-only at {TLS_DIR}")
+
+
 def pod_spec(doc):
     if doc["kind"] in ("StatefulSet", "Deployment", "Job"):
         return doc["spec"]["template"]["spec"]
@@ -107,7 +131,8 @@ def from_helm(root, result):
     if report.get("errors") or any(m["severity"] >= 2 for m in report.get("messages", [])):
         fail(f"helm lint: {json.dumps(report)}")
     everything = dict(base, extractJob={"enabled": True}, indexBuildJob={"enabled": True, "spec": "IVF1024,PQ20x8r"},
-                      podMonitor={"enabled": True}, worker={"gpu": True})
+                      podMonitor={"enabled": True}, worker={"gpu": True},
+                      tls={"enabled": True, "existingSecret": "delf-tls", "requireClientCert": True})
     kinds = set()
     for label, values in (("defaults", base), ("everything", everything)):
         with helm.Chart.load(chart) as c:
@@ -123,9 +148,13 @@ def from_helm(root, result):
                 kinds.add(doc["kind"])
                 if doc["kind"] == "ConfigMap" and "delf.toml" in doc["data"]:
                     result["configs"][f"helm-{label}"] = doc["data"]["delf.toml"]
+                    if label == "everything":
+                        check_tls_config(source, doc["data"]["delf.toml"])
                 spec = pod_spec(doc)
                 if not spec:
                     continue
+                if label == "everything":
+                    check_tls_mounts(source, spec)
                 for container in spec["containers"]:
                     env = {e["name"]: e.get("value", "x") for e in container.get("env", []) if e["name"].startswith("DELF_")}
                     env.pop("DELF_CONFIG", None)
@@ -149,6 +178,8 @@ def from_compose(root, result):
         compose = yaml.load(f, Loader=StrictLoader)
     with open(os.path.join(root, "deploy", "compose", "delf.toml")) as f:
         result["configs"]["compose"] = f.read()
+    with open(os.path.join(root, "deploy", "docker-compose.tls.yml")) as f:
+        tls_overrides = yaml.load(f, Loader=StrictLoader)["services"]
     for name, service in compose["services"].items():
         if not str(service.get("image", "")).startswith("delf:"):
             continue
@@ -157,8 +188,16 @@ def from_compose(root, result):
             fail(f"compose {name}: runs no delf command")
         env = {k: str(v) for k, v in (service.get("environment") or {}).items() if k.startswith("DELF_")}
         env.pop("DELF_CONFIG", None)
+        tls = tls_overrides.get(name)
+        if tls is None:
+            fail(f"deploy/docker-compose.tls.yml: service {name} is missing (it would talk plaintext to TLS peers)")
+        if "./compose/tls:/etc/delf-tls:ro" not in tls.get("volumes", []):
+            fail(f"deploy/docker-compose.tls.yml: service {name} does not mount ./compose/tls")
+        tls_env = dict(env, **{k: str(v) for k, v in tls.get("environment", {}).items()})
         for words in lines:
             result["invocations"].append({"source": f"compose {name}", "config": "compose", "args": words, "env": env})
+            result["invocations"].append(
+                {"source": f"compose+tls {name}", "config": "compose", "args": words, "env": tls_env})
 
 
 def from_dockerfiles(root, result):

@@ -102,6 +102,7 @@ fn the_local_cluster_script_runs_the_compose_topology_on_loopback() {
         .output()
         .unwrap();
     let stdout = ok(out);
+    assert!(stdout.contains("== mutual TLS") && stdout.contains("a plaintext client is refused"), "{stdout}");
     assert!(stdout.contains("version v1: Active (serving) index default (2 shards x 2 replicas)"), "{stdout}");
     assert!(stdout.contains("2/2 ready"), "{stdout}");
     let answers: Vec<serde_json::Value> =

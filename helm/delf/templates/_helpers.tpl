@@ -73,3 +73,17 @@ livenessProbe:
   timeoutSeconds: 5
   failureThreshold: 6
 {{- end -}}
+
+{{/* TLS (values `tls`): the certificate Secret mounted into every pod, its paths in [cluster.tls]. */}}
+{{- define "delf.tlsMount" -}}
+{{- if .Values.tls.enabled }}
+- {name: tls, mountPath: /etc/delf-tls, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "delf.tlsVolume" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret: {secretName: {{ required "tls.enabled needs tls.existingSecret: a Secret with tls.crt, tls.key and ca.crt (docs/operations.md)" .Values.tls.existingSecret | quote }}}
+{{- end }}
+{{- end -}}
