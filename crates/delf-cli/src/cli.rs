@@ -12,7 +12,8 @@ Configuration: defaults < config file (--config / DELF_CONFIG) < environment (DE
 DELF_LOG__FORMAT, ...: DELF_ + key, sections joined by __) < flags. `delf config` prints the result.
 
 Exit codes: 0 success; 1 runtime failure; 2 usage error;
-3 bad input (unreadable or corrupt image, missing file, invalid index); 4 configuration error; 5 model or weights unavailable.";
+3 bad input (unreadable or corrupt image, missing file, invalid index); 4 configuration error; 5 model or weights unavailable;
+6 a coordinator's Raft data is damaged (bring it back under a new id, docs/cluster-metadata.md).";
 
 /// delf: large-scale image retrieval with attentive deep local features (DELF).
 #[derive(Debug, Parser)]
@@ -119,6 +120,9 @@ pub enum BenchCommand {
     Extract(BenchExtractArgs),
     /// Cluster queries/s and latency against shards and replicas: real gRPC on loopback, a synthetic index.
     Cluster(BenchClusterArgs),
+    /// The real descriptor set of the index benchmarks: the setup's photos and seeded hard views of them, extracted,
+    /// reduced, queries held out, the nearest-neighbour distance curve and its calibrated expansion.
+    Vectors(BenchVectorsArgs),
 }
 
 /// `delf bench cluster`.
@@ -159,12 +163,13 @@ pub struct BenchClusterArgs {
 /// `delf bench index`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchIndexArgs {
-    /// Vectors as a .npy float32 array; the last --queries rows are held out as queries (default: synthetic).
+    /// What `delf bench vectors` wrote (a folder; default `<home>/bench/vectors`), or one .npy float32 array whose
+    /// last --queries rows are held out as queries.
     #[arg(long)]
     pub vectors: Option<PathBuf>,
-    /// Size of the synthetic database when no file is given.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub synthetic: usize,
+    /// Grow the base to this many vectors with the expansion `delf bench vectors` calibrated (0 = as it is).
+    #[arg(long, default_value_t = 0)]
+    pub expand_to: usize,
     /// Index structure, e.g. IVF4096,PQ20x8r (default: chosen from the database size).
     #[arg(long)]
     pub spec: Option<String>,
@@ -190,6 +195,38 @@ pub struct BenchIndexArgs {
     /// Python with faiss-cpu for the baseline (scripts/setup.sh installs one); `none` skips it.
     #[arg(long, env = "DELFRS_PYTHON", default_value = ".cache/venv/bin/python")]
     pub python: String,
+}
+
+/// `delf bench vectors`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchVectorsArgs {
+    /// Output folder (default `<home>/bench/vectors`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Seeded hard views per photo in the base, besides the photo itself.
+    #[arg(long, default_value_t = 1)]
+    pub views: usize,
+    /// Every this many photos gives one more view whose descriptors are queries (not in the base).
+    #[arg(long, default_value_t = 4)]
+    pub query_every: usize,
+    /// Query descriptors kept (a seeded sample of the query views' descriptors).
+    #[arg(long, default_value_t = 1000)]
+    pub queries: usize,
+    /// Dimensions after the PCA.
+    #[arg(long, default_value_t = 40)]
+    pub dim: usize,
+    /// Base descriptors the PCA is fitted on.
+    #[arg(long, default_value_t = 100_000)]
+    pub pca_sample: usize,
+    /// Size to extrapolate the distance curve to and calibrate the expansion for (0 = none).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub expand_to: usize,
+    /// Seed of the views, the PCA sample, the row order and the expansion.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Device to run on: cpu, cuda, cuda:N or auto.
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 /// `delf bench extract`.

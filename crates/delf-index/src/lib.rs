@@ -10,6 +10,7 @@
 
 pub mod codebooks;
 pub mod error;
+pub mod expand;
 pub mod file;
 pub mod kmeans;
 pub mod linalg;
@@ -26,6 +27,7 @@ pub mod topk;
 
 pub use codebooks::{Codebooks, TrainConfig};
 pub use error::{IndexError, Result};
+pub use expand::{Expansion, PowerLaw, median_nn_distance};
 pub use scan::ScanKernel;
 pub use search::{exact_search, search};
 pub use shard::{ImageEntry, NewImage, Shard, ShardInfo};

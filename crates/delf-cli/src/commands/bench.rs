@@ -19,7 +19,8 @@ pub fn run(command: &BenchCommand, config: &Config) -> Result<()> {
         BenchCommand::Verify { matches, outliers, scenes, runs, python } => {
             verify(*matches, *outliers, *scenes, *runs, python)
         }
-        BenchCommand::Index(args) => crate::commands::bench_index::run(args),
+        BenchCommand::Index(args) => crate::commands::bench_index::run(args, config),
+        BenchCommand::Vectors(args) => crate::commands::bench_vectors::run(args, config),
         BenchCommand::Extract(args) => crate::commands::bench_extract::run(args, config),
         BenchCommand::Cluster(args) => crate::commands::bench_cluster::run(args, config),
     }

@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use delf_index::{
-    Codebooks, IndexSpec, Neighbor, NewImage, ScanKernel, SearchParams, ShardedIndex, SyntheticDescriptors,
-    TrainConfig, exact_search, npy,
+    Codebooks, Expansion, IndexSpec, Neighbor, NewImage, PowerLaw, ScanKernel, SearchParams, ShardedIndex, TrainConfig,
+    exact_search, npy,
 };
 
 use crate::cli::BenchIndexArgs;
+use crate::config::Config;
 
 /// Vectors per pseudo-image when adding (feature numbers are u16).
 const PER_IMAGE: usize = 1000;
@@ -31,36 +32,55 @@ fn recall(found: &[Vec<Neighbor>], exact: &[Vec<Neighbor>], r: usize) -> f64 {
     found.iter().zip(exact).filter(|p| hit(*p)).count() as f64 / found.len().max(1) as f64
 }
 
-fn load(args: &BenchIndexArgs) -> Result<(Vec<f32>, Vec<f32>, usize, String)> {
-    match &args.vectors {
-        Some(path) => {
-            let (all, dim) = npy::read_f32(path)?;
-            let n = all.len() / dim;
-            if n <= args.queries {
-                bail!("{} holds {n} vectors: need more than the {} held-out queries", path.display(), args.queries);
-            }
-            let split = (n - args.queries) * dim;
-            Ok((all[..split].to_vec(), all[split..].to_vec(), dim, path.display().to_string()))
+fn load(args: &BenchIndexArgs, config: &Config) -> Result<(Vec<f32>, Vec<f32>, usize, String)> {
+    let path = args.vectors.clone().unwrap_or_else(|| crate::commands::bench_vectors::default_dir(config));
+    if path.is_file() {
+        if args.expand_to > 0 {
+            bail!("--expand-to needs what `delf bench vectors` wrote (a folder), not one array");
         }
-        None => {
-            let mixture = SyntheticDescriptors::new(40, 4096, 0.35, 0xDE1F);
-            let label = "synthetic: 4096-blob mixture of unit 40-d vectors, seed 0xDE1F".to_string();
-            Ok((mixture.sample(args.synthetic, 1), mixture.sample(args.queries, 2), 40, label))
+        let (all, dim) = npy::read_f32(&path)?;
+        let n = all.len() / dim;
+        if n <= args.queries {
+            bail!("{} holds {n} vectors: need more than the {} held-out queries", path.display(), args.queries);
         }
+        let split = (n - args.queries) * dim;
+        return Ok((all[..split].to_vec(), all[split..].to_vec(), dim, path.display().to_string()));
     }
+    let (base, mut queries, dim, record) = crate::commands::bench_vectors::load(&path)?;
+    queries.truncate(args.queries * dim);
+    let n = base.len() / dim;
+    let label = format!("real descriptors of {} photos and their views ({})", record["photos"], path.display());
+    if args.expand_to <= n {
+        return Ok((base, queries, dim, label));
+    }
+    let stored = &record["expanded"];
+    let expansion = match serde_json::from_value::<Expansion>(stored["expansion"].clone()) {
+        Ok(e) if e.total == args.expand_to => e,
+        _ => {
+            let law: PowerLaw = serde_json::from_value(record["power_law"].clone())
+                .context("vectors.json holds no distance curve: run `delf bench vectors` again")?;
+            let seed = record["seed"].as_u64().unwrap_or(1);
+            Expansion::calibrate(&base, &queries, dim, args.expand_to, law.at(args.expand_to), seed)?
+        }
+    };
+    let grown = expansion.expand(&base, dim)?;
+    let label =
+        format!("{label}, grown from {n} to {} (reach {:.3}, docs/benchmarks.md)", expansion.total, expansion.reach);
+    Ok((grown, queries, dim, label))
 }
 
 /// Runs the benchmark and prints a table.
-pub fn run(args: &BenchIndexArgs) -> Result<()> {
+pub fn run(args: &BenchIndexArgs, config: &Config) -> Result<()> {
     if args.threads == 0 || args.queries == 0 {
         bail!("need at least one thread and one query");
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build()?;
-    pool.install(|| run_in_pool(args))
+    pool.install(|| run_in_pool(args, config))
 }
 
-fn run_in_pool(args: &BenchIndexArgs) -> Result<()> {
-    let (base, queries, dim, label) = load(args)?;
+fn run_in_pool(args: &BenchIndexArgs, config: &Config) -> Result<()> {
+    let (base, queries, dim, label) = load(args, config)?;
+    let nq = queries.len() / dim;
     let n = base.len() / dim;
     let spec: Option<IndexSpec> = args.spec.as_deref().map(str::parse).transpose()?;
     let spec = spec.unwrap_or_else(|| IndexSpec::auto(n, dim));
@@ -70,7 +90,7 @@ fn run_in_pool(args: &BenchIndexArgs) -> Result<()> {
     let kernel = ScanKernel::detect();
     println!(
         "{label}: {n} database vectors, {} queries ({dim}-d) | {spec} | {params} | {} threads | scan kernel {}",
-        args.queries,
+        nq,
         args.threads,
         kernel.name()
     );
@@ -134,13 +154,13 @@ fn run_in_pool(args: &BenchIndexArgs) -> Result<()> {
 
     println!(
         "| implementation | train s | add vectors/s | search descriptors/s | ms per {}-descriptor batch | recall@1 | recall@10 | recall@{} | bytes/descriptor |",
-        args.queries, args.k
+        nq, args.k
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     println!(
         "| delf-index | {train_s:.1} | {:.0} | {:.0} | {:.1} | {:.3} | {:.3} | {:.3} | {:.1} (code {} + ids 6 + keypoint 4) |",
         n as f64 / add_s,
-        args.queries as f64 / search_s,
+        nq as f64 / search_s,
         search_s * 1e3,
         rec[0],
         rec[1],
@@ -160,7 +180,7 @@ fn run_in_pool(args: &BenchIndexArgs) -> Result<()> {
                 f["coarse_niter"].as_u64().map_or_else(|| "?".to_string(), |i| i.to_string()),
                 f["train_s"].as_f64().unwrap_or(f64::NAN),
                 f["add_vectors_per_s"].as_f64().unwrap_or(f64::NAN),
-                args.queries as f64 / f["search_s_per_batch"].as_f64().unwrap_or(f64::NAN),
+                nq as f64 / f["search_s_per_batch"].as_f64().unwrap_or(f64::NAN),
                 f["search_s_per_batch"].as_f64().unwrap_or(f64::NAN) * 1e3,
                 f["recall"][0].as_f64().unwrap_or(f64::NAN),
                 f["recall"][1].as_f64().unwrap_or(f64::NAN),
@@ -175,7 +195,7 @@ fn run_in_pool(args: &BenchIndexArgs) -> Result<()> {
         "\nretrieval of one {}-descriptor query (delf_search::retrieve: ANN + votes, then RANSAC of the {} best-voted \
          images on random keypoints, i.e. all-outlier worst case): ANN + votes {ann_ms:.1} ms, verification \
          {verify_ms:.1} ms, total {:.1} ms (median of 5)",
-        args.queries,
+        nq,
         delf_search::RetrievalConfig::default().candidates,
         ann_ms + verify_ms
     );
@@ -184,19 +204,19 @@ fn run_in_pool(args: &BenchIndexArgs) -> Result<()> {
         "\nexact search (SGEMM brute force) took {exact_s:.1} s; coarse assignment {:.1} ms of each batch; \
          {:.0} codes scanned per query descriptor, {ns_per_code:.2} ns per scanned code (LUTs, scan, top-k)",
         probe_s * 1e3,
-        scanned as f64 / args.queries as f64
+        scanned as f64 / nq as f64
     );
     if args.project > n {
         let big = IndexSpec::auto(args.project, dim);
         let codes = args.nprobe as f64 * args.project as f64 / big.nlist as f64;
         let coarse_ms = probe_s * 1e3 * big.nlist as f64 / spec.nlist as f64;
-        let scan_ms = codes * args.queries as f64 * ns_per_code / 1e6;
+        let scan_ms = codes * nq as f64 * ns_per_code / 1e6;
         println!(
             "projection to {} vectors with {big}: {codes:.0} codes per query descriptor; per {}-descriptor batch \
              {:.0} ms = coarse {coarse_ms:.0} + scan {scan_ms:.0} on {} threads (assumes cost per code stays as \
              measured, i.e. lists still stream from memory at this rate); {:.1} GB of codes + ids + keypoints",
             args.project,
-            args.queries,
+            nq,
             coarse_ms + scan_ms,
             args.threads,
             shard.bytes_per_descriptor() * args.project as f64 / 1e9

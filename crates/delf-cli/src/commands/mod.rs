@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_cluster;
 pub mod bench_extract;
 pub mod bench_index;
+pub mod bench_vectors;
 pub mod cluster_admin;
 pub mod doctor;
 pub mod eval;
