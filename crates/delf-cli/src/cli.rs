@@ -192,6 +192,9 @@ pub struct BenchIndexArgs {
     /// FAISS's): training time is compared at equal work only when this is set.
     #[arg(long)]
     pub coarse_iterations: Option<usize>,
+    /// Sub-quantizer counts of FAISS 4-bit fast-scan rows (IVFn,PQmx4fsr) beside IndexIVFPQ; empty = none.
+    #[arg(long, value_delimiter = ',', default_value = "20,10")]
+    pub fastscan: Vec<usize>,
     /// Python with faiss-cpu for the baseline (scripts/setup.sh installs one); `none` skips it.
     #[arg(long, env = "DELFRS_PYTHON", default_value = ".cache/venv/bin/python")]
     pub python: String,

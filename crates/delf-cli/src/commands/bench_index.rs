@@ -1,5 +1,6 @@
 //! `delf bench index`: training time, encode rate, batched search speed, recall against exact search and bytes
-//! per descriptor of our IVF-PQ, beside FAISS `IndexIVFPQ` on the same vectors, parameters and threads, plus a
+//! per descriptor of our IVF-PQ, beside FAISS `IndexIVFPQ` and its 4-bit fast-scan `IVFn,PQmx4fsr` (`--fastscan`) on
+//! the same vectors, parameters and threads, plus a
 //! projection to a larger index from the measured cost per scanned code.
 
 use std::path::Path;
@@ -174,19 +175,29 @@ fn run_in_pool(args: &BenchIndexArgs, config: &Config) -> Result<()> {
             .map(|e| e.first().map_or(-1, |nn| (nn.image as usize * PER_IMAGE + nn.feature as usize) as i64))
             .collect();
         match faiss(&base, &queries, &gt, dim, &spec, args) {
-            Ok(f) => println!(
-                "| FAISS {} IndexIVFPQ, coarse niter {} | {:.1} | {:.0} | {:.0} | {:.1} | {:.3} | {:.3} | {:.3} | {} (code + int64 id; no keypoint) |",
-                f["faiss"].as_str().unwrap_or("?"),
-                f["coarse_niter"].as_u64().map_or_else(|| "?".to_string(), |i| i.to_string()),
-                f["train_s"].as_f64().unwrap_or(f64::NAN),
-                f["add_vectors_per_s"].as_f64().unwrap_or(f64::NAN),
-                nq as f64 / f["search_s_per_batch"].as_f64().unwrap_or(f64::NAN),
-                f["search_s_per_batch"].as_f64().unwrap_or(f64::NAN) * 1e3,
-                f["recall"][0].as_f64().unwrap_or(f64::NAN),
-                f["recall"][1].as_f64().unwrap_or(f64::NAN),
-                f["recall"][2].as_f64().unwrap_or(f64::NAN),
-                f["bytes_per_descriptor"].as_u64().unwrap_or(0),
-            ),
+            Ok(f) => {
+                let row = |name: String, r: &serde_json::Value, bytes_note: &str| {
+                    let search_s = r["search_s_per_batch"].as_f64().unwrap_or(f64::NAN);
+                    println!(
+                        "| {name}, coarse niter {} | {:.1} | {:.0} | {:.0} | {:.1} | {:.3} | {:.3} | {:.3} | {} ({bytes_note}) |",
+                        r["coarse_niter"].as_u64().map_or_else(|| "?".to_string(), |i| i.to_string()),
+                        r["train_s"].as_f64().unwrap_or(f64::NAN),
+                        r["add_vectors_per_s"].as_f64().unwrap_or(f64::NAN),
+                        nq as f64 / search_s,
+                        search_s * 1e3,
+                        r["recall"][0].as_f64().unwrap_or(f64::NAN),
+                        r["recall"][1].as_f64().unwrap_or(f64::NAN),
+                        r["recall"][2].as_f64().unwrap_or(f64::NAN),
+                        r["bytes_per_descriptor"].as_u64().unwrap_or(0),
+                    );
+                };
+                let version = f["faiss"].as_str().unwrap_or("?");
+                row(format!("FAISS {version} IndexIVFPQ"), &f, "code + int64 id; no keypoint");
+                for fs in f["fastscan"].as_array().into_iter().flatten() {
+                    let name = format!("FAISS {version} {} (4-bit fast-scan)", fs["spec"].as_str().unwrap_or("?"));
+                    row(name, fs, "code + int64 id; no keypoint");
+                }
+            }
             Err(e) => println!("| FAISS | failed: {e:#} | | | | | | | |"),
         }
     }
@@ -285,6 +296,9 @@ fn faiss(
             &args.threads.to_string(),
         ])
         .args(args.coarse_iterations.map(|i| format!("--coarse-niter={i}")))
+        .args((!args.fastscan.is_empty()).then(|| {
+            format!("--fastscan={}", args.fastscan.iter().map(usize::to_string).collect::<Vec<_>>().join(","))
+        }))
         .output()
         .with_context(|| format!("running {} (scripts/setup.sh installs faiss-cpu in .cache/venv)", args.python));
     std::fs::remove_dir_all(&dir).ok();
