@@ -57,6 +57,8 @@ if ! done_stamp "venv-$REQ_HASH"; then
   "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/scripts/python/requirements.txt"
   mark_done "venv-$REQ_HASH"
 fi
+# The Python client's gRPC stubs, from this checkout's proto/ (clients/python/generate.py; about a second).
+"$VENV/bin/python" "$ROOT/clients/python/generate.py" >/dev/null
 
 # 3. libtorch from the PyPI torch wheel ----------------------------------------------------------------------------
 LIBTORCH_ROOT="$CACHE/libtorch"
