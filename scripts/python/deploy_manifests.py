@@ -1,7 +1,8 @@
 """Renders and reads the deployment manifests for crates/delf-cli/tests/deploy.rs.
 
 Runs `helm lint` and renders helm/delf offline with Helm's own Go SDK (PyPI helm-python-sdk: no helm binary), for
-the default values and for every optional part enabled; reads deploy/docker-compose.yml. Checks what can be checked
+the default values and for every optional part enabled (TLS included), each object validated strictly against the
+Kubernetes API schemas (kubernetes-validate, offline); reads deploy/docker-compose.yml. Checks what can be checked
 without a cluster (YAML without duplicate keys, the fields every object of its kind needs, pod templates matching
 their selectors), then prints JSON: the delf.toml files, and every `delf` command line a container, probe or
 health check runs, with the DELF_* environment it gets. The Rust test runs each through `delf config --check`.
@@ -17,6 +18,7 @@ import sys
 import tomllib
 
 import helm_python as helm
+import kubernetes_validate
 import yaml
 
 
@@ -77,6 +79,24 @@ def invocations(command, args):
 
 def k8s_subst(words):
     return [re.sub(r"\$\((\w+)\)", lambda m: K8S_VARS.get(m.group(1), m.group(0)), w) for w in words]
+
+
+# The Kubernetes version whose API schemas (shipped inside kubernetes-validate, offline) every rendered object must
+# satisfy, strictly (no unknown fields). Custom resources (PodMonitor) have no schema there.
+K8S_VERSION = "1.33"
+CUSTOM_KINDS = {"PodMonitor"}
+
+
+def check_schema(source, doc):
+    if doc["kind"] in CUSTOM_KINDS:
+        return
+    try:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        path = "/".join(str(p) for p in e.path)
+        fail(f"{source}: not a valid Kubernetes {K8S_VERSION} object at {path or '/'}: {e.message}")
+    except kubernetes_validate.SchemaNotFoundError as e:
+        fail(f"{source}: no Kubernetes {K8S_VERSION} schema: {e}")
 
 
 def check_object(source, doc):
@@ -145,6 +165,7 @@ def from_helm(root, result):
                     continue
                 source = f"helm {label} {path} {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
                 check_object(source, doc)
+                check_schema(source, doc)
                 kinds.add(doc["kind"])
                 if doc["kind"] == "ConfigMap" and "delf.toml" in doc["data"]:
                     result["configs"][f"helm-{label}"] = doc["data"]["delf.toml"]
