@@ -11,15 +11,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{ok, text};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("DELFRS_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".cache/venv/bin/python"))
-}
+use common::{ok, python, repo, text};
 
 #[test]
 fn deployment_manifests_use_only_flags_and_keys_the_binary_accepts() {

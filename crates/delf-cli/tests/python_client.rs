@@ -10,16 +10,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Role, TOKEN, answers, delf, free_port, json_lines, ok, text};
+use common::{Role, TOKEN, answers, delf, free_port, json_lines, ok, python, repo, text};
 use delf_testkit::photos_dir as photos;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("DELFRS_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".cache/venv/bin/python"))
-}
 
 #[test]
 fn the_python_client_answers_like_delf_query() {

@@ -27,9 +27,12 @@ pub fn median_nn_distance(base: &[f32], queries: &[f32], dim: usize) -> f64 {
     median(&mut nn)
 }
 
-/// `(image, feature)` labels that number rows 0, 1, 2, ... (1000 features per image, as in a real index).
+/// Features per pseudo-image of [`row_labels`] (about what a real query image has).
+pub const FEATURES_PER_LABEL: usize = 1000;
+
+/// `(image, feature)` labels that number rows 0, 1, 2, ... ([`FEATURES_PER_LABEL`] features per image).
 pub fn row_labels(n: usize) -> Vec<(u32, u16)> {
-    (0..n).map(|r| ((r / 1000) as u32, (r % 1000) as u16)).collect()
+    (0..n).map(|r| ((r / FEATURES_PER_LABEL) as u32, (r % FEATURES_PER_LABEL) as u16)).collect()
 }
 
 fn too_small(n: usize, total: usize) -> IndexError {
@@ -211,7 +214,7 @@ impl Expansion {
         let hoods = Neighbourhoods::of(base, dim, seed)?;
         let near: Vec<Vec<u32>> = exact_search(base, &row_labels(n), queries, dim, 64)
             .into_iter()
-            .map(|l| l.iter().map(|nb| nb.image * 1000 + u32::from(nb.feature)).collect())
+            .map(|l| l.iter().map(|nb| nb.image * FEATURES_PER_LABEL as u32 + u32::from(nb.feature)).collect())
             .collect();
         let at = |reach: f64| Self { total, reach: reach as f32, seed }.estimate(base, dim, &hoods, &near, queries);
         let mut lo = (0.0f64, at(0.0));

@@ -18,7 +18,7 @@ use crate::cli::BenchIndexArgs;
 use crate::config::Config;
 
 /// Vectors per pseudo-image when adding (feature numbers are u16).
-const PER_IMAGE: usize = 1000;
+const PER_IMAGE: usize = delf_index::expand::FEATURES_PER_LABEL;
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
     let t = Instant::now();
@@ -149,7 +149,7 @@ fn run_in_pool(args: &BenchIndexArgs, config: &Config) -> Result<()> {
     let (probes, _) = codebooks.probe(&queries, args.nprobe);
     let scanned: usize = probes.iter().map(|&l| shard.list_len(l as usize)).sum();
 
-    let labels: Vec<(u32, u16)> = (0..n).map(|r| ((r / PER_IMAGE) as u32, (r % PER_IMAGE) as u16)).collect();
+    let labels = delf_index::expand::row_labels(n);
     let (exact, exact_s) = timed(|| exact_search(&base, &labels, &queries, dim, args.k));
     let rec = [recall(&found, &exact, 1), recall(&found, &exact, 10), recall(&found, &exact, args.k)];
 

@@ -4,7 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 /// The bearer token every test cluster requires.
@@ -15,6 +15,16 @@ pub fn delf(config: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_delf"));
     c.env("DELF_LOG__LEVEL", "warn").env("DELF_CONFIG", config).env("DELF_CLUSTER__TOKEN", TOKEN);
     c
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The project's Python (`.cache/venv`, installed by scripts/setup.sh; `DELFRS_PYTHON` overrides it).
+pub fn python() -> PathBuf {
+    std::env::var_os("DELFRS_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".cache/venv/bin/python"))
 }
 
 /// Lossy UTF-8.
