@@ -16,6 +16,8 @@ use crate::cli::{Cli, Command};
 use crate::config::Config;
 
 fn main() -> ExitCode {
+    // Before any thread starts: libtorch's tensors reuse heap memory instead of fresh zero-filled pages.
+    let allocator = delf_model::allocator::tune_for_tensors();
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         }
     };
     logging::init(cli.log_format.unwrap_or(config.log.format), level);
+    tracing::debug!(?allocator, "C allocator");
     if config.threads > 0 {
         tch::set_num_threads(config.threads as i32);
     }

