@@ -3,7 +3,8 @@
 //! `cluster.shard_timeout_ms` is replaced by the next replica of its shard, within the query's deadline. The
 //! per-shard top-K lists are merged into the global top-K per query descriptor (the same total order as one
 //! process, so the same lists), votes are counted per image, the correspondences of the best-voted candidates are
-//! built from the keypoints the shards returned, and verification is split into batches spread over the workers
+//! built from their keypoints, fetched from the shards in a second, small round (neighbours come without
+//! keypoints), and verification is split into batches spread over the workers
 //! (a failed batch is retried on another worker). Ranking is `delf_search::rank`: answers equal `delf search`.
 //! A photo whose upright search finds too little is searched again at the configured rotations
 //! (`RetrievalConfig::rotations`): a worker extracts the rotated passes, only their descriptors are searched, and
@@ -30,6 +31,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 
+use crate::cells::{CellAssigner, Source};
 use crate::config::{ClusterConfig, ShardFailurePolicy, ShardReplicas};
 use crate::error::ClusterError;
 use delf_rpc::BearerAuth;
@@ -77,6 +79,8 @@ struct Routing {
     workers: Vec<WorkerEndpoint>,
     manifest: IndexManifest,
     retrieval: RetrievalConfig,
+    /// The version's centroids, fetched once: every query's cells are assigned here, once for all shards.
+    cells: CellAssigner,
 }
 
 struct Inner {
@@ -94,17 +98,16 @@ pub struct CoordinatorService {
     inner: Arc<Inner>,
 }
 
-/// A shard's answer, decoded and checked. Keypoints and ids stay as they came: the coordinator looks up only those
-/// of the candidates it verifies, a few hundred of the K x query-descriptor neighbours.
+/// A shard's answer, decoded and checked. Ids stay as they came: the coordinator looks up only those of the
+/// candidates it verifies. Neighbours come without keypoints: those of the verified candidates' correspondences are
+/// fetched in a second round ([`CoordinatorService::locate`]).
 struct ShardAnswer {
     lists: Vec<Vec<Neighbor>>,
-    /// (image, feature, x, y) of every neighbour, in list order.
-    keypoints: Vec<(u32, u16, f32, f32)>,
     ids: Vec<pb::ImageRef>,
 }
 
-enum ShardOutcome {
-    Answer(ShardAnswer),
+enum ShardOutcome<T> {
+    Answer(T),
     /// No replica answered: what each said.
     Down(Vec<String>),
 }
@@ -114,8 +117,8 @@ enum ShardOutcome {
 struct Gathered {
     /// The global top-K per query descriptor, in query descriptor order.
     neighbors: Vec<Vec<Neighbor>>,
-    /// (image, feature, x, y) of every neighbour every shard answered.
-    keypoints: Vec<(u32, u16, f32, f32)>,
+    /// Keypoints fetched so far, by (image, feature): those of the verified candidates' correspondences.
+    keypoints: FxHashMap<(u32, u16), (f32, f32)>,
     /// The ids of the images the shards named.
     ids: Vec<pb::ImageRef>,
     /// Time spent merging, building correspondences and ranking.
@@ -217,7 +220,6 @@ fn decode_shard(r: pb::ShardSearchResponse, shard: u32, count: u32, nq: usize) -
     if r.shard_id != shard || r.lists.len() != nq {
         return Err(format!("answered shard {} with {} lists for {nq} query descriptors", r.shard_id, r.lists.len()));
     }
-    let mut keypoints = Vec::with_capacity(r.lists.iter().map(|l| l.neighbors.len()).sum());
     let mut lists = Vec::with_capacity(nq);
     for list in r.lists {
         let mut out = Vec::with_capacity(list.neighbors.len());
@@ -229,12 +231,32 @@ fn decode_shard(r: pb::ShardSearchResponse, shard: u32, count: u32, nq: usize) -
                     n.image, n.distance
                 ));
             }
-            keypoints.push((n.image, feature, n.x, n.y));
             out.push(Neighbor { distance: n.distance, image: n.image, feature });
         }
         lists.push(out);
     }
-    Ok(ShardAnswer { lists, keypoints, ids: r.images })
+    Ok(ShardAnswer { lists, ids: r.images })
+}
+
+/// A shard none of whose replicas answered: the query fails (`policy` Fail) or its answer is marked degraded with
+/// the shard missing.
+fn shard_down(
+    shard: u32,
+    errors: &[String],
+    policy: ShardFailurePolicy,
+    request_id: &str,
+    response: &mut pb::SearchResponse,
+) -> Result<(), Status> {
+    let errors_text = errors.join("; ");
+    tracing::error!(%request_id, shard, errors = %errors_text, "no replica answered");
+    if policy == ShardFailurePolicy::Fail {
+        return Err(Status::unavailable(format!("no replica of shard {shard} answered: {errors_text}")));
+    }
+    response.degraded = true;
+    if !response.missing_shards.contains(&shard) {
+        response.missing_shards.push(shard);
+    }
+    Ok(())
 }
 
 /// Refuses query features of another model than the index's.
@@ -307,12 +329,10 @@ impl Inner {
             .collect::<Result<_, ClusterError>>()?;
         let mut retrieval = self.retrieval.clone();
         retrieval.search = t.manifest.search;
-        Ok(Routing { version: t.version, shards, workers, manifest: t.manifest, retrieval })
+        Ok(Routing { version: t.version, shards, workers, manifest: t.manifest, retrieval, cells: CellAssigner::new() })
     }
 
-    /// One replica after another (starting at a rotating one) until one answers within its time. With
-    /// `cluster.hedge_after_ms`, the next replica is also asked when the current one is slower than that, and the
-    /// first good answer wins.
+    /// Searches one shard: [`Self::on_replicas`] with the search and a check of the answer.
     async fn search_shard(
         &self,
         shard_count: u32,
@@ -320,9 +340,39 @@ impl Inner {
         mut request: pb::ShardSearchRequest,
         request_id: &str,
         deadline: Instant,
-    ) -> Result<ShardOutcome, Status> {
+    ) -> Result<ShardOutcome<ShardAnswer>, Status> {
         request.shard_id = shard.id;
         let nq = request.descriptors.len() / request.dim.max(1) as usize;
+        let request = &request;
+        self.on_replicas(shard, request_id, deadline, |mut node, t| async move {
+            let call = client::request(request.clone(), request_id, self.token(), t);
+            match node.search(call).await {
+                Ok(r) => {
+                    Ok(decode_shard(r.into_inner(), shard.id, shard_count, nq).map_err(|e| format!("bad answer: {e}")))
+                }
+                Err(s) if is_callers_fault(&s) => Err(s),
+                Err(s) => Ok(Err(describe(&s, t))),
+            }
+        })
+        .await
+    }
+
+    /// Calls one replica of `shard` after another (starting at a rotating one) until one answers within its time
+    /// (`cluster.shard_timeout_ms`, within the query's deadline). With `cluster.hedge_after_ms`, the next replica is
+    /// also asked when the current one is slower than that, and the first good answer wins. `call` gets a replica's
+    /// client and its time; it answers `Err` for a request no replica would accept (the query fails at once),
+    /// `Ok(Err)` for a replica that failed (the next one is tried).
+    async fn on_replicas<T, F, Fut>(
+        &self,
+        shard: &ShardRoute,
+        request_id: &str,
+        deadline: Instant,
+        call: F,
+    ) -> Result<ShardOutcome<T>, Status>
+    where
+        F: Fn(IndexNodeClient<Channel>, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<Result<T, String>, Status>>,
+    {
         let n = shard.replicas.len();
         if n == 0 {
             return Ok(ShardOutcome::Down(vec!["no replica has it loaded (none ready in the routing)".into()]));
@@ -330,19 +380,12 @@ impl Inner {
         let first = shard.next.fetch_add(1, Ordering::Relaxed);
         let per_try = Duration::from_millis(self.config.shard_timeout_ms);
         let hedge = self.config.hedge_after_ms.map(Duration::from_millis);
-        let request = &request;
+        let call = &call;
         let attempt = |i: usize, t: Duration| {
-            let replica = &shard.replicas[i];
-            let call = client::request(request.clone(), request_id, self.token(), t);
-            let mut node = replica.client.clone();
+            let node = shard.replicas[i].client.clone();
             async move {
-                let outcome = match tokio::time::timeout(t, node.search(call)).await {
-                    Ok(Ok(r)) => match decode_shard(r.into_inner(), shard.id, shard_count, nq) {
-                        Ok(answer) => Ok(Ok(answer)),
-                        Err(e) => Ok(Err(format!("bad answer: {e}"))),
-                    },
-                    Ok(Err(s)) if is_callers_fault(&s) => Err(s),
-                    Ok(Err(s)) => Ok(Err(describe(&s, t))),
+                let outcome = match tokio::time::timeout(t, call(node, t)).await {
+                    Ok(r) => r,
                     Err(_) => Ok(Err(format!("no answer within {} ms", t.as_millis()))),
                 };
                 (i, outcome)
@@ -568,6 +611,26 @@ impl Inner {
         if nq == 0 {
             return Ok(());
         }
+        let sources = || {
+            let replicas = routing.shards.iter().flat_map(|s| s.replicas.iter().map(move |r| (s.id, r)));
+            replicas.map(|(shard, r)| Source { shard, addr: r.addr.clone(), client: r.client.clone() }).collect()
+        };
+        let timeout = Duration::from_millis(self.config.connect_timeout_ms.max(1000))
+            .min(remaining(deadline).unwrap_or(Duration::ZERO));
+        let probes = routing
+            .cells
+            .probes(
+                sources,
+                &routing.version,
+                &routing.manifest.codebooks_fingerprint,
+                self.token(),
+                descriptors,
+                dim,
+                rc.search.nprobe,
+                request_id,
+                timeout,
+            )
+            .await;
         let request = pb::ShardSearchRequest {
             request_id: request_id.to_string(),
             shard_id: 0,
@@ -578,6 +641,8 @@ impl Inner {
             nprobe: rc.search.nprobe as u32,
             max_distance: rc.search.max_distance,
             version: routing.version.clone(),
+            probes,
+            without_keypoints: true,
         };
         let count = routing.manifest.shards;
         let outcomes =
@@ -589,23 +654,9 @@ impl Inner {
             match outcome? {
                 ShardOutcome::Answer(a) => {
                     parts.push(a.lists);
-                    gathered.keypoints.extend(a.keypoints);
                     gathered.ids.extend(a.ids);
                 }
-                ShardOutcome::Down(errors) => {
-                    let errors_text = errors.join("; ");
-                    tracing::error!(%request_id, shard = shard.id, errors = %errors_text, "no replica answered");
-                    if policy == ShardFailurePolicy::Fail {
-                        return Err(Status::unavailable(format!(
-                            "no replica of shard {} answered: {errors_text}",
-                            shard.id
-                        )));
-                    }
-                    response.degraded = true;
-                    if !response.missing_shards.contains(&shard.id) {
-                        response.missing_shards.push(shard.id);
-                    }
-                }
+                ShardOutcome::Down(errors) => shard_down(shard.id, &errors, policy, request_id, response)?,
             }
         }
         let lists = if parts.is_empty() { vec![Vec::new(); nq] } else { merge_neighbor_lists(parts, rc.search.k) };
@@ -614,30 +665,109 @@ impl Inner {
         Ok(())
     }
 
-    /// Votes over the gathered neighbours, builds the correspondences of the best-voted candidates, has the workers
-    /// verify them (batches spread over workers) and ranks them: `delf_search::rank`, as one process does.
+    /// The second round of a query: fetches, from one replica of each shard concerned, the keypoints of the
+    /// candidates' putative correspondences that are not known yet. A shard none of whose replicas answers fails
+    /// the query or leaves its candidates unverifiable (answer degraded), per `policy`.
+    #[allow(clippy::too_many_arguments)]
+    async fn locate(
+        &self,
+        routing: &Routing,
+        matches: &std::collections::HashMap<u32, Vec<delf_verify::Match>>,
+        gathered: &mut Gathered,
+        policy: ShardFailurePolicy,
+        request_id: &str,
+        deadline: Instant,
+        response: &mut pb::SearchResponse,
+    ) -> Result<(), Status> {
+        let count = routing.manifest.shards;
+        let mut wanted: Vec<Vec<(u32, u16)>> = vec![Vec::new(); routing.shards.len()];
+        for (&image, putative) in matches {
+            for m in putative {
+                let Ok(feature) = u16::try_from(m.train) else { continue };
+                if !gathered.keypoints.contains_key(&(image, feature)) {
+                    wanted[(image % count) as usize].push((image, feature));
+                }
+            }
+        }
+        let calls = routing.shards.iter().zip(&mut wanted).filter(|(_, w)| !w.is_empty()).map(|(shard, w)| {
+            w.sort_unstable();
+            w.dedup();
+            let w = &*w;
+            async move { (shard, w, self.keypoints_from(routing, shard, w, request_id, deadline).await) }
+        });
+        for (shard, pairs, outcome) in join_all(calls).await {
+            match outcome? {
+                ShardOutcome::Answer(xy) => {
+                    let points = pairs.iter().zip(xy.chunks_exact(2)).map(|(&key, p)| (key, (p[0], p[1])));
+                    gathered.keypoints.extend(points);
+                }
+                ShardOutcome::Down(errors) => shard_down(shard.id, &errors, policy, request_id, response)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The keypoints of `pairs` from one replica of `shard` ([`Self::on_replicas`]): `x, y` per pair.
+    async fn keypoints_from(
+        &self,
+        routing: &Routing,
+        shard: &ShardRoute,
+        pairs: &[(u32, u16)],
+        request_id: &str,
+        deadline: Instant,
+    ) -> Result<ShardOutcome<Vec<f32>>, Status> {
+        let request = &pb::KeypointsRequest {
+            request_id: request_id.to_string(),
+            version: routing.version.clone(),
+            shard_id: shard.id,
+            images: pairs.iter().map(|p| p.0).collect(),
+            features: pairs.iter().map(|p| u32::from(p.1)).collect(),
+        };
+        self.on_replicas(shard, request_id, deadline, |mut node, t| async move {
+            let call = client::request(request.clone(), request_id, self.token(), t);
+            match node.keypoints(call).await {
+                Ok(r) if r.get_ref().xy.len() == 2 * pairs.len() => Ok(Ok(r.into_inner().xy)),
+                Ok(r) => Ok(Err(format!("bad answer: {} values for {} keypoints", r.get_ref().xy.len(), pairs.len()))),
+                Err(s) if is_callers_fault(&s) => Err(s),
+                Err(s) => Ok(Err(describe(&s, t))),
+            }
+        })
+        .await
+    }
+
+    /// Votes over the gathered neighbours, builds the correspondences of the best-voted candidates, fetches their
+    /// keypoints ([`Self::locate`]), has the workers verify them (batches spread over workers) and ranks them:
+    /// `delf_search::rank`, as one process does.
+    #[allow(clippy::too_many_arguments)]
     async fn verify_and_rank(
         &self,
         routing: &Routing,
         query: &FeatureSet,
         gathered: &mut Gathered,
         rc: &RetrievalConfig,
+        policy: ShardFailurePolicy,
         request_id: &str,
         deadline: Instant,
+        response: &mut pb::SearchResponse,
     ) -> Result<(Vec<VerifiedImage>, usize), Status> {
         let t = Instant::now();
-        let neighbors = &gathered.neighbors;
-        let candidates = vote(neighbors, rc.candidates);
+        let candidates = vote(&gathered.neighbors, rc.candidates);
         let wanted: FxHashSet<u32> = candidates.iter().map(|&(image, _)| image).collect();
-        let matches = correspondences(neighbors, &wanted, rc);
-        let mut keypoints: FxHashMap<(u32, u16), (f32, f32)> = FxHashMap::default();
+        let matches = correspondences(&gathered.neighbors, &wanted, rc);
+        gathered.merge += t.elapsed();
+        self.locate(routing, &matches, gathered, policy, request_id, deadline, response).await?;
+        let t = Instant::now();
+        let keypoints = &gathered.keypoints;
         let mut ids: FxHashMap<u32, String> = FxHashMap::default();
-        let located = gathered.keypoints.iter().filter(|p| wanted.contains(&p.0));
-        keypoints.extend(located.map(|&(image, f, x, y)| ((image, f), (x, y))));
         ids.extend(gathered.ids.iter().filter(|r| wanted.contains(&r.image)).map(|r| (r.image, r.id.clone())));
         let mut pending: Vec<(VerifiedImage, pb::Candidate)> = Vec::with_capacity(candidates.len());
+        let count = routing.manifest.shards;
         for &(image, votes) in &candidates {
             let Some(id) = ids.get(&image) else { continue };
+            if response.missing_shards.contains(&(image % count)) {
+                // Its shard did not hand out the keypoints: it cannot be verified in this answer (degraded).
+                continue;
+            }
             let putative = matches.get(&image).map_or(&[][..], Vec::as_slice);
             let kp = |f: u32| {
                 u16::try_from(f).ok().and_then(|f| keypoints.get(&(image, f)).copied()).unwrap_or((f32::NAN, f32::NAN))
@@ -733,7 +863,9 @@ impl Inner {
             .await?;
             ann += t.elapsed();
             let t = Instant::now();
-            let ranked = self.verify_and_rank(&routing, &query, &mut gathered, &rc, &request_id, deadline).await?;
+            let ranked = self
+                .verify_and_rank(&routing, &query, &mut gathered, &rc, policy, &request_id, deadline, &mut response)
+                .await?;
             verify += t.elapsed();
             outcome = Some(ranked);
         }
@@ -762,7 +894,19 @@ impl Inner {
             }
             ann += t.elapsed();
             let t = Instant::now();
-            outcome = Some(self.verify_and_rank(&routing, &query, &mut gathered, &rc, &request_id, deadline).await?);
+            outcome = Some(
+                self.verify_and_rank(
+                    &routing,
+                    &query,
+                    &mut gathered,
+                    &rc,
+                    policy,
+                    &request_id,
+                    deadline,
+                    &mut response,
+                )
+                .await?,
+            );
             verify += t.elapsed();
         }
         let (ranked, verified) = outcome.unwrap_or_default();

@@ -1,7 +1,10 @@
 //! An index node: one PQ shard of an index, loaded in the background from the index folder (local or object
 //! storage, see [`delf_storage::mirror`]); health says NOT_SERVING and searches get UNAVAILABLE until it is loaded.
-//! A search takes all descriptors of a query image at once and answers, per descriptor, the shard's top-K with
-//! the keypoint of every neighbour (so verification needs no second round trip) and the ids of the images named.
+//! A search takes all descriptors of a query image at once and answers, per descriptor, the shard's top-K (with
+//! the keypoint of every neighbour unless asked `without_keypoints`) and the ids of the images named; `Keypoints`
+//! answers the keypoints of given features, the coordinator's second round for the candidates it verifies.
+//! The cells each descriptor probes may come with the request (assigned once by the coordinator for all shards,
+//! from the centroids `Codebooks` hands out); otherwise the node assigns them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -31,6 +34,8 @@ const READY_HELP: &str = "1 once the node's shard is loaded and served, 0 while 
 pub const MAX_K: u32 = 1024;
 /// Largest number of query descriptors in one search.
 pub const MAX_QUERY_DESCRIPTORS: usize = 100_000;
+/// Largest number of keypoints asked for in one request.
+pub const MAX_KEYPOINTS: usize = 1_000_000;
 
 /// What an index node serves.
 #[derive(Clone)]
@@ -255,6 +260,29 @@ fn check_request(r: &pb::ShardSearchRequest, loaded: &Loaded) -> Result<SearchPa
     Ok(params)
 }
 
+/// The keypoints of the requested (image, feature) pairs, NaN for those the shard does not hold.
+fn keypoints_of(r: &pb::KeypointsRequest, shard: &Shard) -> Result<pb::KeypointsResponse, Status> {
+    if r.images.len() != r.features.len() {
+        return Err(Status::invalid_argument(format!(
+            "{} images and {} features: the lists pair up",
+            r.images.len(),
+            r.features.len()
+        )));
+    }
+    if r.images.len() > MAX_KEYPOINTS {
+        return Err(Status::invalid_argument(format!("more than {MAX_KEYPOINTS} keypoints in one request")));
+    }
+    let xy = r
+        .images
+        .iter()
+        .zip(&r.features)
+        .flat_map(|(&image, &feature)| {
+            u16::try_from(feature).ok().and_then(|f| shard.keypoint(image, f)).unwrap_or([f32::NAN, f32::NAN])
+        })
+        .collect();
+    Ok(pb::KeypointsResponse { xy })
+}
+
 #[tonic::async_trait]
 impl IndexNode for IndexNodeService {
     async fn search(
@@ -265,6 +293,33 @@ impl IndexNode for IndexNodeService {
         let result = self.search_shard(request).await;
         metrics::call("index_node", "Search", metrics::code_of(&result), started);
         result
+    }
+
+    async fn codebooks(
+        &self,
+        request: Request<pb::CodebooksRequest>,
+    ) -> Result<Response<pb::CodebooksResponse>, Status> {
+        let r = request.into_inner();
+        let loaded = self.find(&r.version, r.shard_id)?;
+        let cb = loaded.shard.codebooks();
+        Ok(Response::new(pb::CodebooksResponse {
+            spec: cb.spec.to_string(),
+            dim: cb.dim as u32,
+            coarse: cb.coarse.clone(),
+            pq_centroids: cb.pq.centroids.clone(),
+            fingerprint: cb.fingerprint().to_string(),
+        }))
+    }
+
+    async fn keypoints(
+        &self,
+        request: Request<pb::KeypointsRequest>,
+    ) -> Result<Response<pb::KeypointsResponse>, Status> {
+        let started = std::time::Instant::now();
+        let r = request.into_inner();
+        let result = self.find(&r.version, r.shard_id).and_then(|loaded| keypoints_of(&r, &loaded.shard));
+        metrics::call("index_node", "Keypoints", metrics::code_of(&result), started);
+        result.map(Response::new)
     }
 
     async fn info(&self, _request: Request<pb::ShardInfoRequest>) -> Result<Response<pb::ShardInfo>, Status> {
@@ -311,7 +366,8 @@ impl IndexNodeService {
             let lists = if shard.live_vectors() == 0 {
                 vec![Vec::new(); r.descriptors.len() / dim]
             } else {
-                delf_index::search(&[shard], &r.descriptors, dim, &params, kernel)
+                let probes = (!r.probes.is_empty()).then_some(r.probes.as_slice());
+                delf_index::search_probed(&[shard], &r.descriptors, dim, probes, &params, kernel)
                     .map_err(|e| crate::convert::index_status(&e))?
             };
             let mut images = FxHashMap::default();
@@ -322,7 +378,11 @@ impl IndexNodeService {
                         .into_iter()
                         .map(|n| {
                             images.entry(n.image).or_insert_with(|| shard.image(n.image).map(|e| e.name.clone()));
-                            let [x, y] = shard.keypoint(n.image, n.feature).unwrap_or([f32::NAN, f32::NAN]);
+                            let [x, y] = if r.without_keypoints {
+                                [0.0, 0.0]
+                            } else {
+                                shard.keypoint(n.image, n.feature).unwrap_or([f32::NAN, f32::NAN])
+                            };
                             pb::Neighbor { image: n.image, feature: u32::from(n.feature), distance: n.distance, x, y }
                         })
                         .collect(),

@@ -6,12 +6,14 @@
 //! - [`worker`]: stateless; extracts a query photo's features and verifies candidates (RANSAC) for the coordinator.
 //! - [`coordinator`]: fans a query out to one replica of every shard with deadlines and failover, merges the
 //!   per-shard top-K, votes per image, spreads verification over workers (retried elsewhere on failure) and ranks
-//!   by inliers, exactly like one-process `delf search` on the same index.
+//!   by inliers, exactly like one-process `delf search` on the same index. It assigns each query descriptor to its
+//!   coarse cells once for all shards (`cells`, with centroids fetched from a node once per index version).
 //!
 //! Around them: [`config`] (static membership) and [`convert`] (wire <-> core types). The gRPC plumbing (TLS,
 //! tokens, channels, server setup, metrics) is `delf-rpc`'s; fetching an index's files from object storage is
 //! `delf-storage`'s.
 
+mod cells;
 pub mod config;
 pub mod convert;
 pub mod coordinator;

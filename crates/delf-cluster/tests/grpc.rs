@@ -227,6 +227,57 @@ async fn roles_over_grpc_answer_like_one_process_and_refuse_bad_requests() {
     assert_eq!(ok.lists.len(), 3);
     assert!(ok.lists.iter().flat_map(|l| &l.neighbors).all(|n| n.image % 2 == 1 && n.x.is_finite()));
 
+    // The centroids a coordinator assigns cells with, checked against the node's fingerprint; cells sent with a
+    // search give the node's own answer; cells out of range are refused.
+    let info = node.info(authed(pb::ShardInfoRequest {})).await.unwrap().into_inner();
+    let cb = pb::CodebooksRequest { version: String::new(), shard_id: 1 };
+    let cb = node.codebooks(authed(cb)).await.unwrap().into_inner();
+    assert_eq!(cb.fingerprint, info.codebooks_fingerprint);
+    let coarse = delf_index::CoarseQuantizer::from_parts(
+        cb.spec.parse().unwrap(),
+        cb.dim as usize,
+        cb.coarse,
+        &cb.pq_centroids,
+        &info.codebooks_fingerprint,
+    )
+    .unwrap();
+    let probes = coarse.probe(&query.descriptors[..DIM * 3], DIM, 4).unwrap();
+    let probed = |probes| pb::ShardSearchRequest { nprobe: 4, probes, ..shard_search(1, 40, 10) };
+    let own = node.search(authed(probed(Vec::new()))).await.unwrap().into_inner();
+    let given = node.search(authed(probed(probes))).await.unwrap().into_inner();
+    assert_eq!(own.lists, given.lists);
+    let status = node.search(authed(probed(vec![999; 12]))).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let other = pb::CodebooksRequest { version: String::new(), shard_id: 0 };
+    assert_eq!(node.codebooks(authed(other)).await.unwrap_err().code(), Code::NotFound);
+
+    // The second round: neighbours without keypoints, then the keypoints of chosen features, as the search gave
+    // them; NaN for a feature the shard does not hold; the two lists must pair up.
+    let bare = pb::ShardSearchRequest { without_keypoints: true, ..shard_search(1, 40, 10) };
+    let bare = node.search(authed(bare)).await.unwrap().into_inner();
+    let neighbors: Vec<&pb::Neighbor> = ok.lists.iter().flat_map(|l| &l.neighbors).collect();
+    let stripped: Vec<&pb::Neighbor> = bare.lists.iter().flat_map(|l| &l.neighbors).collect();
+    assert_eq!(neighbors.len(), stripped.len());
+    for (a, b) in neighbors.iter().zip(&stripped) {
+        assert_eq!((a.image, a.feature, a.distance, b.x, b.y), (b.image, b.feature, b.distance, 0.0, 0.0));
+    }
+    let keypoints = |images: Vec<u32>, features: Vec<u32>| pb::KeypointsRequest {
+        shard_id: 1,
+        images,
+        features,
+        ..Default::default()
+    };
+    let mut images: Vec<u32> = neighbors.iter().map(|n| n.image).collect();
+    let mut features: Vec<u32> = neighbors.iter().map(|n| n.feature).collect();
+    images.push(0); // an image of the other shard
+    features.push(0);
+    let got = node.keypoints(authed(keypoints(images, features))).await.unwrap().into_inner().xy;
+    let expected: Vec<f32> = neighbors.iter().flat_map(|n| [n.x, n.y]).collect();
+    assert_eq!(got[..expected.len()], expected[..]);
+    assert!(got[expected.len()..].iter().all(|v| v.is_nan()));
+    let ragged = node.keypoints(authed(keypoints(vec![1, 3], vec![0]))).await.unwrap_err();
+    assert_eq!(ragged.code(), Code::InvalidArgument, "{ragged:?}");
+
     // A worker: settings are required, coordinates must pair up.
     let mut wk = client::worker(channel(&worker));
     let candidate = pb::Candidate { image: 1, query_xy: vec![1.0, 2.0, 3.0, 4.0], db_xy: vec![1.0, 2.0] };
@@ -410,7 +461,14 @@ async fn hedging_answers_from_the_second_replica_while_the_first_hangs() {
     }
     // Without hedging one query would wait the 20 s shard timeout.
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
-    assert!(delf_rpc::metrics::render().contains("delf_hedged_requests_total{shard=\"0\"} 1"));
+    // Each query makes two rounds (search, then keypoints) that each start at the next replica in rotation: the
+    // hung one was first for at least one of them, and the other replica was asked after 100 ms.
+    let metrics = delf_rpc::metrics::render();
+    let hedged = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("delf_hedged_requests_total{shard=\"0\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(hedged.is_some_and(|n| n >= 1.0), "{metrics}");
 }
 
 /// A worker's extractor for a photo that shows image 0 only when turned: upright it gives unrelated descriptors,

@@ -74,15 +74,7 @@ impl Codebooks {
 
     /// Assembles codebooks from stored parts (used when loading a shard file).
     pub fn from_parts(spec: IndexSpec, dim: usize, coarse: Vec<f32>, pq: ProductQuantizer) -> Self {
-        let fingerprint = Fingerprint::of(
-            "codebooks",
-            &[
-                spec.to_string().as_bytes(),
-                &(dim as u64).to_le_bytes(),
-                bytemuck::cast_slice(&coarse),
-                bytemuck::cast_slice(&pq.centroids),
-            ],
-        );
+        let fingerprint = fingerprint_of(&spec, dim, &coarse, &pq.centroids);
         let coarse_norms = row_norms(&coarse, dim);
         let pq_norms = pq.distance_table(&vec![0.0f32; dim]);
         let mut cb = Self { spec, dim, coarse, coarse_norms, pq, fingerprint, pq_norms, list_terms: None };
@@ -96,6 +88,18 @@ impl Codebooks {
     /// Identity of these codebooks (spec, dimensionality and every centroid).
     pub fn fingerprint(&self) -> &Fingerprint {
         &self.fingerprint
+    }
+
+    /// The coarse quantizer alone, with these codebooks' fingerprint: what a coordinator keeps to assign a query's
+    /// descriptors to cells once for every shard.
+    pub fn coarse_quantizer(&self) -> CoarseQuantizer {
+        CoarseQuantizer {
+            spec: self.spec,
+            dim: self.dim,
+            coarse: self.coarse.clone(),
+            norms: self.coarse_norms.clone(),
+            fingerprint: self.fingerprint.clone(),
+        }
     }
 
     /// Checks a descriptor buffer's dimensionality.
@@ -154,5 +158,88 @@ impl Codebooks {
     /// Squared distance from a query to list `l`'s centroid, the constant of its lookup table (0 without residuals).
     pub(crate) fn list_base(&self, q: &[f32], l: usize) -> f32 {
         if self.spec.residual { l2sq(q, self.centroid(l)) } else { 0.0 }
+    }
+}
+
+/// The identity of a codebook set: spec, dimensionality and every centroid.
+fn fingerprint_of(spec: &IndexSpec, dim: usize, coarse: &[f32], pq_centroids: &[f32]) -> Fingerprint {
+    Fingerprint::of(
+        "codebooks",
+        &[
+            spec.to_string().as_bytes(),
+            &(dim as u64).to_le_bytes(),
+            bytemuck::cast_slice(coarse),
+            bytemuck::cast_slice(pq_centroids),
+        ],
+    )
+}
+
+/// The coarse quantizer of a codebook set, without the product quantizer's tables (a few hundred KB instead of the
+/// tens of MB of precomputed residual terms). It assigns descriptors to cells exactly as [`Codebooks::probe`] does
+/// (same arithmetic, same order), so cells computed once by a coordinator can be sent to every shard
+/// ([`crate::search::search_probed`]).
+#[derive(Debug, Clone)]
+pub struct CoarseQuantizer {
+    /// Structure of the index the centroids belong to.
+    pub spec: IndexSpec,
+    /// Dimensionality of the vectors.
+    pub dim: usize,
+    coarse: Vec<f32>,
+    norms: Vec<f32>,
+    fingerprint: Fingerprint,
+}
+
+impl CoarseQuantizer {
+    /// Rebuilds the coarse quantizer from transmitted parts, checking them against the codebooks fingerprint the
+    /// index's manifest names (the PQ centroids are needed only for that check).
+    pub fn from_parts(
+        spec: IndexSpec,
+        dim: usize,
+        coarse: Vec<f32>,
+        pq_centroids: &[f32],
+        expected: &str,
+    ) -> Result<Self> {
+        spec.validate(dim)?;
+        if coarse.len() != spec.nlist * dim {
+            return Err(IndexError::invalid(
+                "coarse centroids",
+                coarse.len(),
+                format!("{spec} at {dim} dimensions has {} values", spec.nlist * dim),
+            ));
+        }
+        if pq_centroids.len() != spec.ksub() * dim {
+            return Err(IndexError::invalid(
+                "pq centroids",
+                pq_centroids.len(),
+                format!("{spec} at {dim} dimensions has {} values", spec.ksub() * dim),
+            ));
+        }
+        let fingerprint = fingerprint_of(&spec, dim, &coarse, pq_centroids);
+        if fingerprint.as_str() != expected {
+            return Err(IndexError::invalid(
+                "codebooks",
+                fingerprint.as_str(),
+                format!("the centroids do not make the expected fingerprint {expected}"),
+            ));
+        }
+        let norms = row_norms(&coarse, dim);
+        Ok(Self { spec, dim, coarse, norms, fingerprint })
+    }
+
+    /// Identity of the codebooks these centroids belong to.
+    pub fn fingerprint(&self) -> &Fingerprint {
+        &self.fingerprint
+    }
+
+    /// The `nprobe` nearest cells of each row of `data` (`n x nprobe`, nearest first), as [`Codebooks::probe`].
+    pub fn probe(&self, data: &[f32], dim: usize, nprobe: usize) -> Result<Vec<u32>> {
+        if dim != self.dim {
+            return Err(IndexError::DimensionMismatch { expected: self.dim, got: dim });
+        }
+        count_vectors(data, dim)?;
+        if nprobe == 0 || nprobe > self.spec.nlist {
+            return Err(IndexError::invalid("nprobe", nprobe, format!("must be in 1..={}", self.spec.nlist)));
+        }
+        Ok(nearest_centroids(data, &self.coarse, &self.norms, dim, nprobe).0)
     }
 }

@@ -25,11 +25,11 @@ mod storage;
 pub mod synthetic;
 pub mod topk;
 
-pub use codebooks::{Codebooks, TrainConfig};
+pub use codebooks::{CoarseQuantizer, Codebooks, TrainConfig};
 pub use error::{IndexError, Result};
 pub use expand::{Expansion, PowerLaw, median_nn_distance};
 pub use scan::ScanKernel;
-pub use search::{exact_search, search};
+pub use search::{exact_search, search, search_probed};
 pub use shard::{ImageEntry, NewImage, Shard, ShardInfo};
 pub use sharded::ShardedIndex;
 pub use spec::{DEFAULT_NPROBE, IndexSpec, SearchParams};

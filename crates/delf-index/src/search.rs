@@ -20,6 +20,21 @@ pub fn search(
     params: &SearchParams,
     kernel: ScanKernel,
 ) -> Result<Vec<Vec<Neighbor>>> {
+    search_probed(shards, queries, dim, None, params, kernel)
+}
+
+/// [`search`] with the cells each query descriptor probes already known: `probes` holds `n x nprobe` cell numbers,
+/// nearest first, as [`crate::Codebooks::probe`] or [`crate::CoarseQuantizer::probe`] give them (a coordinator
+/// assigns once and sends the cells to every shard). `None` assigns here. Cells out of range, repeated in a row, or
+/// a count other than `n x nprobe` are refused.
+pub fn search_probed(
+    shards: &[&Shard],
+    queries: &[f32],
+    dim: usize,
+    probes: Option<&[u32]>,
+    params: &SearchParams,
+    kernel: ScanKernel,
+) -> Result<Vec<Vec<Neighbor>>> {
     let first = shards.first().ok_or(IndexError::EmptyIndex)?;
     let cb = &first.codebooks;
     for s in &shards[1..] {
@@ -34,7 +49,13 @@ pub fn search(
         return Err(IndexError::invalid("query descriptor", bad, "contains NaN or infinity"));
     }
     let nprobe = params.nprobe;
-    let (probes, _) = cb.probe(queries, nprobe);
+    let probes = match probes {
+        Some(p) => {
+            check_probes(p, nq, nprobe, cb.spec.nlist)?;
+            std::borrow::Cow::Borrowed(p)
+        }
+        None => std::borrow::Cow::Owned(cb.probe(queries, nprobe).0),
+    };
     let qtables: Vec<Vec<f32>> = queries.par_chunks_exact(dim).map(|q| cb.query_table(q)).collect();
     let ctx = Ctx { shards, cb, queries, dim, qtables: &qtables, kernel };
     let max_d2 = params.max_distance.map_or(f32::INFINITY, |d| d * d);
@@ -111,6 +132,26 @@ pub fn search(
         }
     }
     Ok(tops.into_iter().map(TopK::into_sorted).collect())
+}
+
+/// Checks cells given by the caller: `nq x nprobe` of them, each below `nlist`, none twice for one descriptor.
+fn check_probes(probes: &[u32], nq: usize, nprobe: usize, nlist: usize) -> Result<()> {
+    if probes.len() != nq * nprobe {
+        return Err(IndexError::invalid(
+            "probes",
+            probes.len(),
+            format!("{nq} query descriptors x nprobe {nprobe} = {} cells expected", nq * nprobe),
+        ));
+    }
+    if let Some(&bad) = probes.iter().find(|&&l| l as usize >= nlist) {
+        return Err(IndexError::invalid("probes", bad, format!("cells are numbered 0..{nlist}")));
+    }
+    for (q, row) in probes.chunks_exact(nprobe).enumerate() {
+        if row.iter().enumerate().any(|(i, l)| row[..i].contains(l)) {
+            return Err(IndexError::invalid("probes", q, "a query descriptor's cells repeat"));
+        }
+    }
+    Ok(())
 }
 
 /// Per-thread buffers of a scan.

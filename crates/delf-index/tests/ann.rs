@@ -74,6 +74,40 @@ fn sharded_search_equals_unsharded_and_merging_per_shard_answers_does_too() {
 }
 
 #[test]
+fn cells_assigned_once_by_the_coarse_quantizer_give_every_shard_the_same_answers() {
+    let db = Db::new(150, 40, 7);
+    let cb = train(&db.vectors, "IVF16,PQ20x8r");
+    let three = db.index(&cb, 3);
+    let queries = clustered(100, 8);
+    let params = SearchParams { k: 30, nprobe: 6, max_distance: None };
+    let kernel = ScanKernel::detect();
+    // What a coordinator keeps: the centroids, checked against the fingerprint the manifest names.
+    let coarse = cb.coarse_quantizer();
+    let rebuilt = delf_index::CoarseQuantizer::from_parts(
+        cb.spec,
+        DIM,
+        cb.coarse.clone(),
+        &cb.pq.centroids,
+        cb.fingerprint().as_str(),
+    )
+    .unwrap();
+    let probes = rebuilt.probe(&queries, DIM, params.nprobe).unwrap();
+    assert_eq!(probes, coarse.probe(&queries, DIM, params.nprobe).unwrap());
+    assert_eq!(probes, cb.probe(&queries, params.nprobe).0);
+    for shard in three.shards() {
+        let own = delf_index::search(&[shard], &queries, DIM, &params, kernel).unwrap();
+        let given = delf_index::search_probed(&[shard], &queries, DIM, Some(&probes), &params, kernel).unwrap();
+        assert_eq!(own, given);
+    }
+    // Centroids that do not make the manifest's fingerprint are refused.
+    let mut moved = cb.coarse.clone();
+    moved[0] += 1e-3;
+    let wrong =
+        delf_index::CoarseQuantizer::from_parts(cb.spec, DIM, moved, &cb.pq.centroids, cb.fingerprint().as_str());
+    assert!(matches!(wrong, Err(delf_index::IndexError::InvalidParameter { name: "codebooks", .. })));
+}
+
+#[test]
 fn save_and_load_give_identical_results() {
     let db = Db::new(100, 30, 4);
     let cb = train(&db.vectors, "IVF8,PQ20x8r");

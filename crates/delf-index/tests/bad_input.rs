@@ -25,6 +25,14 @@ fn wrong_dimensions_and_values_are_rejected() {
     for bad in [SearchParams { k: 0, ..p }, SearchParams { nprobe: 0, ..p }, SearchParams { nprobe: 5, ..p }] {
         assert!(matches!(index.search(&q, DIM, &bad, k), Err(IndexError::InvalidParameter { .. })), "{bad}");
     }
+    // Cells given by a caller: a wrong count, a cell out of range, a cell twice for one descriptor.
+    let shard = &index.shards()[0];
+    let two = SearchParams { nprobe: 2, ..p };
+    for bad in [vec![0u32; 3], vec![0, 1, 4, 0], vec![0, 1, 2, 2]] {
+        let r = delf_index::search_probed(&[shard], &q, DIM, Some(&bad), &two, k);
+        assert!(matches!(r, Err(IndexError::InvalidParameter { name: "probes", .. })), "{bad:?}");
+    }
+    assert!(delf_index::search_probed(&[shard], &q, DIM, Some(&[0, 1, 3, 2]), &two, k).is_ok());
     let kp = vec![[0.0, 0.0]; 2];
     let add = |index: &mut ShardedIndex, number, name: &str, d: &[f32], kp: &[[f32; 2]]| {
         index.add_images(&[NewImage { number, name, descriptors: d, keypoints: kp }], DIM)

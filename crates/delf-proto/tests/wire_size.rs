@@ -29,6 +29,8 @@ fn real_shaped_messages_fit_the_budget_and_round_trip() {
         nprobe: 16,
         max_distance: None,
         version: "2026-11-27".into(),
+        probes: (0..QUERY * 16).map(|_| rng.below(65_536) as u32).collect(),
+        without_keypoints: true,
     };
     // Neighbours in a million-image shard: image numbers up to 1e6, feature indices up to 1000, real-valued rest.
     let lists: Vec<NeighborList> = (0..QUERY)
@@ -59,7 +61,7 @@ fn real_shaped_messages_fit_the_budget_and_round_trip() {
         fingerprint: "delf/0123456789abcdef".into(),
     };
     let sizes = [
-        ("ShardSearchRequest (1000 x 40)", request.encoded_len()),
+        ("ShardSearchRequest (1000 x 40, 16 cells each of 65536)", request.encoded_len()),
         ("ShardSearchResponse (1000 x 60 neighbours, 6000 image ids)", response.encoded_len()),
         ("Features (1000 x 40)", features.encoded_len()),
     ];
@@ -67,7 +69,9 @@ fn real_shaped_messages_fit_the_budget_and_round_trip() {
         println!("{what}: {bytes} bytes ({:.2} MiB)", bytes as f64 / (1 << 20) as f64);
         assert!(bytes * 8 < MAX_MESSAGE_BYTES, "{what} is {bytes} bytes");
     }
-    assert_eq!(sizes[0].1 / 1000, 160, "packed floats: 4 bytes each plus framing");
+    let cells = ShardSearchRequest { probes: Vec::new(), ..request.clone() }.encoded_len();
+    assert_eq!(cells / 1000, 160, "packed floats: 4 bytes each plus framing");
+    assert!(sizes[0].1 - cells <= QUERY * 16 * 3 + 8, "packed cell numbers: at most 3 bytes each below 2^21");
     assert_eq!(ShardSearchRequest::decode(request.encode_to_vec().as_slice()).unwrap(), request);
     assert_eq!(ShardSearchResponse::decode(response.encode_to_vec().as_slice()).unwrap(), response);
     assert_eq!(Features::decode(features.encode_to_vec().as_slice()).unwrap(), features);
