@@ -50,6 +50,9 @@ fn real_shaped_messages_fit_the_budget_and_round_trip() {
         .map(|i| ImageRef { image: i as u32 * 17, id: format!("s3://corpus/photos/{i:08}.jpg") })
         .collect();
     let response = ShardSearchResponse { shard_id: 3, lists, images };
+    // What the coordinator now asks for: the same neighbours without their keypoints (x, y unset).
+    let mut bare = response.clone();
+    bare.lists.iter_mut().flat_map(|l| &mut l.neighbors).for_each(|n| (n.x, n.y) = (0.0, 0.0));
     let features = Features {
         width: 1024,
         height: 768,
@@ -63,12 +66,14 @@ fn real_shaped_messages_fit_the_budget_and_round_trip() {
     let sizes = [
         ("ShardSearchRequest (1000 x 40, 16 cells each of 65536)", request.encoded_len()),
         ("ShardSearchResponse (1000 x 60 neighbours, 6000 image ids)", response.encoded_len()),
+        ("the same, without_keypoints", bare.encoded_len()),
         ("Features (1000 x 40)", features.encoded_len()),
     ];
     for (what, bytes) in sizes {
         println!("{what}: {bytes} bytes ({:.2} MiB)", bytes as f64 / (1 << 20) as f64);
         assert!(bytes * 8 < MAX_MESSAGE_BYTES, "{what} is {bytes} bytes");
     }
+    assert!(sizes[2].1 + QUERY * K * 10 <= sizes[1].1, "a keypoint is two 5-byte fields of every neighbour");
     let cells = ShardSearchRequest { probes: Vec::new(), ..request.clone() }.encoded_len();
     assert_eq!(cells / 1000, 160, "packed floats: 4 bytes each plus framing");
     assert!(sizes[0].1 - cells <= QUERY * 16 * 3 + 8, "packed cell numbers: at most 3 bytes each below 2^21");
