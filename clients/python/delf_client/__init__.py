@@ -69,15 +69,18 @@ class Client:
     def search(self, image=None, features=None, top=10, candidates=0, nprobe=0, min_inliers=None,
                on_shard_failure=0, deadline_ms=0, request_id=None, timeout=None):
         """Searches with an encoded photo (`image`, bytes) or precomputed features (a delf.v1.Features with the
-        index's fingerprint). 0 (or None) leaves a parameter to the coordinator. Returns a SearchResponse:
+        index's fingerprint). 0 (or None) leaves a parameter to the coordinator, except `min_inliers`: None leaves
+        it to the coordinator, 0 returns every verified candidate. Returns a SearchResponse:
         `results` (best first, empty = no match), `degraded` and `missing_shards`, `timing`, `request_id`."""
         if (image is None) == (features is None):
             raise ValueError("give exactly one of image= and features=")
         request_id = request_id or uuid.uuid4().hex
         request = pb.SearchRequest(
             request_id=request_id, top=top, candidates=candidates, nprobe=nprobe,
-            min_inliers=min_inliers or 0, on_shard_failure=on_shard_failure, deadline_ms=deadline_ms,
+            on_shard_failure=on_shard_failure, deadline_ms=deadline_ms,
         )
+        if min_inliers is not None:
+            request.min_inliers = min_inliers
         if image is not None:
             request.image = image
         else:

@@ -578,8 +578,8 @@ impl Inner {
         if r.nprobe > 0 {
             rc.search.nprobe = r.nprobe as usize;
         }
-        if r.min_inliers > 0 {
-            rc.verify.policy.min_inliers = r.min_inliers as usize;
+        if let Some(m) = r.min_inliers {
+            rc.verify.policy.min_inliers = m as usize;
         }
         let policy = match r.on_shard_failure() {
             pb::ShardFailurePolicy::Unspecified => self.config.on_shard_failure,

@@ -155,6 +155,16 @@ async fn roles_over_grpc_answer_like_one_process_and_refuse_bad_requests() {
     assert_eq!(got, want);
     assert_eq!(answer.verified as usize, expected.verified);
     assert!(!answer.degraded && !answer.request_id.is_empty());
+    // min_inliers 0 is a request of its own (proto3 optional): every verified candidate, ranked, as one process.
+    let everything = pb::SearchRequest { min_inliers: Some(0), top: 1000, ..search(convert::features_to_pb(&query)) };
+    let answer = coord.search(authed(everything)).await.unwrap().into_inner();
+    let mut open = rc.clone();
+    (open.verify.policy.min_inliers, open.top) = (0, 1000);
+    let expected = delf_search::retrieve(&local, &query, &open, ScanKernel::detect()).unwrap();
+    assert!(expected.results.len() > want.len(), "{} results", expected.results.len());
+    let got: Vec<(String, u32)> = answer.results.iter().map(|m| (m.image_id.clone(), m.score)).collect();
+    let all: Vec<(String, u32)> = expected.results.iter().map(|r| (r.id.clone(), r.score as u32)).collect();
+    assert_eq!(got, all);
 
     // Health and reflection on every role.
     for addr in [&coordinator, &worker, &nodes[0]] {

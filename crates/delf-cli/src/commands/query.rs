@@ -63,7 +63,7 @@ pub fn run(args: &QueryArgs, config: &Config) -> Result<()> {
                 top: args.retrieval.top,
                 candidates: args.retrieval.candidates.unwrap_or(0),
                 nprobe: args.retrieval.nprobe.unwrap_or(0),
-                min_inliers: args.retrieval.min_inliers.unwrap_or(0),
+                min_inliers: args.retrieval.min_inliers,
                 on_shard_failure: match args.on_shard_failure {
                     None => pb::ShardFailurePolicy::Unspecified,
                     Some(FailurePolicyArg::Partial) => pb::ShardFailurePolicy::Partial,
