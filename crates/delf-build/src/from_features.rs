@@ -169,7 +169,7 @@ pub fn build_from_features(
     let t = Instant::now();
     let (reduction, fingerprint, dim) = if job.pca {
         let pca = rt.block_on(loc.get(&loc.child(JOB_PCA_FILE)))?;
-        std::fs::write(&pca_path, &pca).map_err(BuildError::io(&pca_path))?;
+        delf_core::durable::write_atomic(&pca_path, &pca).map_err(BuildError::io(&pca_path))?;
         (Reduction::AsStored, job.fingerprint.clone(), job.dim)
     } else {
         match &opts.pca {

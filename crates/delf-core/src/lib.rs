@@ -11,6 +11,7 @@
 //! `scale` is the factor by which the keypoint's feature is *larger* in the original image than in the pyramid
 //! level it came from: `1 / s` for pyramid scale `s`, as in the reference.
 
+pub mod durable;
 mod features;
 mod fingerprint;
 pub mod rng;

@@ -87,14 +87,9 @@ fn pad_to(w: &mut impl Write, pos: u64) -> std::io::Result<u64> {
 /// Writes a shard to `path` atomically and durably: a temporary file, fsynced, renamed into place, then the folder
 /// fsynced so that the rename itself survives a power loss.
 pub fn save(shard: &Shard, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    let tmp = delf_core::durable::temporary_for(path);
     write_to(shard, &tmp).map_err(|e| IndexError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| IndexError::io(path, e))?;
-    let folder = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(folder).and_then(|d| d.sync_all()).map_err(|e| IndexError::io(folder, e))
+    delf_core::durable::commit(&tmp, path).map_err(|e| IndexError::io(path, e))
 }
 
 fn write_to(shard: &Shard, path: &Path) -> std::io::Result<()> {

@@ -46,17 +46,9 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> MetaError + '_ {
     move |source| MetaError::Io { path: path.to_path_buf(), source }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), MetaError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
-}
-
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename, fsync of the folder).
+/// Writes `bytes` to `path` atomically and durably ([`delf_core::durable`]).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MetaError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    delf_core::durable::write_atomic(path, bytes).map_err(io(path))
 }
 
 fn record(kind: u8, payload: &[u8]) -> Vec<u8> {

@@ -48,14 +48,12 @@ impl TensorFile {
         Ok(bytes)
     }
 
-    /// Writes a file atomically (a temporary sibling renamed into place), so a kill never leaves half a file.
+    /// Writes a file atomically and durably ([`delf_core::durable`]), so a kill or a power loss never leaves half
+    /// a file.
     pub fn save(path: &Path, tensors: &[(String, Tensor)], meta: HashMap<String, String>) -> Result<(), ModelError> {
         let bytes = Self::to_bytes(tensors, meta)?;
-        let io = |e: std::io::Error| ModelError::Config(format!("cannot write {}: {e}", path.display()));
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes).map_err(io)?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        delf_core::durable::write_atomic(path, &bytes)
+            .map_err(|e| ModelError::Config(format!("cannot write {}: {e}", path.display())))
     }
 
     /// Reads a file written by [`TensorFile::save`] (or any safetensors file of `f32` tensors).

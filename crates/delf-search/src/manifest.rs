@@ -76,14 +76,13 @@ impl IndexManifest {
         Ok(m)
     }
 
-    /// Writes `dir/manifest.json` (atomically).
+    /// Writes `dir/manifest.json` atomically and durably (fsynced, folder too): the manifest is what makes an
+    /// index complete, so it must not be lost or half-written after its shards are.
     pub fn save(&self, dir: &Path) -> Result<(), SearchError> {
         let path = dir.join(MANIFEST_FILE);
-        let tmp = dir.join("manifest.json.tmp");
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| SearchError::BadManifest { path: path.clone(), reason: e.to_string() })?;
-        std::fs::write(&tmp, text).map_err(|source| SearchError::Io { path: tmp.clone(), source })?;
-        std::fs::rename(&tmp, &path).map_err(|source| SearchError::Io { path, source })
+        delf_core::durable::write_atomic(&path, text.as_bytes()).map_err(|source| SearchError::Io { path, source })
     }
 
     /// Loads the shards and checks them against the manifest.
