@@ -2,32 +2,21 @@
 //! here, and the cells travel with the descriptors to every shard (`ShardSearchRequest.probes`), instead of every
 //! index node repeating the same assignment against the same shared centroids.
 //!
-//! The centroids come from an index node (`IndexNode.Codebooks`) the first time a routing (an index version) needs
-//! them, checked against the codebooks fingerprint of the version's manifest. While no node hands them out (a node
-//! of an older release, or none reachable), queries go without cells and each node assigns them itself, with the
-//! same result; another fetch is tried after [`RETRY_AFTER`].
+//! The centroids come from an index node (`IndexNode.Codebooks`, asked through the coordinator's replica failover)
+//! the first time a routing (an index version) needs them, checked against the codebooks fingerprint of the
+//! version's manifest. While no node hands them out (a node of an older release, or none reachable), queries go
+//! without cells and each node assigns them itself, with the same result; another fetch is tried after
+//! [`RETRY_AFTER`].
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use delf_index::{CoarseQuantizer, IndexSpec};
 use delf_proto::v1 as pb;
-use delf_proto::v1::index_node_client::IndexNodeClient;
-use delf_rpc::client;
-use tonic::transport::Channel;
 
 /// How long the coordinator goes without cells after a failed fetch of the centroids.
 pub const RETRY_AFTER: Duration = Duration::from_secs(30);
-
-/// Replicas asked for the centroids in one fetch, at most.
-const MAX_TRIES: usize = 3;
-
-/// A replica that may hand out the centroids: its shard, address and client.
-pub(crate) struct Source {
-    pub shard: u32,
-    pub addr: String,
-    pub client: IndexNodeClient<Channel>,
-}
 
 enum State {
     /// Not fetched yet, or the last fetch failed (no new one before the instant).
@@ -59,33 +48,28 @@ impl CellAssigner {
     }
 
     /// The cells of every descriptor (`n x nprobe`, nearest first), or empty when the centroids are not at hand
-    /// (each node then assigns them). `sources` is called only when a fetch is due.
-    #[allow(clippy::too_many_arguments)]
+    /// (each node then assigns them). `fetch` is awaited only when a fetch is due.
     pub async fn probes(
         &self,
-        sources: impl FnOnce() -> Vec<Source>,
-        version: &str,
-        fingerprint: &str,
-        token: Option<&str>,
+        fetch: impl Future<Output = Result<CoarseQuantizer, String>>,
         descriptors: &[f32],
         dim: usize,
         nprobe: usize,
         request_id: &str,
-        timeout: Duration,
     ) -> Vec<u32> {
         let quantizer = match self.cached() {
             Ok(q) => q,
             Err(false) => return Vec::new(),
-            Err(true) => match fetch(sources(), version, fingerprint, token, request_id, timeout).await {
+            Err(true) => match fetch.await {
                 Ok(q) => {
-                    tracing::info!(%request_id, version, spec = %q.spec, "coordinator assigns cells for every shard");
+                    tracing::info!(%request_id, spec = %q.spec, "coordinator assigns cells for every shard");
                     let q = Arc::new(q);
                     *self.lock() = State::Ready(Arc::clone(&q));
                     q
                 }
                 Err(error) => {
                     tracing::warn!(
-                        %request_id, version, %error, retry_after_s = RETRY_AFTER.as_secs(),
+                        %request_id, %error, retry_after_s = RETRY_AFTER.as_secs(),
                         "could not get the index's centroids; index nodes assign cells themselves"
                     );
                     *self.lock() = State::Missing(Some(Instant::now() + RETRY_AFTER));
@@ -99,37 +83,8 @@ impl CellAssigner {
     }
 }
 
-/// Asks up to [`MAX_TRIES`] replicas for the centroids and checks them against `fingerprint`.
-async fn fetch(
-    sources: Vec<Source>,
-    version: &str,
-    fingerprint: &str,
-    token: Option<&str>,
-    request_id: &str,
-    timeout: Duration,
-) -> Result<CoarseQuantizer, String> {
-    let mut errors = Vec::new();
-    for source in sources.into_iter().take(MAX_TRIES) {
-        let request = pb::CodebooksRequest { version: version.to_string(), shard_id: source.shard };
-        let call = client::request(request, request_id, token, timeout);
-        let mut node = source.client;
-        let answer = match tokio::time::timeout(timeout, node.codebooks(call)).await {
-            Ok(Ok(r)) => decode(r.into_inner(), fingerprint),
-            Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),
-            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-        };
-        match answer {
-            Ok(q) => return Ok(q),
-            Err(e) => errors.push(format!("{}: {e}", source.addr)),
-        }
-    }
-    if errors.is_empty() {
-        errors.push("no replica to ask".into());
-    }
-    Err(errors.join("; "))
-}
-
-fn decode(r: pb::CodebooksResponse, fingerprint: &str) -> Result<CoarseQuantizer, String> {
+/// A node's centroids, checked against the manifest's codebooks `fingerprint`.
+pub(crate) fn decode(r: pb::CodebooksResponse, fingerprint: &str) -> Result<CoarseQuantizer, String> {
     let spec: IndexSpec = r.spec.parse().map_err(|e| format!("spec {:?}: {e}", r.spec))?;
     CoarseQuantizer::from_parts(spec, r.dim as usize, r.coarse, &r.pq_centroids, fingerprint).map_err(|e| e.to_string())
 }

@@ -31,7 +31,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 
-use crate::cells::{CellAssigner, Source};
+use crate::cells::CellAssigner;
 use crate::config::{ClusterConfig, ShardFailurePolicy, ShardReplicas};
 use crate::error::ClusterError;
 use delf_rpc::BearerAuth;
@@ -611,26 +611,8 @@ impl Inner {
         if nq == 0 {
             return Ok(());
         }
-        let sources = || {
-            let replicas = routing.shards.iter().flat_map(|s| s.replicas.iter().map(move |r| (s.id, r)));
-            replicas.map(|(shard, r)| Source { shard, addr: r.addr.clone(), client: r.client.clone() }).collect()
-        };
-        let timeout = Duration::from_millis(self.config.connect_timeout_ms.max(1000))
-            .min(remaining(deadline).unwrap_or(Duration::ZERO));
-        let probes = routing
-            .cells
-            .probes(
-                sources,
-                &routing.version,
-                &routing.manifest.codebooks_fingerprint,
-                self.token(),
-                descriptors,
-                dim,
-                rc.search.nprobe,
-                request_id,
-                timeout,
-            )
-            .await;
+        let fetch = self.fetch_coarse(routing, request_id, deadline);
+        let probes = routing.cells.probes(fetch, descriptors, dim, rc.search.nprobe, request_id).await;
         let request = pb::ShardSearchRequest {
             request_id: request_id.to_string(),
             shard_id: 0,
@@ -663,6 +645,36 @@ impl Inner {
         gathered.neighbors.extend(lists);
         gathered.merge += merge_started.elapsed();
         Ok(())
+    }
+
+    /// The index's centroids from the first shard with a replica that hands them out ([`Self::on_replicas`]),
+    /// within `cluster.connect_timeout_ms` (at least 1 s) of the query's time, so that a query never waits long for
+    /// what is only a saving.
+    async fn fetch_coarse(
+        &self,
+        routing: &Routing,
+        request_id: &str,
+        deadline: Instant,
+    ) -> Result<delf_index::CoarseQuantizer, String> {
+        let deadline = deadline.min(Instant::now() + Duration::from_millis(self.config.connect_timeout_ms.max(1000)));
+        let fingerprint = routing.manifest.codebooks_fingerprint.as_str();
+        let mut errors = Vec::new();
+        for shard in &routing.shards {
+            let request = &pb::CodebooksRequest { version: routing.version.clone(), shard_id: shard.id };
+            let outcome = self.on_replicas(shard, request_id, deadline, |mut node, t| async move {
+                let call = client::request(request.clone(), request_id, self.token(), t);
+                match node.codebooks(call).await {
+                    Ok(r) => Ok(crate::cells::decode(r.into_inner(), fingerprint)),
+                    Err(s) => Ok(Err(describe(&s, t))),
+                }
+            });
+            match outcome.await {
+                Ok(ShardOutcome::Answer(q)) => return Ok(q),
+                Ok(ShardOutcome::Down(e)) => errors.extend(e),
+                Err(s) => errors.push(s.message().to_string()),
+            }
+        }
+        Err(errors.join("; "))
     }
 
     /// The second round of a query: fetches, from one replica of each shard concerned, the keypoints of the

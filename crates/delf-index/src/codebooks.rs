@@ -90,18 +90,6 @@ impl Codebooks {
         &self.fingerprint
     }
 
-    /// The coarse quantizer alone, with these codebooks' fingerprint: what a coordinator keeps to assign a query's
-    /// descriptors to cells once for every shard.
-    pub fn coarse_quantizer(&self) -> CoarseQuantizer {
-        CoarseQuantizer {
-            spec: self.spec,
-            dim: self.dim,
-            coarse: self.coarse.clone(),
-            norms: self.coarse_norms.clone(),
-            fingerprint: self.fingerprint.clone(),
-        }
-    }
-
     /// Checks a descriptor buffer's dimensionality.
     pub fn check_dim(&self, data: &[f32], dim: usize) -> Result<usize> {
         if dim != self.dim {
@@ -186,7 +174,6 @@ pub struct CoarseQuantizer {
     pub dim: usize,
     coarse: Vec<f32>,
     norms: Vec<f32>,
-    fingerprint: Fingerprint,
 }
 
 impl CoarseQuantizer {
@@ -223,12 +210,7 @@ impl CoarseQuantizer {
             ));
         }
         let norms = row_norms(&coarse, dim);
-        Ok(Self { spec, dim, coarse, norms, fingerprint })
-    }
-
-    /// Identity of the codebooks these centroids belong to.
-    pub fn fingerprint(&self) -> &Fingerprint {
-        &self.fingerprint
+        Ok(Self { spec, dim, coarse, norms })
     }
 
     /// The `nprobe` nearest cells of each row of `data` (`n x nprobe`, nearest first), as [`Codebooks::probe`].

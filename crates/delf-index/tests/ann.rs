@@ -82,7 +82,6 @@ fn cells_assigned_once_by_the_coarse_quantizer_give_every_shard_the_same_answers
     let params = SearchParams { k: 30, nprobe: 6, max_distance: None };
     let kernel = ScanKernel::detect();
     // What a coordinator keeps: the centroids, checked against the fingerprint the manifest names.
-    let coarse = cb.coarse_quantizer();
     let rebuilt = delf_index::CoarseQuantizer::from_parts(
         cb.spec,
         DIM,
@@ -92,7 +91,6 @@ fn cells_assigned_once_by_the_coarse_quantizer_give_every_shard_the_same_answers
     )
     .unwrap();
     let probes = rebuilt.probe(&queries, DIM, params.nprobe).unwrap();
-    assert_eq!(probes, coarse.probe(&queries, DIM, params.nprobe).unwrap());
     assert_eq!(probes, cb.probe(&queries, params.nprobe).0);
     for shard in three.shards() {
         let own = delf_index::search(&[shard], &queries, DIM, &params, kernel).unwrap();
