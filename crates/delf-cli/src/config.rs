@@ -391,7 +391,8 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("DELF_").split("__").ignore(&["config"]));
+        // `DELF_FEATURE_CACHE_BUILD` is read by the feature cache itself (delf-model `cache`), not a setting.
+        figment = figment.merge(Env::prefixed("DELF_").split("__").ignore(&["config", "feature_cache_build"]));
         figment.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
     }
 

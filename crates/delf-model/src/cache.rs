@@ -8,6 +8,10 @@
 //! levels used, the image's size and pixels and which pixels show the scene. An entry holds the candidates before
 //! the PCA, so that one entry serves any PCA. A missing, foreign or damaged entry is a miss (and is written again);
 //! a failed write is logged and costs nothing but the next extraction of that image.
+//!
+//! `DELF_FEATURE_CACHE_BUILD`, when set, names the build in place of the executable's size and time: for comparing
+//! builds whose extraction is known to be the same (a change to search or verification benchmarked on the same
+//! photos). It is the caller's promise; a wrong one serves stale features.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -132,8 +136,12 @@ fn parse(bytes: &[u8], dim: usize) -> Option<Vec<Entry>> {
     )
 }
 
-/// What tells this build of the program from another: the running executable's size and modification time.
+/// What tells this build of the program from another: `DELF_FEATURE_CACHE_BUILD` when set, else the running
+/// executable's size and modification time.
 fn this_build() -> Vec<u8> {
+    if let Some(name) = std::env::var_os("DELF_FEATURE_CACHE_BUILD").filter(|n| !n.is_empty()) {
+        return format!("named:{}", name.to_string_lossy()).into_bytes();
+    }
     let exe = std::env::current_exe().ok();
     let meta = exe.as_ref().and_then(|e| std::fs::metadata(e).ok());
     let modified = meta
