@@ -133,44 +133,44 @@ fn check_job(stores: &Stores, out: &str) -> (BTreeMap<String, usize>, BTreeMap<S
     (rows, errors)
 }
 
-#[test]
-fn a_killed_worker_resumes_and_every_image_appears_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let list = list_with_failures(dir.path(), 12);
-    let out = dir.path().join("out");
-    let (list_s, out_s) = (list.to_str().unwrap(), out.to_str().unwrap());
-    // A dynamic worker (leases); the restarted one has the same name, as a restarted pod does.
-    let mut args = extract_args(list_s, out_s, "1");
-    args.extend(["--worker-id", "pod-0"]);
+/// Units committed so far under `out` (commit records, as a reader lists them).
+fn committed(stores: &Stores, rt: &tokio::runtime::Runtime, out: &str) -> usize {
+    let loc = stores.location(out).unwrap();
+    rt.block_on(loc.list(COMMITS_DIR)).map_or(0, |l| l.len())
+}
 
-    let mut child = delf_uncached().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let commits = out.join(COMMITS_DIR);
+/// A dynamic worker extracting `list` into `out` (a folder or an S3 prefix; `envs` reach the store) is SIGKILLed
+/// after its second commit and restarted under the same name, as a restarted pod is: no partial file is visible
+/// in between, the rerun redoes no committed unit, and every image ends up exactly once (12 photos, 3 failures).
+fn a_killed_worker_resumes(list: &str, out: &str, stores: &Stores, envs: &[(String, String)]) {
+    let mut args = extract_args(list, out, "1");
+    args.extend(["--worker-id", "pod-0"]);
+    let rt = runtime();
+    let mut child =
+        delf_uncached().args(&args).envs(envs.to_vec()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let started = Instant::now();
-    let committed = || std::fs::read_dir(&commits).map_or(0, |d| d.count());
-    while committed() < 2 {
+    while committed(stores, &rt, out) < 2 {
         assert!(started.elapsed() < Duration::from_secs(300), "no unit committed in 5 minutes");
         assert!(child.try_wait().unwrap().is_none(), "the worker finished before it could be killed");
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL: no cleanup runs
     child.wait().unwrap();
-    let before = committed();
+    let before = committed(stores, &rt, out);
     assert!(before < 15, "the job was not interrupted mid-way ({before} of 15 units)");
 
     // What a reader sees of the killed job: whole, valid files only (committed or not).
-    let stores = Stores::new();
-    let rt = runtime();
-    let loc = stores.location(out_s).unwrap();
+    let loc = stores.location(out).unwrap();
     for meta in rt.block_on(loc.list(FEATURES_DIR)).unwrap() {
         let read = rt.block_on(async { FeatureFileReader::open(&loc, &meta.location).await?.read_all().await });
         assert!(read.is_ok(), "partial file {} visible: {:?}", meta.location, read.err());
     }
 
-    let stdout = ok(delf_uncached().args(&args).output().unwrap());
+    let stdout = ok(delf_uncached().args(&args).envs(envs.to_vec()).output().unwrap());
     let (done, skipped, lost) = counts(&stdout);
     assert_eq!((done + skipped, lost), (15, 0), "{stdout}");
     assert!(skipped >= before, "committed units were redone: {stdout}");
-    let (rows, errors) = check_job(&stores, out_s);
+    let (rows, errors) = check_job(stores, out);
     assert_eq!(rows.len(), 12);
     assert!(rows.values().all(|&n| n > 0));
     let kinds: Vec<(&str, FailureKind)> = errors.iter().map(|(k, v)| (k.as_str(), *v)).collect();
@@ -184,14 +184,27 @@ fn a_killed_worker_resumes_and_every_image_appears_exactly_once() {
     );
 
     // A third run has nothing to do; inspect verifies the files against their records.
-    let (done, skipped, _) = counts(&ok(delf_uncached().args(&args).output().unwrap()));
+    let (done, skipped, _) = counts(&ok(delf_uncached().args(&args).envs(envs.to_vec()).output().unwrap()));
     assert_eq!((done, skipped), (0, 15));
-    let report = ok(delf_uncached().args(["features", "inspect", out_s, "--errors", "--verify"]).output().unwrap());
+    let mut inspect = delf_uncached();
+    inspect.args(["features", "inspect", out, "--errors", "--verify"]).envs(envs.to_vec());
+    let report = ok(inspect.output().unwrap());
     assert!(report.contains("15 of 15 committed") && report.contains("12 images"), "{report}");
     assert!(report.contains("failed missing.jpg") && report.contains("verified 15 committed units"), "{report}");
+}
+
+#[test]
+fn a_killed_worker_resumes_and_every_image_appears_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = list_with_failures(dir.path(), 12);
+    let out = dir.path().join("out");
+    let (list_s, out_s) = (list.to_str().unwrap(), out.to_str().unwrap());
+    let stores = Stores::new();
+    a_killed_worker_resumes(list_s, out_s, &stores, &[]);
 
     // A damaged committed file is caught by --verify (bad input, exit code 3).
-    let manifest = rt.block_on(FeatureStore::new(loc.clone()).manifest()).unwrap();
+    let loc = stores.location(out_s).unwrap();
+    let manifest = runtime().block_on(FeatureStore::new(loc).manifest()).unwrap();
     let victim = out.join(&manifest.units[0].features_file);
     let bytes = std::fs::read(&victim).unwrap();
     std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
@@ -203,26 +216,51 @@ fn a_killed_worker_resumes_and_every_image_appears_exactly_once() {
     assert!(text(&other.stderr).contains("unit size"), "{}", text(&other.stderr));
 }
 
+/// The same kill and resume with the feature shards and commit records on the S3-compatible server: its
+/// put-if-absent commits and multipart uploads, not the local disk's renames, keep every image exactly once.
 #[test]
-fn racing_workers_leave_one_result_per_unit() {
+fn a_worker_killed_while_writing_to_s3_resumes_and_every_image_appears_exactly_once() {
+    let server = S3Server::start().expect("S3-compatible test server");
+    server.create_bucket("features").unwrap();
+    let stores = Stores::with_options(server.options());
+    let dir = tempfile::tempdir().unwrap();
+    let list = list_with_failures(dir.path(), 12);
+    a_killed_worker_resumes(list.to_str().unwrap(), "s3://features/killed", &stores, &server.options());
+}
+
+/// Two workers told they own every unit race on each one over `out`: each unit is committed once.
+fn racing_workers(out: &str, stores: &Stores, envs: &[(String, String)]) {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("list.txt");
     let lines: Vec<String> = jpegs(8).iter().map(|p| p.display().to_string()).collect();
     std::fs::write(&list, lines.join("\n")).unwrap();
-    let out = dir.path().join("out");
-    let (list_s, out_s) = (list.to_str().unwrap(), out.to_str().unwrap());
-    // Both workers are told they own every unit: they race on each one.
-    let mut args = extract_args(list_s, out_s, "2");
+    let mut args = extract_args(list.to_str().unwrap(), out, "2");
     args.extend(["--shard-index", "0", "--num-shards", "1"]);
-    let a = delf_uncached().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let b = delf_uncached().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let spawn = || {
+        delf_uncached().args(&args).envs(envs.to_vec()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
     let (a, b) = (ok(a.wait_with_output().unwrap()), ok(b.wait_with_output().unwrap()));
     let (ca, sa, la) = counts(&a);
     let (cb, sb, lb) = counts(&b);
     assert_eq!(ca + cb, 4, "each unit committed once:\n{a}\n{b}");
     assert_eq!(ca + sa + la + cb + sb + lb, 8, "{a}\n{b}");
-    let (rows, errors) = check_job(&Stores::new(), out_s);
+    let (rows, errors) = check_job(stores, out);
     assert_eq!((rows.len(), errors.len()), (8, 0));
+}
+
+#[test]
+fn racing_workers_leave_one_result_per_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    racing_workers(out.to_str().unwrap(), &Stores::new(), &[]);
+}
+
+#[test]
+fn racing_workers_on_s3_leave_one_result_per_unit() {
+    let server = S3Server::start().expect("S3-compatible test server");
+    server.create_bucket("features").unwrap();
+    racing_workers("s3://features/raced", &Stores::with_options(server.options()), &server.options());
 }
 
 #[test]
