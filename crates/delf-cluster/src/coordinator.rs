@@ -509,15 +509,15 @@ impl Inner {
                 if bytes.is_empty() {
                     return Err(Status::invalid_argument("the query image is empty"));
                 }
-                self.extract(routing, bytes, &[], id, deadline).await
+                Ok(self.extract(routing, bytes, &[], id, deadline).await?.0)
             }
             None => Err(Status::invalid_argument("the request has neither an image nor features")),
         }
     }
 
-    /// The features of the photo's rotated passes, in the order of `rotations`: split into one contiguous group per
-    /// worker (at most), extracted in parallel, concatenated in order (each pass is extracted on its own, so the
-    /// result is what one worker would give for all of them).
+    /// The features of the photo's rotated passes, in the order of `rotations`, and the number of features of each
+    /// pass: split into one contiguous group per worker (at most), extracted in parallel, concatenated in order
+    /// (each pass is extracted on its own, so the result is what one worker would give for all of them).
     async fn rotated_features(
         &self,
         routing: &Routing,
@@ -525,20 +525,23 @@ impl Inner {
         rotations: &[f64],
         id: &str,
         deadline: Instant,
-    ) -> Result<FeatureSet, Status> {
+    ) -> Result<(FeatureSet, Vec<usize>), Status> {
         let groups = routing.workers.len().clamp(1, rotations.len().max(1));
         let per_group = rotations.len().div_ceil(groups).max(1);
         let parts =
             join_all(rotations.chunks(per_group).map(|g| self.extract(routing, bytes.clone(), g, id, deadline))).await;
         let mut parts = parts.into_iter();
-        let mut all = parts.next().ok_or_else(|| Status::internal("no rotation to extract"))??;
+        let (mut all, mut passes) = parts.next().ok_or_else(|| Status::internal("no rotation to extract"))??;
         for part in parts {
-            all.extend(part?).map_err(|e| Status::internal(format!("rotated passes do not fit together: {e}")))?;
+            let (features, lengths) = part?;
+            passes.extend(lengths);
+            all.extend(features).map_err(|e| Status::internal(format!("rotated passes do not fit together: {e}")))?;
         }
-        Ok(all)
+        Ok((all, passes))
     }
 
-    /// A worker's extraction of `bytes` (upright, or the passes at `rotations`), checked against the index.
+    /// A worker's extraction of `bytes` (upright, or the passes at `rotations`), checked against the index, with the
+    /// number of features of each pass (one pass when the worker does not say: an older worker, or upright).
     async fn extract(
         &self,
         routing: &Routing,
@@ -546,7 +549,7 @@ impl Inner {
         rotations: &[f64],
         id: &str,
         deadline: Instant,
-    ) -> Result<FeatureSet, Status> {
+    ) -> Result<(FeatureSet, Vec<usize>), Status> {
         let request = pb::ExtractRequest {
             request_id: id.to_string(),
             image: bytes,
@@ -554,17 +557,23 @@ impl Inner {
             rotations: rotations.to_vec(),
         };
         let work = rotations.len().max(1) as u32;
-        let features = self
+        let answer = self
             .on_workers(&routing.workers, "extraction", id, deadline, work, |mut c, t| {
                 let r = client::request(request.clone(), id, self.token(), t);
                 async move { c.extract(r).await }
             })
-            .await?
-            .features
-            .ok_or_else(|| Status::internal("a worker answered an extraction without features"))?;
+            .await?;
+        let features =
+            answer.features.ok_or_else(|| Status::internal("a worker answered an extraction without features"))?;
         let features = crate::convert::features_from_pb(features)?;
         check_fingerprint(routing, &features)?;
-        Ok(features)
+        let mut passes: Vec<usize> = answer.pass_lengths.iter().map(|&n| n as usize).collect();
+        if passes.is_empty() {
+            passes.push(features.len());
+        }
+        delf_search::check_passes(&passes, features.len())
+            .map_err(|e| Status::internal(format!("a worker's extraction: {e}")))?;
+        Ok((features, passes))
     }
 
     fn settings(&self, routing: &Routing, r: &pb::SearchRequest) -> (RetrievalConfig, ShardFailurePolicy, Duration) {
@@ -755,6 +764,7 @@ impl Inner {
         &self,
         routing: &Routing,
         query: &FeatureSet,
+        passes: &[usize],
         gathered: &mut Gathered,
         rc: &RetrievalConfig,
         policy: ShardFailurePolicy,
@@ -765,7 +775,7 @@ impl Inner {
         let t = Instant::now();
         let candidates = vote(&gathered.neighbors, rc.candidates);
         let wanted: FxHashSet<u32> = candidates.iter().map(|&(image, _)| image).collect();
-        let matches = correspondences(&gathered.neighbors, &wanted, rc);
+        let matches = correspondences(&gathered.neighbors, &wanted, passes, rc);
         gathered.merge += t.elapsed();
         self.locate(routing, &matches, gathered, policy, request_id, deadline, response).await?;
         let t = Instant::now();
@@ -876,23 +886,37 @@ impl Inner {
             ann += t.elapsed();
             let t = Instant::now();
             let ranked = self
-                .verify_and_rank(&routing, &query, &mut gathered, &rc, policy, &request_id, deadline, &mut response)
+                .verify_and_rank(
+                    &routing,
+                    &query,
+                    &[],
+                    &mut gathered,
+                    &rc,
+                    policy,
+                    &request_id,
+                    deadline,
+                    &mut response,
+                )
                 .await?;
             verify += t.elapsed();
             outcome = Some(ranked);
         }
         // The rotated passes, extracted by a worker: only their descriptors are searched (the upright ones' lists
-        // are kept), then every candidate is verified again with the whole query, as `delf search` does.
+        // are kept), then every candidate is verified again with its best pass, as `delf search` does.
         let best = outcome.as_ref().map(|(ranked, _)| ranked.first().map(|v| v.score));
         if let Some(bytes) = rotatable
             && best.is_none_or(|b| rc.wants_rotations(b))
         {
             tracing::debug!(%request_id, upright_best = ?best.flatten(), rotations = rc.rotations.len(), "searching the rotated passes");
             let t = Instant::now();
-            let rotated = self.rotated_features(&routing, bytes, &rc.rotations, &request_id, deadline).await?;
+            let (rotated, rotated_passes) =
+                self.rotated_features(&routing, bytes, &rc.rotations, &request_id, deadline).await?;
             extract_ms += t.elapsed().as_secs_f64() * 1e3;
             let t = Instant::now();
             let offset = if outcome.is_some() { query.descriptors.len() } else { 0 };
+            // The upright features lead the query whether or not they were searched alone first.
+            let mut passes = vec![query.len()];
+            passes.extend(rotated_passes);
             // One rotated pass's worth of descriptors per shard request, so that `shard_timeout_ms` keeps meaning
             // "slower than a query should take" (all passes at once would be several queries' worth).
             let per_request = rotated.len().div_ceil(rc.rotations.len()).max(1) * rotated.dim;
@@ -910,6 +934,7 @@ impl Inner {
                 self.verify_and_rank(
                     &routing,
                     &query,
+                    &passes,
                     &mut gathered,
                     &rc,
                     policy,

@@ -49,8 +49,8 @@ pub trait QueryExtractor: Send + Sync + 'static {
     /// Decodes `bytes` (EXIF orientation applied, size limits enforced) and extracts the features.
     fn extract(&self, bytes: Vec<u8>) -> Result<FeatureSet, ExtractFailure>;
     /// Decodes `bytes` and extracts the features of the image turned by each of `degrees` (counter-clockwise),
-    /// keypoints mapped back into the upright image's coordinates, all passes in one set.
-    fn extract_rotations(&self, bytes: Vec<u8>, degrees: &[f64]) -> Result<FeatureSet, ExtractFailure> {
+    /// keypoints mapped back into the upright image's coordinates: one set per rotation, in the order of `degrees`.
+    fn extract_rotations(&self, bytes: Vec<u8>, degrees: &[f64]) -> Result<Vec<FeatureSet>, ExtractFailure> {
         let _ = (bytes, degrees);
         Err(ExtractFailure::Unsupported("this worker's extractor has no rotated passes".into()))
     }
@@ -170,8 +170,13 @@ impl WorkerService {
         let _slot = self.extract_slots.acquire().await.map_err(|_| Status::unavailable("worker stopping"))?;
         let started = std::time::Instant::now();
         let (request_id, image, rotations) = (r.request_id, r.image, r.rotations);
-        let features = tokio::task::spawn_blocking(move || {
-            if rotations.is_empty() { extractor.extract(image) } else { extractor.extract_rotations(image, &rotations) }
+        let asked = rotations.len();
+        let passes = tokio::task::spawn_blocking(move || {
+            if rotations.is_empty() {
+                extractor.extract(image).map(|f| vec![f])
+            } else {
+                extractor.extract_rotations(image, &rotations)
+            }
         })
         .await
         .map_err(|e| Status::internal(format!("extraction task failed: {e}")))?
@@ -180,13 +185,25 @@ impl WorkerService {
             ExtractFailure::Failed(m) => Status::internal(m),
             ExtractFailure::Unsupported(m) => Status::unimplemented(m),
         })?;
+        if passes.len() != asked.max(1) {
+            return Err(Status::internal(format!("the extractor gave {} passes for {asked} rotations", passes.len())));
+        }
+        let pass_lengths = if asked == 0 { Vec::new() } else { passes.iter().map(|p| p.len() as u32).collect() };
+        let mut passes = passes.into_iter();
+        let mut features = passes.next().unwrap_or_else(|| unreachable!("checked above"));
+        for pass in passes {
+            features.extend(pass).map_err(|e| Status::internal(format!("the passes do not fit together: {e}")))?;
+        }
         tracing::debug!(
             %request_id,
             features = features.len(),
             ms = started.elapsed().as_secs_f64() * 1e3,
             "extracted"
         );
-        Ok(Response::new(pb::ExtractResponse { features: Some(crate::convert::features_to_pb(&features)) }))
+        Ok(Response::new(pb::ExtractResponse {
+            features: Some(crate::convert::features_to_pb(&features)),
+            pass_lengths,
+        }))
     }
 
     async fn run_verify(&self, request: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {

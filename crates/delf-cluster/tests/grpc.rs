@@ -501,9 +501,11 @@ impl delf_cluster::worker::QueryExtractor for TurnedPhoto {
         &self,
         _bytes: Vec<u8>,
         degrees: &[f64],
-    ) -> Result<FeatureSet, delf_cluster::worker::ExtractFailure> {
+    ) -> Result<Vec<FeatureSet>, delf_cluster::worker::ExtractFailure> {
         assert_eq!(degrees, [90.0, 180.0, 270.0]);
-        Ok(self.turned.clone())
+        // The photo shows at 90 degrees; the other passes find nothing.
+        let none = FeatureSet { keypoints: Vec::new(), descriptors: Vec::new(), ..self.turned.clone() };
+        Ok(vec![self.turned.clone(), none.clone(), none])
     }
 }
 
@@ -529,11 +531,12 @@ async fn a_turned_photo_is_found_through_rotated_passes_like_one_process() {
 
     let local = ShardedIndex::load(&index_dir, 2).unwrap();
     let k = ScanKernel::detect();
-    let (first, known) = delf_search::retrieve_extending(&local, &upright, Vec::new(), &rc, k).unwrap();
+    let (first, known) = delf_search::retrieve_extending(&local, &upright, &[], Vec::new(), &rc, k).unwrap();
     assert!(rc.wants_rotations(first.results.first().map(|r| r.score)), "{:?}", first.results);
     let mut all = upright.clone();
     all.extend(turned.clone()).unwrap();
-    let (expected, _) = delf_search::retrieve_extending(&local, &all, known, &rc, k).unwrap();
+    let passes = [upright.len(), turned.len(), 0, 0];
+    let (expected, _) = delf_search::retrieve_extending(&local, &all, &passes, known, &rc, k).unwrap();
     assert_eq!(expected.results.first().map(|r| r.id.as_str()), Some("synthetic/00000000.jpg"));
 
     let nodes = spawn_index_nodes(&index_dir, &dir.path().join("cache"), &Security::none());

@@ -362,19 +362,19 @@ impl Extractor {
         Ok(self.raw_features_batch(&[rgb], &[coverage], max_scale)?.pop().unwrap_or_default())
     }
 
-    /// Features of `rgb` seen at several in-plane rotations (degrees, counter-clockwise; 0 = as it is), each
-    /// rotation on a canvas that holds the whole image, the filled corners giving no keypoints, each with its own
-    /// top `max_features`, and every keypoint mapped back to `rgb`'s coordinates. A query searched this way finds
-    /// database photos that show its scene turned by up to about half the step between the angles (the network's
-    /// features are not rotation invariant; docs/search.md has the measured tolerance). `pass` bounds the cost of
-    /// each rotated pass.
+    /// Features of `rgb` seen at several in-plane rotations (degrees, counter-clockwise; 0 = as it is), one set per
+    /// rotation in the order of `degrees`: each rotation on a canvas that holds the whole image, the filled corners
+    /// giving no keypoints, each with its own top `max_features`, and every keypoint mapped back to `rgb`'s
+    /// coordinates. A query searched this way finds database photos that show its scene turned by up to about half
+    /// the step between the angles (the network's features are not rotation invariant; docs/search.md has the
+    /// measured tolerance). `pass` bounds the cost of each rotated pass.
     pub fn extract_rotations(
         &self,
         rgb: &RgbImage,
         degrees: &[f64],
         pass: RotatedPass,
-    ) -> Result<FeatureSet, ModelError> {
-        self.reduce(self.extract_raw_rotations(rgb, degrees, pass)?)
+    ) -> Result<Vec<FeatureSet>, ModelError> {
+        self.extract_raw_rotations(rgb, degrees, pass)?.into_iter().map(|raw| self.reduce(raw)).collect()
     }
 
     /// [`Extractor::extract_rotations`] before the PCA.
@@ -383,30 +383,31 @@ impl Extractor {
         rgb: &RgbImage,
         degrees: &[f64],
         pass: RotatedPass,
-    ) -> Result<FeatureSet, ModelError> {
-        let mut all = Vec::new();
+    ) -> Result<Vec<FeatureSet>, ModelError> {
         let longest = f64::from(rgb.width().max(rgb.height()));
         let f = (f64::from(pass.max_side) / longest).min(1.0);
         let (sw, sh) = ((f64::from(rgb.width()) * f).round().max(1.0), (f64::from(rgb.height()) * f).round().max(1.0));
         let shrink = Projective::scaling(sw / f64::from(rgb.width()), sh / f64::from(rgb.height()));
+        let mut passes = Vec::with_capacity(degrees.len());
         for &d in degrees {
             if d.rem_euclid(360.0) == 0.0 && f == 1.0 {
-                all.extend(self.raw_features_within(rgb, None, pass.max_scale)?);
+                passes.push(self.raw_feature_set(rgb, self.raw_features_within(rgb, None, pass.max_scale)?));
                 continue;
             }
             let (turn, w, h) = delf_image::geometry::rotation_canvas(sw as u32, sh as u32, d, true);
             let map = shrink.then(&turn);
             let view = delf_image::warp::warp(rgb, &map, w, h, delf_image::Fill::Color([0, 0, 0]));
             let back = map.inverse().ok_or_else(|| ModelError::Config(format!("rotation by {d} is singular")))?;
-            for mut c in self.raw_features_within(&view.image, Some(&view.coverage), pass.max_scale)? {
+            let mut features = self.raw_features_within(&view.image, Some(&view.coverage), pass.max_scale)?;
+            for c in &mut features {
                 let (x, y) = back.apply(f64::from(c.keypoint.x), f64::from(c.keypoint.y)).unwrap_or((-1.0, -1.0));
                 c.keypoint.x = x as f32;
                 c.keypoint.y = y as f32;
                 c.keypoint.scale /= f as f32;
-                all.push(c);
             }
+            passes.push(self.raw_feature_set(rgb, features));
         }
-        Ok(self.raw_feature_set(rgb, all))
+        Ok(passes)
     }
 
     /// [`Extractor::raw_features`] of images that all have the same size, one forward pass per pyramid level;

@@ -231,7 +231,9 @@ fn a_rotated_pass_maps_keypoints_back_into_the_query() {
     let ex = extractor(LiteBackbone::DEFAULT_TAP, ExtractConfig { max_side: Some(320), ..Default::default() });
     let img = photo("box.png");
     let (turned, map) = delf_image::warp::rotate(&img, 90.0, true, delf_image::Fill::Color([0, 0, 0]));
-    let back = ex.extract_raw_rotations(&turned.image, &[-90.0], delf_model::RotatedPass::FULL).unwrap();
+    let mut passes = ex.extract_raw_rotations(&turned.image, &[-90.0], delf_model::RotatedPass::FULL).unwrap();
+    assert_eq!(passes.len(), 1, "one set per rotation");
+    let back = passes.remove(0);
     let upright = ex.extract_raw(&img).unwrap();
     assert_eq!(back.len(), upright.len());
     assert_eq!((back.width, back.height), (turned.image.width(), turned.image.height()));
@@ -262,7 +264,7 @@ fn blank_and_filled_cells_give_no_keypoints() {
     let unfiltered = ExtractConfig { max_side: Some(480), min_texture: None, ..Default::default() };
     let plain = extractor(LiteBackbone::DEFAULT_TAP, unfiltered).extract(&canvas).unwrap();
     assert!(plain.keypoints.iter().filter(off).count() > 10, "the filter was not needed");
-    let turned = ex.extract_raw_rotations(&img, &[45.0], delf_model::RotatedPass::FULL).unwrap();
+    let turned = ex.extract_raw_rotations(&img, &[45.0], delf_model::RotatedPass::FULL).unwrap().remove(0);
     let (w, h) = (img.width() as f32, img.height() as f32);
     assert!(turned.len() > 50);
     // Mapped back, every keypoint lies on the photo (the corners of the canvas were fill).

@@ -27,6 +27,9 @@ pub enum SearchError {
         /// Fingerprint of the query.
         query: String,
     },
+    /// The query does not hold together (its passes do not add up to its features).
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
     /// A source of images cannot be listed.
     #[error("{path}: {reason}")]
     BadSource {

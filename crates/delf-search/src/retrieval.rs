@@ -112,16 +112,18 @@ pub fn retrieve(
     config: &RetrievalConfig,
     kernel: ScanKernel,
 ) -> Result<Retrieval, SearchError> {
-    Ok(retrieve_extending(index, query, Vec::new(), config, kernel)?.0)
+    Ok(retrieve_extending(index, query, &[], Vec::new(), config, kernel)?.0)
 }
 
-/// [`retrieve`] of a query whose first `known.len()` descriptors were searched before (`known` holds their
-/// neighbour lists, as an earlier call returned them): only the others go through the ANN search, so a query grown
-/// by more features (other rotations) does not search its first ones twice. Returns the neighbour lists of every
-/// descriptor too.
+/// [`retrieve`] of a query made of several extraction passes (`passes`: the number of features of each, in order;
+/// empty = one pass), whose first `known.len()` descriptors were searched before (`known` holds their neighbour
+/// lists, as an earlier call returned them): only the others go through the ANN search, so a query grown by more
+/// passes (other rotations) does not search its first ones twice. Each candidate is verified with the
+/// correspondences of one pass ([`correspondences`]). Returns the neighbour lists of every descriptor too.
 pub fn retrieve_extending(
     index: &ShardedIndex,
     query: &FeatureSet,
+    passes: &[usize],
     known: Vec<Vec<Neighbor>>,
     config: &RetrievalConfig,
     kernel: ScanKernel,
@@ -130,6 +132,7 @@ pub fn retrieve_extending(
     if query.fingerprint.as_str() != expected {
         return Err(SearchError::FingerprintMismatch { index: expected.clone(), query: query.fingerprint.to_string() });
     }
+    check_passes(passes, query.len())?;
     if query.is_empty() {
         let empty = Retrieval { results: Vec::new(), verified: 0, voted: Vec::new(), ann_ms: 0.0, verify_ms: 0.0 };
         return Ok((empty, Vec::new()));
@@ -147,7 +150,7 @@ pub fn retrieve_extending(
 
     let started = Instant::now();
     let wanted: FxHashSet<u32> = candidates.iter().map(|&(image, _)| image).collect();
-    let matches = correspondences(&neighbors, &wanted, config);
+    let matches = correspondences(&neighbors, &wanted, passes, config);
     let results: Vec<VerifiedImage> = candidates
         .par_iter()
         .filter_map(|&(image, votes)| {
@@ -193,14 +196,29 @@ pub fn rank(mut results: Vec<VerifiedImage>, config: &RetrievalConfig) -> Vec<Ve
     results
 }
 
+/// Checks that pass lengths (empty = one pass) add up to a query's `features`.
+pub fn check_passes(passes: &[usize], features: usize) -> Result<(), SearchError> {
+    let total: usize = passes.iter().sum();
+    if passes.is_empty() || total == features {
+        return Ok(());
+    }
+    Err(SearchError::InvalidQuery(format!("its passes hold {total} features in all, the query {features}")))
+}
+
 /// Putative correspondences per candidate image from the ANN neighbours, filtered like pairwise matching
 /// (`verify.matching`): a query descriptor's nearest neighbour inside the candidate must be within `max_distance`
 /// and pass the ratio test against its second-nearest inside the same image. When that second one is not among
 /// the K neighbours, it lies beyond the K-th (or beyond the search's distance cutoff), which bounds the ratio from
 /// the safe side: a match is never kept on a guess.
+///
+/// A query of several passes (`passes`: features per pass, in order; see [`retrieve_extending`]) keeps, per
+/// candidate, only the correspondences of the pass that has the most of them (ties: the earlier pass): a turned
+/// copy is explained by the rotation closest to its own, and pooling every pass's chance matches would hand
+/// RANSAC several times as many of them for an unrelated image (docs/search.md).
 pub fn correspondences<S: BuildHasher>(
     neighbors: &[Vec<Neighbor>],
     wanted: &HashSet<u32, S>,
+    passes: &[usize],
     config: &RetrievalConfig,
 ) -> HashMap<u32, Vec<Match>> {
     let matching = &config.verify.matching;
@@ -232,7 +250,33 @@ pub fn correspondences<S: BuildHasher>(
             out.entry(image).or_default().push(Match { query: q as u32, train: u32::from(feature), distance: d1 });
         }
     }
+    if passes.len() > 1 {
+        out.values_mut().for_each(|m| keep_best_pass(m, passes));
+    }
     out
+}
+
+/// Keeps the matches of the pass (`passes`: features per pass) that holds the most of them; `matches` are in
+/// query order, as [`correspondences`] makes them.
+fn keep_best_pass(matches: &mut Vec<Match>, passes: &[usize]) {
+    let mut ends = passes.iter().scan(0usize, |end, &n| {
+        *end += n;
+        Some(*end)
+    });
+    // (start, end) of the current pass's run in `matches`, and of the best run so far.
+    let (mut best, mut run, mut end) = ((0, 0), (0, 0), ends.next().unwrap_or(usize::MAX));
+    for (i, m) in matches.iter().enumerate() {
+        while m.query as usize >= end {
+            end = ends.next().unwrap_or(usize::MAX);
+            run = (i, i);
+        }
+        run.1 = i + 1;
+        if run.1 - run.0 > best.1 - best.0 {
+            best = run;
+        }
+    }
+    matches.truncate(best.1);
+    matches.drain(..best.0);
 }
 
 /// Votes per database image (one per query descriptor that has the image among its neighbours), the `n` best
@@ -270,6 +314,24 @@ mod tests {
         assert_eq!(vote(&lists, 1), vec![(3, 2)]);
     }
 
+    /// A candidate's correspondences come from its best pass only; one pass (or none given) keeps them all.
+    #[test]
+    fn each_candidate_keeps_the_matches_of_its_best_pass() {
+        let m = |q: u32| Match { query: q, train: q, distance: 0.1 };
+        let all: Vec<Match> = [0, 1, 4, 5, 6, 9].into_iter().map(m).collect();
+        let kept = |passes: &[usize]| {
+            let mut v = all.clone();
+            keep_best_pass(&mut v, passes);
+            v.iter().map(|m| m.query).collect::<Vec<_>>()
+        };
+        assert_eq!(kept(&[4, 4, 4]), vec![4, 5, 6]);
+        assert_eq!(kept(&[2, 2, 6]), vec![4, 5, 6, 9]);
+        assert_eq!(kept(&[3, 3, 6]), vec![0, 1], "ties go to the earlier pass");
+        assert_eq!(kept(&[12]), vec![0, 1, 4, 5, 6, 9]);
+        assert!(check_passes(&[4, 4], 8).is_ok() && check_passes(&[], 8).is_ok());
+        assert!(matches!(check_passes(&[4, 3], 8), Err(SearchError::InvalidQuery(_))));
+    }
+
     /// Searching a query whose first descriptors' neighbours are known gives what searching it whole gives.
     #[test]
     fn extending_a_searched_query_equals_searching_it_whole() {
@@ -297,9 +359,9 @@ mod tests {
             descriptors: query.descriptors[..half * query.dim].to_vec(),
             ..query.clone()
         };
-        let (_, known) = retrieve_extending(&index, &first, Vec::new(), &config, kernel).unwrap();
+        let (_, known) = retrieve_extending(&index, &first, &[], Vec::new(), &config, kernel).unwrap();
         assert_eq!(known.len(), half);
-        let (extended, all) = retrieve_extending(&index, &query, known, &config, kernel).unwrap();
+        let (extended, all) = retrieve_extending(&index, &query, &[], known, &config, kernel).unwrap();
         assert_eq!(all.len(), query.len());
         assert_eq!(extended.voted, whole.voted);
         let scores = |r: &Retrieval| r.results.iter().map(|v| (v.image, v.score)).collect::<Vec<_>>();

@@ -60,8 +60,8 @@ impl Searcher {
 
     /// Extracts `image` and retrieves it: the retrieval and the extraction milliseconds. With several query
     /// rotations, the upright query is searched first and, unless its best result reaches `rotations_below`
-    /// inliers, again with the features of every rotation together (mapped back to the query's own coordinates,
-    /// so verification sees one query).
+    /// inliers, again with the features of every rotation together (mapped back to the query's own coordinates),
+    /// each candidate verified with the one pass that matches it best.
     pub fn search(&self, image: &image::RgbImage) -> Result<(Retrieval, f64)> {
         let t = Instant::now();
         let mut features = self.extractor.extract(image)?;
@@ -71,17 +71,22 @@ impl Searcher {
         }
         let mut upright_neighbors = Vec::new();
         if self.rc.rotations_below > 0 {
-            let (upright, neighbors) = retrieve_extending(&self.index, &features, Vec::new(), &self.rc, self.kernel)?;
+            let (upright, neighbors) =
+                retrieve_extending(&self.index, &features, &[], Vec::new(), &self.rc, self.kernel)?;
             if !self.rc.wants_rotations(upright.results.first().map(|r| r.score)) {
                 return Ok((upright, extract_ms));
             }
             upright_neighbors = neighbors;
         }
         let t = Instant::now();
-        features.extend(self.extractor.extract_rotations(image, &self.rc.rotations, self.rotated_pass)?)?;
+        let mut passes = vec![features.len()];
+        for pass in self.extractor.extract_rotations(image, &self.rc.rotations, self.rotated_pass)? {
+            passes.push(pass.len());
+            features.extend(pass)?;
+        }
         extract_ms += t.elapsed().as_secs_f64() * 1e3;
         // The upright descriptors' neighbours are those of the first search: only the rotated ones are searched.
-        let (all, _) = retrieve_extending(&self.index, &features, upright_neighbors, &self.rc, self.kernel)?;
+        let (all, _) = retrieve_extending(&self.index, &features, &passes, upright_neighbors, &self.rc, self.kernel)?;
         Ok((all, extract_ms))
     }
 }

@@ -152,7 +152,7 @@ pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {
 }
 
 /// An encoded image, the rotations to extract it at (empty: upright), and where the answer goes.
-type Job = (Vec<u8>, Vec<f64>, mpsc::SyncSender<Result<FeatureSet, ExtractFailure>>);
+type Job = (Vec<u8>, Vec<f64>, mpsc::SyncSender<Result<Vec<FeatureSet>, ExtractFailure>>);
 
 /// The model on a thread of its own (libtorch objects never cross threads); requests queue in order.
 struct ModelThread {
@@ -189,7 +189,7 @@ impl ModelThread {
                     .map_err(|e| ExtractFailure::BadImage(e.to_string()))
                     .and_then(|img| {
                         let features = if rotations.is_empty() {
-                            extractor.extract(&img.rgb)
+                            extractor.extract(&img.rgb).map(|f| vec![f])
                         } else {
                             extractor.extract_rotations(&img.rgb, &rotations, rotated_pass)
                         };
@@ -212,8 +212,8 @@ impl ModelThread {
         Ok(Self { fingerprint, jobs: Mutex::new(jobs) })
     }
 
-    /// Queues one extraction on the model thread and waits for it.
-    fn ask(&self, bytes: Vec<u8>, rotations: Vec<f64>) -> Result<FeatureSet, ExtractFailure> {
+    /// Queues one extraction on the model thread and waits for it: the upright set, or one set per rotation.
+    fn ask(&self, bytes: Vec<u8>, rotations: Vec<f64>) -> Result<Vec<FeatureSet>, ExtractFailure> {
         let (reply, answer) = mpsc::sync_channel(1);
         let stopped = || ExtractFailure::Failed("the model thread stopped".into());
         let jobs = self.jobs.lock().map_err(|_| ExtractFailure::Failed("model thread poisoned".into()))?;
@@ -229,10 +229,10 @@ impl QueryExtractor for ModelThread {
     }
 
     fn extract(&self, bytes: Vec<u8>) -> Result<FeatureSet, ExtractFailure> {
-        self.ask(bytes, Vec::new())
+        self.ask(bytes, Vec::new())?.pop().ok_or_else(|| ExtractFailure::Failed("no features came back".into()))
     }
 
-    fn extract_rotations(&self, bytes: Vec<u8>, degrees: &[f64]) -> Result<FeatureSet, ExtractFailure> {
+    fn extract_rotations(&self, bytes: Vec<u8>, degrees: &[f64]) -> Result<Vec<FeatureSet>, ExtractFailure> {
         self.ask(bytes, degrees.to_vec())
     }
 }
