@@ -801,6 +801,7 @@ impl Inner {
                 id: id.clone(),
                 votes,
                 score: 0,
+                pass: delf_search::pass_of(putative, passes),
                 model: None,
                 query_points,
                 db_points,

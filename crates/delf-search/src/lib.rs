@@ -16,7 +16,7 @@ pub mod synthetic;
 pub use error::SearchError;
 pub use manifest::IndexManifest;
 pub use retrieval::{
-    Retrieval, RetrievalConfig, VerifiedImage, candidate_points, check_passes, correspondences, rank, retrieve,
-    retrieve_extending, vote,
+    Retrieval, RetrievalConfig, VerifiedImage, candidate_points, check_passes, correspondences, pass_of, rank,
+    retrieve, retrieve_extending, vote,
 };
 pub use source::{ImageSource, SourceImage};

@@ -79,6 +79,8 @@ pub struct VerifiedImage {
     pub votes: usize,
     /// Inliers of the geometric model: the score.
     pub score: usize,
+    /// The query pass its correspondences came from (0: the upright query; see [`correspondences`]).
+    pub pass: usize,
     /// The fitted model (query -> database image coordinates).
     pub model: Option<FittedModel>,
     /// Query keypoints of the one-to-one correspondences.
@@ -161,7 +163,9 @@ pub fn retrieve_extending(
             let (query_points, db_points) = candidate_points(putative, query, kp);
             let (model, inliers, _) = verify_correspondences(&query_points, &db_points, &config.verify);
             let score = inliers.iter().filter(|&&b| b).count();
-            Some(VerifiedImage { image, id: entry.name.clone(), votes, score, model, query_points, db_points, inliers })
+            let pass = pass_of(putative, passes);
+            let id = entry.name.clone();
+            Some(VerifiedImage { image, id, votes, score, pass, model, query_points, db_points, inliers })
         })
         .collect();
     let verified = results.len();
@@ -256,6 +260,20 @@ pub fn correspondences<S: BuildHasher>(
     out
 }
 
+/// The pass (`passes`: features per pass) that a candidate's correspondences, as [`correspondences`] kept them,
+/// come from: 0 for one pass or none.
+pub fn pass_of(matches: &[Match], passes: &[usize]) -> usize {
+    let Some(first) = matches.first() else { return 0 };
+    let mut end = 0;
+    passes
+        .iter()
+        .position(|&n| {
+            end += n;
+            (first.query as usize) < end
+        })
+        .unwrap_or(0)
+}
+
 /// Keeps the matches of the pass (`passes`: features per pass) that holds the most of them; `matches` are in
 /// query order, as [`correspondences`] makes them.
 fn keep_best_pass(matches: &mut Vec<Match>, passes: &[usize]) {
@@ -328,6 +346,7 @@ mod tests {
         assert_eq!(kept(&[2, 2, 6]), vec![4, 5, 6, 9]);
         assert_eq!(kept(&[3, 3, 6]), vec![0, 1], "ties go to the earlier pass");
         assert_eq!(kept(&[12]), vec![0, 1, 4, 5, 6, 9]);
+        assert_eq!((pass_of(&[m(5)], &[4, 4, 4]), pass_of(&[m(5)], &[]), pass_of(&[], &[4, 4])), (1, 0, 0));
         assert!(check_passes(&[4, 4], 8).is_ok() && check_passes(&[], 8).is_ok());
         assert!(matches!(check_passes(&[4, 3], 8), Err(SearchError::InvalidQuery(_))));
     }

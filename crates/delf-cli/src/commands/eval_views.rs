@@ -126,11 +126,12 @@ fn search_all(
             searcher.search(&img.rgb).with_context(|| format!("searching with {}", path.display()))?;
         let total_ms = started.elapsed().as_secs_f64() * 1e3;
         let results: Vec<(String, f64)> = r.results.iter().map(|v| (v.id.clone(), v.score as f64)).collect();
-        writeln!(
-            file,
-            "{}",
-            serde_json::json!({ "query": q.file, "results": results, "ms": { "extract": extract_ms, "total": total_ms } })
-        )?;
+        // The one-to-one correspondences each result was verified on, for studying chance inliers offline.
+        let correspondences: Vec<usize> = r.results.iter().map(|v| v.query_points.len()).collect();
+        let passes: Vec<usize> = r.results.iter().map(|v| v.pass).collect();
+        let ms = serde_json::json!({ "extract": extract_ms, "total": total_ms });
+        let line = serde_json::json!({ "query": q.file, "results": results, "correspondences": correspondences, "passes": passes, "ms": ms });
+        writeln!(file, "{line}")?;
         run.ranked.push(Ranked { query: q.file.clone(), results });
         run.extract_ms.push(extract_ms);
         run.total_ms.push(total_ms);
