@@ -1,7 +1,9 @@
 //! Where things live: local folders and S3 / S3-compatible, GCS and Azure buckets behind one [`ObjectStore`] code
 //! path, chosen by URI scheme.
 //!
-//! - A plain path (`out/features`, `/data/list.txt`) or `file://` URI is the local file system.
+//! - A plain path (`out/features`, `/data/list.txt`) or `file://` URI is the local file system, with every write
+//!   fsynced (the file, and its folder after the rename into place) before it returns: a feature shard or commit
+//!   record acknowledged on local disk survives a power loss as it would on S3.
 //! - `s3://bucket/prefix` (also `s3a://`), `gs://bucket/prefix`, `az://container/prefix` (also `abfs://`,
 //!   `azure://`) are cloud buckets, configured from the usual environment variables: `AWS_ACCESS_KEY_ID`,
 //!   `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT` (S3-compatible servers), `AWS_ALLOW_HTTP`,
@@ -79,8 +81,10 @@ impl Stores {
             None => {
                 let env = std::env::vars().filter(|(k, _)| ENV_PREFIXES.iter().any(|p| k.starts_with(p)));
                 let options = env.chain(self.options.iter().cloned());
-                let (store, _) = object_store::parse_url_opts(&url, options).map_err(|e| bad(e.to_string()))?;
-                let store: Arc<dyn ObjectStore> = Arc::from(store);
+                let store: Arc<dyn ObjectStore> = match scheme {
+                    object_store::ObjectStoreScheme::Local => Arc::new(durable_local()),
+                    _ => Arc::from(object_store::parse_url_opts(&url, options).map_err(|e| bad(e.to_string()))?.0),
+                };
                 map.insert(root.clone(), Arc::clone(&store));
                 store
             }
@@ -100,6 +104,12 @@ impl Stores {
         let (store, prefix, root) = self.resolve(uri)?;
         Ok(Location { store, prefix, root })
     }
+}
+
+/// The local file system as every `file://` location reaches it: writes are fsynced before they return
+/// (`object_store` leaves that off by default).
+fn durable_local() -> object_store::local::LocalFileSystem {
+    object_store::local::LocalFileSystem::new().with_fsync(true)
 }
 
 /// A prefix in an object store: the output folder of a job, a folder of images.
@@ -213,6 +223,16 @@ mod tests {
         by_uri.delete(&key).await.unwrap();
         by_uri.delete(&key).await.unwrap();
         assert!(by_uri.head(&key).await.unwrap().is_none());
+    }
+
+    /// Local writes go through a store that fsyncs them: the flag is private to `object_store`, so its debug form
+    /// is what shows it.
+    #[test]
+    fn local_locations_fsync_their_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Stores::new().location(dir.path().to_str().unwrap()).unwrap();
+        let shown = format!("{:?}", loc.store());
+        assert!(shown.contains("LocalFileSystem") && shown.contains("fsync: true"), "{shown}");
     }
 
     #[test]
