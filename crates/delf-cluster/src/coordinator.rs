@@ -112,6 +112,17 @@ enum ShardOutcome<T> {
     Down(Vec<String>),
 }
 
+/// What every round of one query works under: the index version it started on, its settings, what a missing shard
+/// does, its id in logs and calls, and when it must be answered.
+#[derive(Clone, Copy)]
+struct QueryScope<'a> {
+    routing: &'a Routing,
+    rc: &'a RetrievalConfig,
+    policy: ShardFailurePolicy,
+    request_id: &'a str,
+    deadline: Instant,
+}
+
 /// What the shards answered for one query, over its stages (upright, then rotated passes).
 #[derive(Default)]
 struct Gathered {
@@ -603,19 +614,15 @@ impl Inner {
     /// Searches `descriptors` (rows of `dim`) on one replica of every shard: the global top-K per descriptor, and
     /// the shards' keypoints and image ids added to `gathered`. A shard with no answering replica fails the query
     /// or marks the answer degraded, per `policy`.
-    #[allow(clippy::too_many_arguments)]
     async fn fan_out(
         &self,
-        routing: &Routing,
+        scope: &QueryScope<'_>,
         descriptors: &[f32],
         dim: usize,
-        rc: &RetrievalConfig,
-        policy: ShardFailurePolicy,
-        request_id: &str,
-        deadline: Instant,
         response: &mut pb::SearchResponse,
         gathered: &mut Gathered,
     ) -> Result<(), Status> {
+        let QueryScope { routing, rc, policy, request_id, deadline } = *scope;
         let nq = descriptors.len() / dim.max(1);
         if nq == 0 {
             return Ok(());
@@ -689,17 +696,14 @@ impl Inner {
     /// The second round of a query: fetches, from one replica of each shard concerned, the keypoints of the
     /// candidates' putative correspondences that are not known yet. A shard none of whose replicas answers fails
     /// the query or leaves its candidates unverifiable (answer degraded), per `policy`.
-    #[allow(clippy::too_many_arguments)]
     async fn locate(
         &self,
-        routing: &Routing,
+        scope: &QueryScope<'_>,
         matches: &std::collections::HashMap<u32, Vec<delf_verify::Match>>,
         gathered: &mut Gathered,
-        policy: ShardFailurePolicy,
-        request_id: &str,
-        deadline: Instant,
         response: &mut pb::SearchResponse,
     ) -> Result<(), Status> {
+        let QueryScope { routing, policy, request_id, deadline, .. } = *scope;
         let count = routing.manifest.shards;
         let mut wanted: Vec<Vec<(u32, u16)>> = vec![Vec::new(); routing.shards.len()];
         for (&image, putative) in matches {
@@ -759,25 +763,21 @@ impl Inner {
     /// Votes over the gathered neighbours, builds the correspondences of the best-voted candidates, fetches their
     /// keypoints ([`Self::locate`]), has the workers verify them (batches spread over workers) and ranks them:
     /// `delf_search::rank`, as one process does.
-    #[allow(clippy::too_many_arguments)]
     async fn verify_and_rank(
         &self,
-        routing: &Routing,
+        scope: &QueryScope<'_>,
         query: &FeatureSet,
         passes: &[usize],
         gathered: &mut Gathered,
-        rc: &RetrievalConfig,
-        policy: ShardFailurePolicy,
-        request_id: &str,
-        deadline: Instant,
         response: &mut pb::SearchResponse,
     ) -> Result<(Vec<VerifiedImage>, usize), Status> {
+        let QueryScope { routing, rc, request_id, deadline, .. } = *scope;
         let t = Instant::now();
         let candidates = vote(&gathered.neighbors, rc.candidates);
         let wanted: FxHashSet<u32> = candidates.iter().map(|&(image, _)| image).collect();
         let matches = correspondences(&gathered.neighbors, &wanted, passes, rc);
         gathered.merge += t.elapsed();
-        self.locate(routing, &matches, gathered, policy, request_id, deadline, response).await?;
+        self.locate(scope, &matches, gathered, response).await?;
         let t = Instant::now();
         let keypoints = &gathered.keypoints;
         let mut ids: FxHashMap<u32, String> = FxHashMap::default();
@@ -868,37 +868,15 @@ impl Inner {
         let mut gathered = Gathered::default();
         let mut outcome = None;
 
+        let scope = QueryScope { routing: &routing, rc: &rc, policy, request_id: &request_id, deadline };
+
         // The upright query (unless every rotation is searched at once: `rotations_below` = 0).
         if rotatable.is_none() || rc.rotations_below > 0 {
             let t = Instant::now();
-            let dim = query.dim;
-            self.fan_out(
-                &routing,
-                &query.descriptors,
-                dim,
-                &rc,
-                policy,
-                &request_id,
-                deadline,
-                &mut response,
-                &mut gathered,
-            )
-            .await?;
+            self.fan_out(&scope, &query.descriptors, query.dim, &mut response, &mut gathered).await?;
             ann += t.elapsed();
             let t = Instant::now();
-            let ranked = self
-                .verify_and_rank(
-                    &routing,
-                    &query,
-                    &[],
-                    &mut gathered,
-                    &rc,
-                    policy,
-                    &request_id,
-                    deadline,
-                    &mut response,
-                )
-                .await?;
+            let ranked = self.verify_and_rank(&scope, &query, &[], &mut gathered, &mut response).await?;
             verify += t.elapsed();
             outcome = Some(ranked);
         }
@@ -926,25 +904,11 @@ impl Inner {
                 .map_err(|e| Status::internal(format!("the rotated passes do not fit the query: {e}")))?;
             let dim = query.dim;
             for chunk in query.descriptors[offset..].chunks(per_request) {
-                self.fan_out(&routing, chunk, dim, &rc, policy, &request_id, deadline, &mut response, &mut gathered)
-                    .await?;
+                self.fan_out(&scope, chunk, dim, &mut response, &mut gathered).await?;
             }
             ann += t.elapsed();
             let t = Instant::now();
-            outcome = Some(
-                self.verify_and_rank(
-                    &routing,
-                    &query,
-                    &passes,
-                    &mut gathered,
-                    &rc,
-                    policy,
-                    &request_id,
-                    deadline,
-                    &mut response,
-                )
-                .await?,
-            );
+            outcome = Some(self.verify_and_rank(&scope, &query, &passes, &mut gathered, &mut response).await?);
             verify += t.elapsed();
         }
         let (ranked, verified) = outcome.unwrap_or_default();
