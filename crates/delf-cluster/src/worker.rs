@@ -188,12 +188,14 @@ impl WorkerService {
         if passes.len() != asked.max(1) {
             return Err(Status::internal(format!("the extractor gave {} passes for {asked} rotations", passes.len())));
         }
-        let pass_lengths = if asked == 0 { Vec::new() } else { passes.iter().map(|p| p.len() as u32).collect() };
         let mut passes = passes.into_iter();
         let mut features = passes.next().unwrap_or_else(|| unreachable!("checked above"));
-        for pass in passes {
-            features.extend(pass).map_err(|e| Status::internal(format!("the passes do not fit together: {e}")))?;
-        }
+        let first = features.len();
+        let rest = features
+            .extend_passes(passes)
+            .map_err(|e| Status::internal(format!("the passes do not fit together: {e}")))?;
+        let pass_lengths =
+            if asked == 0 { Vec::new() } else { std::iter::once(first).chain(rest).map(|n| n as u32).collect() };
         tracing::debug!(
             %request_id,
             features = features.len(),

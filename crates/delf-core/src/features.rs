@@ -59,6 +59,18 @@ impl FeatureSet {
         Ok(())
     }
 
+    /// Appends `passes` (the features of the same image extracted again, e.g. turned) one after the other, as
+    /// [`FeatureSet::extend`] does, and returns how many features each held: where each pass lies in this set.
+    pub fn extend_passes(&mut self, passes: impl IntoIterator<Item = FeatureSet>) -> Result<Vec<usize>, FeatureError> {
+        passes
+            .into_iter()
+            .map(|pass| {
+                let n = pass.len();
+                self.extend(pass).map(|()| n)
+            })
+            .collect()
+    }
+
     /// Number of features.
     pub fn len(&self) -> usize {
         self.keypoints.len()

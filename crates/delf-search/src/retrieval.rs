@@ -263,38 +263,34 @@ pub fn correspondences<S: BuildHasher>(
 /// The pass (`passes`: features per pass) that a candidate's correspondences, as [`correspondences`] kept them,
 /// come from: 0 for one pass or none.
 pub fn pass_of(matches: &[Match], passes: &[usize]) -> usize {
-    let Some(first) = matches.first() else { return 0 };
+    matches.first().map_or(0, |m| pass_holding(m.query, passes))
+}
+
+/// The pass (`passes`: features per pass) that holds query feature `query`; `passes.len()` past the last one, and
+/// 0 for no passes.
+fn pass_holding(query: u32, passes: &[usize]) -> usize {
     let mut end = 0;
     passes
         .iter()
         .position(|&n| {
             end += n;
-            (first.query as usize) < end
+            (query as usize) < end
         })
-        .unwrap_or(0)
+        .unwrap_or(passes.len())
 }
 
 /// Keeps the matches of the pass (`passes`: features per pass) that holds the most of them; `matches` are in
-/// query order, as [`correspondences`] makes them.
+/// query order, as [`correspondences`] makes them, so each pass's matches are one run.
 fn keep_best_pass(matches: &mut Vec<Match>, passes: &[usize]) {
-    let mut ends = passes.iter().scan(0usize, |end, &n| {
-        *end += n;
-        Some(*end)
-    });
-    // (start, end) of the current pass's run in `matches`, and of the best run so far.
-    let (mut best, mut run, mut end) = ((0, 0), (0, 0), ends.next().unwrap_or(usize::MAX));
-    for (i, m) in matches.iter().enumerate() {
-        while m.query as usize >= end {
-            end = ends.next().unwrap_or(usize::MAX);
-            run = (i, i);
+    let (mut start, mut best) = (0, 0..0);
+    for run in matches.chunk_by(|a, b| pass_holding(a.query, passes) == pass_holding(b.query, passes)) {
+        if run.len() > best.len() {
+            best = start..start + run.len();
         }
-        run.1 = i + 1;
-        if run.1 - run.0 > best.1 - best.0 {
-            best = run;
-        }
+        start += run.len();
     }
-    matches.truncate(best.1);
-    matches.drain(..best.0);
+    matches.truncate(best.end);
+    matches.drain(..best.start);
 }
 
 /// Votes per database image (one per query descriptor that has the image among its neighbours), the `n` best

@@ -80,10 +80,11 @@ impl Searcher {
         }
         let t = Instant::now();
         let mut passes = vec![features.len()];
-        for pass in self.extractor.extract_rotations(image, &self.rc.rotations, self.rotated_pass)? {
-            passes.push(pass.len());
-            features.extend(pass)?;
-        }
+        passes.extend(features.extend_passes(self.extractor.extract_rotations(
+            image,
+            &self.rc.rotations,
+            self.rotated_pass,
+        )?)?);
         extract_ms += t.elapsed().as_secs_f64() * 1e3;
         // The upright descriptors' neighbours are those of the first search: only the rotated ones are searched.
         let (all, _) = retrieve_extending(&self.index, &features, &passes, upright_neighbors, &self.rc, self.kernel)?;
