@@ -147,7 +147,7 @@ pub struct BenchClusterArgs {
     #[arg(long, default_value_t = 60)]
     pub queries: usize,
     /// Queries in flight at once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
     /// Index structure.
     #[arg(long, default_value = "IVF1024,PQ20x8r")]
@@ -158,6 +158,9 @@ pub struct BenchClusterArgs {
     /// Neighbours per query descriptor.
     #[arg(long, default_value_t = 60)]
     pub k: usize,
+    /// One JSON object per configuration and line on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `delf bench index`.

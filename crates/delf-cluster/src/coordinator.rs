@@ -281,6 +281,17 @@ fn check_fingerprint(routing: &Routing, features: &FeatureSet) -> Result<(), Sta
     Ok(())
 }
 
+/// Counts the protobuf bytes of a message the coordinator `direction` ("sent" or "received") to or from `peer`
+/// ("client", "index_node" or "worker"): the traffic a query causes, without gRPC and HTTP/2 framing.
+fn traffic(peer: &str, direction: &str, message: &impl delf_proto::prost::Message) {
+    metrics::count(
+        "delf_coordinator_message_bytes_total",
+        "Protobuf bytes of the messages the coordinator sent and received, by peer (without gRPC framing)",
+        &[("peer", peer), ("direction", direction)],
+        message.encoded_len() as f64,
+    );
+}
+
 fn model_from_pb(m: &[f64]) -> Option<FittedModel> {
     match m.len() {
         6 => Some(FittedModel::Affine { m: m.try_into().ok()? }),
@@ -357,8 +368,10 @@ impl Inner {
         let request = &request;
         self.on_replicas(shard, request_id, deadline, |mut node, t| async move {
             let call = client::request(request.clone(), request_id, self.token(), t);
+            traffic("index_node", "sent", request);
             match node.search(call).await {
                 Ok(r) => {
+                    traffic("index_node", "received", r.get_ref());
                     Ok(decode_shard(r.into_inner(), shard.id, shard_count, nq).map_err(|e| format!("bad answer: {e}")))
                 }
                 Err(s) if is_callers_fault(&s) => Err(s),
@@ -571,7 +584,11 @@ impl Inner {
         let answer = self
             .on_workers(&routing.workers, "extraction", id, deadline, work, |mut c, t| {
                 let r = client::request(request.clone(), id, self.token(), t);
-                async move { c.extract(r).await }
+                traffic("worker", "sent", &request);
+                async move {
+                    let answer = c.extract(r).await;
+                    answer.inspect(|a| traffic("worker", "received", a.get_ref()))
+                }
             })
             .await?;
         let features =
@@ -679,8 +696,12 @@ impl Inner {
             let request = &pb::CodebooksRequest { version: routing.version.clone(), shard_id: shard.id };
             let outcome = self.on_replicas(shard, request_id, deadline, |mut node, t| async move {
                 let call = client::request(request.clone(), request_id, self.token(), t);
+                traffic("index_node", "sent", request);
                 match node.codebooks(call).await {
-                    Ok(r) => Ok(crate::cells::decode(r.into_inner(), fingerprint)),
+                    Ok(r) => {
+                        traffic("index_node", "received", r.get_ref());
+                        Ok(crate::cells::decode(r.into_inner(), fingerprint))
+                    }
                     Err(s) => Ok(Err(describe(&s, t))),
                 }
             });
@@ -750,7 +771,12 @@ impl Inner {
         };
         self.on_replicas(shard, request_id, deadline, |mut node, t| async move {
             let call = client::request(request.clone(), request_id, self.token(), t);
-            match node.keypoints(call).await {
+            traffic("index_node", "sent", request);
+            let answer = node.keypoints(call).await;
+            if let Ok(r) = &answer {
+                traffic("index_node", "received", r.get_ref());
+            }
+            match answer {
                 Ok(r) if r.get_ref().xy.len() == 2 * pairs.len() => Ok(Ok(r.into_inner().xy)),
                 Ok(r) => Ok(Err(format!("bad answer: {} values for {} keypoints", r.get_ref().xy.len(), pairs.len()))),
                 Err(s) if is_callers_fault(&s) => Err(s),
@@ -822,7 +848,11 @@ impl Inner {
         let verified = join_all(batches.iter().map(|b| {
             self.on_workers(&routing.workers, "verification", request_id, deadline, 1, |mut c, t| {
                 let r = client::request(b.clone(), request_id, self.token(), t);
-                async move { c.verify(r).await }
+                traffic("worker", "sent", b);
+                async move {
+                    let answer = c.verify(r).await;
+                    answer.inspect(|a| traffic("worker", "received", a.get_ref()))
+                }
             })
         }))
         .await;
@@ -974,6 +1004,7 @@ impl Coordinator for CoordinatorService {
         let started = Instant::now();
         let from_metadata = client::request_id_of(&request);
         let r = request.into_inner();
+        traffic("client", "received", &r);
         let request_id = Some(r.request_id.clone())
             .filter(|s| !s.is_empty())
             .or(from_metadata)
@@ -993,6 +1024,7 @@ impl Coordinator for CoordinatorService {
         }
         metrics::call("coordinator", "Search", metrics::code_of(&result), started);
         if let Ok(r) = &result {
+            traffic("client", "sent", r);
             if r.degraded {
                 metrics::count("delf_degraded_answers_total", "Answers missing some shard (policy partial)", &[], 1.0);
             }

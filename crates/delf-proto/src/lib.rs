@@ -12,6 +12,9 @@ pub mod v1 {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("delf_v1_descriptor");
 }
 
+/// The protobuf runtime the messages are generated for (`prost::Message::encoded_len` sizes a message).
+pub use prost;
+
 /// Largest message any delf endpoint accepts or sends (decoding and encoding limits of every server and client).
 /// Measured on real-shaped messages (`tests/wire_size.rs`): a query's 1000 40-d descriptors are 160 KB, a shard's
 /// answer with 60 neighbours each and 6000 image ids 1.59 MiB, one image's features 182 KB. An encoded photo sent

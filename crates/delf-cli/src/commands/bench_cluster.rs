@@ -1,36 +1,55 @@
-//! `delf bench cluster`: queries/s and latency of the whole cluster path (coordinator -> index nodes -> workers,
-//! real gRPC over loopback sockets, every role in this process) against the number of shards and replicas, on a
-//! synthetic index whose queries truly match (so votes and verification do real work). Beside it, the same
-//! queries through one-process retrieval on the same index, and the coordinator's own work per query.
+//! `delf bench cluster`: what one query costs on the whole cluster path (coordinator -> index nodes -> workers,
+//! each a real `delf serve` process, talking gRPC over loopback sockets) against the number of shards and
+//! replicas, on a synthetic index whose queries truly match (so votes and verification do real work): latency, the
+//! coordinator's bytes in and out (protobuf bytes, from its own counters), CPU time of the coordinator and of the
+//! index nodes summed (from the OS), and how often the cluster's top result is one-process search's top result.
+//! Beside it, the same queries through one-process retrieval on the same index.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use delf_cluster::config::{ClusterConfig, ShardReplicas};
 use delf_cluster::convert;
-use delf_cluster::coordinator::CoordinatorService;
-use delf_cluster::index_node::IndexNodeOptions;
 use delf_core::FeatureSet;
 use delf_index::{ScanKernel, SearchParams, ShardedIndex};
 use delf_proto::v1 as pb;
 use delf_rpc::{Security, client};
 use delf_search::synthetic::SyntheticIndex;
 use delf_search::{IndexManifest, RetrievalConfig};
+use serde::Serialize;
 
 use crate::cli::BenchClusterArgs;
+use crate::commands::local_cluster::{LocalCluster, Usage};
 use crate::config::Config;
 
+/// One configuration's figures, per timed query (the `--json` line).
+#[derive(Debug, Serialize)]
 struct Row {
-    label: String,
-    qps: f64,
-    p50: f64,
-    p99: f64,
-    ann: f64,
-    merge: f64,
-    verify: f64,
-    correct: usize,
-    total: usize,
+    setup: String,
+    shards: u32,
+    /// 0 for one-process search.
+    replicas: u32,
+    queries: usize,
+    queries_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    ann_ms: f64,
+    /// The coordinator's own work (merge, votes, correspondences, ranking); absent for one process.
+    merge_ms: Option<f64>,
+    verify_ms: f64,
+    coordinator_bytes_in_per_query: Option<f64>,
+    coordinator_bytes_out_per_query: Option<f64>,
+    /// The parts of the two above exchanged with index nodes.
+    index_bytes_in_per_query: Option<f64>,
+    index_bytes_out_per_query: Option<f64>,
+    coordinator_cpu_ms_per_query: Option<f64>,
+    /// Summed over every index node process (one process: the whole search's CPU time).
+    index_cpu_ms_per_query: Option<f64>,
+    worker_cpu_ms_per_query: Option<f64>,
+    /// Share of queries whose top result (or "no match") is one-process search's.
+    top1_agreement: f64,
+    /// Share of queries whose top result is the database image the query was made from.
+    top1_correct: f64,
 }
 
 /// The `p`-quantile (0-1) of sorted values, nearest rank; `NaN` when there are none.
@@ -41,19 +60,18 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn free_addr() -> Result<String> {
-    Ok(format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()))
-}
-
-/// Runs the table.
+/// Runs the table (or the JSON lines).
 pub fn run(args: &BenchClusterArgs, config: &Config) -> Result<()> {
     if args.shards.is_empty() || args.replicas.is_empty() || args.workers == 0 || args.concurrency == 0 {
         bail!("need at least one shard count, one replica count, one worker and a concurrency of 1 or more");
     }
+    if args.shards.contains(&0) || args.replicas.contains(&0) {
+        bail!("shard and replica counts start at 1");
+    }
     let queries_n = args.queries.max(1);
-    println!(
+    eprintln!(
         "synthetic index: {} images x {} descriptors ({} descriptors), {}, k {}, nprobe {}; {} queries of {} \
-         descriptors, {} in flight, {} worker(s); {} CPU threads",
+         descriptors, {} in flight, {} worker(s); every role its own process; {} CPU threads",
         args.images,
         args.per_image,
         args.images as usize * args.per_image,
@@ -67,6 +85,13 @@ pub fn run(args: &BenchClusterArgs, config: &Config) -> Result<()> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let mut rows = Vec::new();
+    let mut emit = |row: Row| -> Result<()> {
+        if args.json {
+            println!("{}", serde_json::to_string(&row)?);
+        }
+        rows.push(row);
+        Ok(())
+    };
     for &shards in &args.shards {
         let dir = tempfile::tempdir()?;
         let synthetic = SyntheticIndex {
@@ -87,118 +112,134 @@ pub fn run(args: &BenchClusterArgs, config: &Config) -> Result<()> {
         let expected: Vec<String> = (0..queries.len())
             .map(|j| format!("synthetic/{:08}.jpg", j as u32 * (args.images / queries_n as u32).max(1)))
             .collect();
+        // One-process answers on the same index: what the cluster's top results are compared with.
+        let (row, baseline) = one_process(dir.path(), &manifest, &queries, &rc, &expected)?;
         if shards == args.shards[0] {
-            rows.push(one_process(dir.path(), &manifest, &queries, &rc, &expected)?);
+            emit(row)?;
         }
         for &replicas in &args.replicas {
-            rows.push(cluster(args, dir.path(), &manifest, &queries, &rc, &expected, replicas)?);
+            emit(cluster(args, dir.path(), &manifest, &queries, &expected, &baseline, replicas)?)?;
         }
     }
-    println!(
-        "{:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
-        "setup", "queries/s", "p50 ms", "p99 ms", "ann ms", "merge ms", "verify ms", "top-1"
-    );
-    for r in rows {
-        // One process has no coordinator, so no merge of shard answers.
-        let merge = if r.merge.is_nan() { "-".to_string() } else { format!("{:.2}", r.merge) };
-        println!(
-            "{:<26} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>9.1} {:>4}/{:<3}",
-            r.label, r.qps, r.p50, r.p99, r.ann, merge, r.verify, r.correct, r.total
-        );
+    if !args.json {
+        print_table(&rows);
     }
-    println!(
-        "ann/merge/verify: means of the coordinator's per-query timings (merge = its own work: merging the per-shard \
-         lists, votes, correspondences, ranking). Latencies are measured by the client."
-    );
     Ok(())
 }
 
+fn print_table(rows: &[Row]) {
+    let opt = |v: Option<f64>, scale: f64| v.map_or("-".to_string(), |v| format!("{:.1}", v / scale));
+    println!(
+        "{:<24} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7}",
+        "setup",
+        "q/s",
+        "p50 ms",
+        "p99 ms",
+        "merge",
+        "verify",
+        "in KB",
+        "out KB",
+        "coord ms",
+        "index ms",
+        "top-1=",
+        "correct"
+    );
+    for r in rows {
+        println!(
+            "{:<24} {:>7.1} {:>7.1} {:>7.1} {:>7} {:>7.1} {:>8} {:>8} {:>8} {:>8} {:>7.3} {:>7.3}",
+            r.setup,
+            r.queries_per_s,
+            r.p50_ms,
+            r.p99_ms,
+            opt(r.merge_ms, 1.0),
+            r.verify_ms,
+            opt(r.coordinator_bytes_in_per_query, 1e3),
+            opt(r.coordinator_bytes_out_per_query, 1e3),
+            opt(r.coordinator_cpu_ms_per_query, 1.0),
+            opt(r.index_cpu_ms_per_query, 1.0),
+            r.top1_agreement,
+            r.top1_correct,
+        );
+    }
+    println!(
+        "per timed query: merge = the coordinator's own work (merging shard lists, votes, correspondences, ranking); \
+         in/out KB = protobuf bytes the coordinator received/sent (clients, index nodes, workers); coord ms / index \
+         ms = CPU time (user + system) of the coordinator process / of all index node processes summed (one \
+         process: the whole search); top-1= = share of queries whose top result (or no match) is one-process \
+         search's; latencies are the client's."
+    );
+}
+
+/// Searches every query in this process; returns the row and each query's top result.
 fn one_process(
     dir: &std::path::Path,
     manifest: &IndexManifest,
     queries: &[FeatureSet],
     rc: &RetrievalConfig,
     expected: &[String],
-) -> Result<Row> {
+) -> Result<(Row, Vec<Option<String>>)> {
     let index = manifest.open_index(dir)?;
     let kernel = ScanKernel::detect();
     let run = |index: &ShardedIndex, q: &FeatureSet| delf_search::retrieve(index, q, rc, kernel);
     for q in queries.iter().take(3) {
         run(&index, q)?;
     }
-    let (mut lat, mut ann, mut verify, mut correct) = (Vec::new(), 0.0, 0.0, 0);
+    let (mut lat, mut ann, mut verify, mut top) = (Vec::new(), 0.0, 0.0, Vec::new());
+    let me = std::process::id();
+    let cpu_before = crate::commands::local_cluster::cpu_ms(me)?;
     let started = Instant::now();
-    for (q, want) in queries.iter().zip(expected) {
+    for q in queries {
         let t = Instant::now();
         let r = run(&index, q)?;
         lat.push(t.elapsed().as_secs_f64() * 1e3);
         ann += r.ann_ms;
         verify += r.verify_ms;
-        correct += usize::from(r.results.first().is_some_and(|v| &v.id == want));
+        top.push(r.results.first().map(|v| v.id.clone()));
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = crate::commands::local_cluster::cpu_ms(me)? - cpu_before;
     lat.sort_by(f64::total_cmp);
     let n = queries.len() as f64;
-    Ok(Row {
-        label: format!("one process, {} shard(s)", manifest.shards),
-        qps: n / secs,
-        p50: percentile(&lat, 0.5),
-        p99: percentile(&lat, 0.99),
-        ann: ann / n,
-        merge: f64::NAN,
-        verify: verify / n,
-        correct,
-        total: queries.len(),
-    })
+    let correct = top.iter().zip(expected).filter(|(t, e)| t.as_ref() == Some(*e)).count();
+    let row = Row {
+        setup: format!("one process, {} shard(s)", manifest.shards),
+        shards: manifest.shards,
+        replicas: 0,
+        queries: queries.len(),
+        queries_per_s: n / secs,
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        ann_ms: ann / n,
+        merge_ms: None,
+        verify_ms: verify / n,
+        coordinator_bytes_in_per_query: None,
+        coordinator_bytes_out_per_query: None,
+        index_bytes_in_per_query: None,
+        index_bytes_out_per_query: None,
+        coordinator_cpu_ms_per_query: None,
+        index_cpu_ms_per_query: Some(cpu / n),
+        worker_cpu_ms_per_query: None,
+        top1_agreement: 1.0,
+        top1_correct: correct as f64 / n,
+    };
+    Ok((row, top))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Starts the cluster as processes, waits until every replica is loaded, and times the queries.
 fn cluster(
     args: &BenchClusterArgs,
     dir: &std::path::Path,
     manifest: &IndexManifest,
     queries: &[FeatureSet],
-    rc: &RetrievalConfig,
     expected: &[String],
+    baseline: &[Option<String>],
     replicas: u32,
 ) -> Result<Row> {
+    let work = tempfile::tempdir()?;
+    let started = Instant::now();
+    let mut local = LocalCluster::start(dir, manifest.shards, replicas, args.workers, work.path())?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let _in_runtime = rt.enter();
-    let shards: Vec<ShardReplicas> = (0..manifest.shards)
-        .map(|id| Ok(ShardReplicas { id, replicas: (0..replicas).map(|_| free_addr()).collect::<Result<_>>()? }))
-        .collect::<Result<_>>()?;
-    let workers: Vec<String> = (0..args.workers).map(|_| free_addr()).collect::<Result<_>>()?;
-    let config = ClusterConfig {
-        index: dir.display().to_string(),
-        coordinator: free_addr()?,
-        shards: shards.clone(),
-        workers: workers.clone(),
-        deadline_ms: 120_000,
-        shard_timeout_ms: 60_000,
-        worker_timeout_ms: 60_000,
-        ..ClusterConfig::default()
-    };
-    let stores = Arc::new(delf_storage::Stores::new());
-    let mut nodes = Vec::new();
-    for s in &shards {
-        for addr in &s.replicas {
-            let opts = IndexNodeOptions {
-                index: config.index.clone(),
-                cache_dir: dir.join("cache"),
-                shard_id: s.id,
-                stores: Arc::clone(&stores),
-            };
-            let addr = addr.clone();
-            nodes.push(rt.spawn(async move { delf_cluster::index_node::serve(&addr, opts, &Security::none()).await }));
-        }
-    }
-    for addr in workers {
-        rt.spawn(async move { delf_cluster::worker::serve(&addr, None, &Security::none()).await });
-    }
-    let service = CoordinatorService::new(&config, manifest.clone(), rc.clone())?;
-    let addr = config.coordinator.clone();
-    rt.spawn(async move { delf_cluster::coordinator::serve(&addr, service, Default::default()).await });
-
     let requests: Vec<pb::SearchRequest> = queries
         .iter()
         .map(|q| pb::SearchRequest {
@@ -208,10 +249,9 @@ fn cluster(
         })
         .collect();
     let coordinator =
-        client::coordinator(client::channel(&config.coordinator, Duration::from_secs(1), &Security::none())?);
-    let row = rt.block_on(async {
+        client::coordinator(client::channel(&local.config.coordinator, Duration::from_secs(1), &Security::none())?);
+    let (done, secs, used) = rt.block_on(async {
         // Ready: the coordinator's status shows every replica loaded.
-        let started = Instant::now();
         loop {
             let mut c = coordinator.clone();
             if let Ok(s) = c.cluster_status(pb::ClusterStatusRequest {}).await
@@ -219,17 +259,22 @@ fn cluster(
             {
                 break;
             }
-            if nodes.iter().any(|n| n.is_finished()) {
-                bail!("an index node stopped while loading");
-            }
+            local.check_running()?;
             if started.elapsed() > Duration::from_secs(300) {
                 bail!("the cluster did not become ready in 5 minutes");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        eprintln!(
+            "{} shard(s) x {replicas}: {} processes ready in {:.1} s",
+            manifest.shards,
+            manifest.shards * replicas + args.workers + 1,
+            started.elapsed().as_secs_f64()
+        );
         for r in requests.iter().take(3) {
             coordinator.clone().search(r.clone()).await.context("warm-up query")?;
         }
+        let before = local.usage()?;
         let started = Instant::now();
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let requests = Arc::new(requests);
@@ -254,25 +299,37 @@ fn cluster(
             done.extend(t.await??);
         }
         let secs = started.elapsed().as_secs_f64();
-        let mut lat: Vec<f64> = done.iter().map(|d| d.1).collect();
-        lat.sort_by(f64::total_cmp);
-        let n = done.len() as f64;
-        let timing =
-            |f: fn(&pb::Timing) -> f64| done.iter().map(|d| d.2.timing.as_ref().map_or(0.0, f)).sum::<f64>() / n;
-        let correct =
-            done.iter().filter(|(i, _, a)| a.results.first().is_some_and(|m| m.image_id == expected[*i])).count();
-        Ok(Row {
-            label: format!("cluster, {} shard(s) x {replicas}", manifest.shards),
-            qps: n / secs,
-            p50: percentile(&lat, 0.5),
-            p99: percentile(&lat, 0.99),
-            ann: timing(|t| t.ann_ms),
-            merge: timing(|t| t.merge_ms),
-            verify: timing(|t| t.verify_ms),
-            correct,
-            total: done.len(),
-        })
+        let used: Usage = local.usage()? - before;
+        Ok((done, secs, used))
     })?;
+    drop(local);
     rt.shutdown_timeout(Duration::from_secs(1));
-    Ok(row)
+    let mut lat: Vec<f64> = done.iter().map(|d| d.1).collect();
+    lat.sort_by(f64::total_cmp);
+    let n = done.len() as f64;
+    let timing = |f: fn(&pb::Timing) -> f64| done.iter().map(|d| d.2.timing.as_ref().map_or(0.0, f)).sum::<f64>() / n;
+    let top = |a: &pb::SearchResponse| a.results.first().map(|m| m.image_id.clone());
+    let agree = done.iter().filter(|(i, _, a)| top(a) == baseline[*i]).count();
+    let correct = done.iter().filter(|(i, _, a)| top(a).as_ref() == Some(&expected[*i])).count();
+    Ok(Row {
+        setup: format!("cluster, {} shard(s) x {replicas}", manifest.shards),
+        shards: manifest.shards,
+        replicas,
+        queries: done.len(),
+        queries_per_s: n / secs,
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        ann_ms: timing(|t| t.ann_ms),
+        merge_ms: Some(timing(|t| t.merge_ms)),
+        verify_ms: timing(|t| t.verify_ms),
+        coordinator_bytes_in_per_query: Some(used.bytes_in / n),
+        coordinator_bytes_out_per_query: Some(used.bytes_out / n),
+        index_bytes_in_per_query: Some(used.index_bytes_in / n),
+        index_bytes_out_per_query: Some(used.index_bytes_out / n),
+        coordinator_cpu_ms_per_query: Some(used.coordinator_cpu_ms / n),
+        index_cpu_ms_per_query: Some(used.index_cpu_ms / n),
+        worker_cpu_ms_per_query: Some(used.worker_cpu_ms / n),
+        top1_agreement: agree as f64 / n,
+        top1_correct: correct as f64 / n,
+    })
 }

@@ -14,6 +14,7 @@ pub mod eval_views;
 pub mod extract;
 pub mod features;
 pub mod index_build;
+pub mod local_cluster;
 pub mod matching;
 pub mod model;
 pub mod pca;
