@@ -11,6 +11,9 @@ use delf_rpc::check_addr;
 
 use crate::error::ClusterError;
 
+/// The default `cluster.shard_answer_loss`.
+pub const DEFAULT_SHARD_ANSWER_LOSS: f64 = 0.25;
+
 /// What the coordinator does when no replica of some shard answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -65,6 +68,11 @@ pub struct ClusterConfig {
     /// Candidates per verification call; the best-voted candidates are split into batches of this size, spread
     /// over the workers.
     pub verify_batch: usize,
+    /// Neighbours per query descriptor (of K) that cutting each shard's answer short may leave out, on average,
+    /// if neighbours spread evenly over shards: each shard answers only its K' nearest, the least K' within this
+    /// bound (`delf_index::shard_cut`; e.g. K 60 over 64 shards: K' 4 for 0.25). Lists a cut may have left short
+    /// are known, and never make a correspondence on a guess. 0 = no cut: every shard answers K.
+    pub shard_answer_loss: f64,
     /// Bearer token required from every client and sent by every role (unset = no authentication; set it through
     /// `DELF_CLUSTER__TOKEN` rather than in a file).
     pub token: Option<String>,
@@ -87,6 +95,7 @@ impl Default for ClusterConfig {
             connect_timeout_ms: 1_000,
             on_shard_failure: ShardFailurePolicy::Partial,
             verify_batch: 25,
+            shard_answer_loss: DEFAULT_SHARD_ANSWER_LOSS,
             token: None,
             tls: None,
         }
@@ -126,6 +135,9 @@ impl ClusterConfig {
             check_addr(w)?;
         }
         check_addr(&self.coordinator)?;
+        if !(self.shard_answer_loss.is_finite() && self.shard_answer_loss >= 0.0) {
+            return bad(format!("cluster.shard_answer_loss must be 0 or more, not {}", self.shard_answer_loss));
+        }
         for (name, v) in [
             ("deadline_ms", self.deadline_ms),
             ("shard_timeout_ms", self.shard_timeout_ms),

@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use delf_core::FeatureSet;
-use delf_index::{Neighbor, merge_neighbor_lists};
+use delf_index::{Neighbor, merge_cut_lists};
 use delf_proto::MAX_MESSAGE_BYTES;
 use delf_proto::v1 as pb;
 use delf_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
@@ -106,6 +106,19 @@ struct ShardAnswer {
     ids: Vec<pb::ImageRef>,
 }
 
+/// What the second round asks one shard for: keypoints of (image, feature) pairs, and ids of images.
+#[derive(Clone, Default)]
+struct Wanted {
+    keypoints: Vec<(u32, u16)>,
+    ids: Vec<u32>,
+}
+
+impl Wanted {
+    fn is_empty(&self) -> bool {
+        self.keypoints.is_empty() && self.ids.is_empty()
+    }
+}
+
 enum ShardOutcome<T> {
     Answer(T),
     /// No replica answered: what each said.
@@ -130,7 +143,10 @@ struct Gathered {
     neighbors: Vec<Vec<Neighbor>>,
     /// Keypoints fetched so far, by (image, feature): those of the verified candidates' correspondences.
     keypoints: FxHashMap<(u32, u16), (f32, f32)>,
-    /// The ids of the images the shards named.
+    /// Where a shard's cut answer may have left neighbours out of a list: (list, shard) -> the squared distance
+    /// from which that shard's unlisted neighbours lie (`delf_index::shard_cut`).
+    cuts: FxHashMap<(u32, u32), f32>,
+    /// The ids of the images the shards named (in the keypoints round, for compact answers).
     ids: Vec<pb::ImageRef>,
     /// Time spent merging, building correspondences and ranking.
     merge: Duration,
@@ -228,7 +244,14 @@ fn describe(s: &Status, t: Duration) -> String {
 }
 
 fn decode_shard(r: pb::ShardSearchResponse, shard: u32, count: u32, nq: usize) -> Result<ShardAnswer, String> {
-    if r.shard_id != shard || r.lists.len() != nq {
+    if r.shard_id != shard {
+        return Err(format!("answered shard {} instead of {shard}", r.shard_id));
+    }
+    if let Some(compact) = r.compact {
+        let lists = crate::compact::decode(compact, nq, |image| image % count == shard)?;
+        return Ok(ShardAnswer { lists, ids: r.images });
+    }
+    if r.lists.len() != nq {
         return Err(format!("answered shard {} with {} lists for {nq} query descriptors", r.shard_id, r.lists.len()));
     }
     let mut lists = Vec::with_capacity(nq);
@@ -646,36 +669,46 @@ impl Inner {
         }
         let fetch = self.fetch_coarse(routing, request_id, deadline);
         let probes = routing.cells.probes(fetch, descriptors, dim, rc.search.nprobe, request_id).await;
+        let count = routing.manifest.shards;
+        // Each shard answers only as many neighbours per descriptor as can plausibly enter the global top-K.
+        let k_part = delf_index::shard_k(rc.search.k, count as usize, self.config.shard_answer_loss);
         let request = pb::ShardSearchRequest {
             request_id: request_id.to_string(),
             shard_id: 0,
             descriptor_fingerprint: routing.manifest.descriptor_fingerprint.clone(),
             dim: dim as u32,
             descriptors: descriptors.to_vec(),
-            k: rc.search.k as u32,
+            k: k_part as u32,
             nprobe: rc.search.nprobe as u32,
             max_distance: rc.search.max_distance,
             version: routing.version.clone(),
             probes,
             without_keypoints: true,
+            compact: true,
         };
-        let count = routing.manifest.shards;
         let outcomes =
             join_all(routing.shards.iter().map(|s| self.search_shard(count, s, request.clone(), request_id, deadline)))
                 .await;
         let merge_started = Instant::now();
-        let mut parts = Vec::new();
+        let (mut parts, mut answered) = (Vec::new(), Vec::new());
         for (shard, outcome) in routing.shards.iter().zip(outcomes) {
             match outcome? {
                 ShardOutcome::Answer(a) => {
                     parts.push(a.lists);
+                    answered.push(shard.id);
                     gathered.ids.extend(a.ids);
                 }
                 ShardOutcome::Down(errors) => shard_down(shard.id, &errors, policy, request_id, response)?,
             }
         }
-        let lists = if parts.is_empty() { vec![Vec::new(); nq] } else { merge_neighbor_lists(parts, rc.search.k) };
-        gathered.neighbors.extend(lists);
+        let offset = gathered.neighbors.len() as u32;
+        if parts.is_empty() {
+            gathered.neighbors.extend(vec![Vec::new(); nq]);
+        } else {
+            let (lists, cuts) = merge_cut_lists(parts, rc.search.k, k_part);
+            gathered.neighbors.extend(lists);
+            gathered.cuts.extend(cuts.iter().map(|c| ((offset + c.list, answered[c.part as usize]), c.distance)));
+        }
         gathered.merge += merge_started.elapsed();
         Ok(())
     }
@@ -720,32 +753,38 @@ impl Inner {
     async fn locate(
         &self,
         scope: &QueryScope<'_>,
+        candidates: &[(u32, usize)],
         matches: &std::collections::HashMap<u32, Vec<delf_verify::Match>>,
         gathered: &mut Gathered,
         response: &mut pb::SearchResponse,
     ) -> Result<(), Status> {
         let QueryScope { routing, policy, request_id, deadline, .. } = *scope;
         let count = routing.manifest.shards;
-        let mut wanted: Vec<Vec<(u32, u16)>> = vec![Vec::new(); routing.shards.len()];
+        let mut wanted: Vec<Wanted> = vec![Wanted::default(); routing.shards.len()];
         for (&image, putative) in matches {
             for m in putative {
                 let Ok(feature) = u16::try_from(m.train) else { continue };
                 if !gathered.keypoints.contains_key(&(image, feature)) {
-                    wanted[(image % count) as usize].push((image, feature));
+                    wanted[(image % count) as usize].keypoints.push((image, feature));
                 }
             }
         }
+        let known: FxHashSet<u32> = gathered.ids.iter().map(|r| r.image).collect();
+        for &(image, _) in candidates.iter().filter(|(image, _)| !known.contains(image)) {
+            wanted[(image % count) as usize].ids.push(image);
+        }
         let calls = routing.shards.iter().zip(&mut wanted).filter(|(_, w)| !w.is_empty()).map(|(shard, w)| {
-            w.sort_unstable();
-            w.dedup();
+            w.keypoints.sort_unstable();
+            w.keypoints.dedup();
             let w = &*w;
             async move { (shard, w, self.keypoints_from(routing, shard, w, request_id, deadline).await) }
         });
-        for (shard, pairs, outcome) in join_all(calls).await {
+        for (shard, w, outcome) in join_all(calls).await {
             match outcome? {
-                ShardOutcome::Answer(xy) => {
-                    let points = pairs.iter().zip(xy.chunks_exact(2)).map(|(&key, p)| (key, (p[0], p[1])));
+                ShardOutcome::Answer(answer) => {
+                    let points = w.keypoints.iter().zip(answer.xy.chunks_exact(2)).map(|(&key, p)| (key, (p[0], p[1])));
                     gathered.keypoints.extend(points);
+                    gathered.ids.extend(answer.images.into_iter().filter(|r| w.ids.contains(&r.image)));
                 }
                 ShardOutcome::Down(errors) => shard_down(shard.id, &errors, policy, request_id, response)?,
             }
@@ -753,21 +792,23 @@ impl Inner {
         Ok(())
     }
 
-    /// The keypoints of `pairs` from one replica of `shard` ([`Self::on_replicas`]): `x, y` per pair.
+    /// What `wanted` asks of one replica of `shard` ([`Self::on_replicas`]): `x, y` per keypoint, and ids.
     async fn keypoints_from(
         &self,
         routing: &Routing,
         shard: &ShardRoute,
-        pairs: &[(u32, u16)],
+        wanted: &Wanted,
         request_id: &str,
         deadline: Instant,
-    ) -> Result<ShardOutcome<Vec<f32>>, Status> {
+    ) -> Result<ShardOutcome<pb::KeypointsResponse>, Status> {
+        let pairs = &wanted.keypoints;
         let request = &pb::KeypointsRequest {
             request_id: request_id.to_string(),
             version: routing.version.clone(),
             shard_id: shard.id,
             images: pairs.iter().map(|p| p.0).collect(),
             features: pairs.iter().map(|p| u32::from(p.1)).collect(),
+            id_images: wanted.ids.clone(),
         };
         self.on_replicas(shard, request_id, deadline, |mut node, t| async move {
             let call = client::request(request.clone(), request_id, self.token(), t);
@@ -777,7 +818,7 @@ impl Inner {
                 traffic("index_node", "received", r.get_ref());
             }
             match answer {
-                Ok(r) if r.get_ref().xy.len() == 2 * pairs.len() => Ok(Ok(r.into_inner().xy)),
+                Ok(r) if r.get_ref().xy.len() == 2 * pairs.len() => Ok(Ok(r.into_inner())),
                 Ok(r) => Ok(Err(format!("bad answer: {} values for {} keypoints", r.get_ref().xy.len(), pairs.len()))),
                 Err(s) if is_callers_fault(&s) => Err(s),
                 Err(s) => Ok(Err(describe(&s, t))),
@@ -801,15 +842,17 @@ impl Inner {
         let t = Instant::now();
         let candidates = vote(&gathered.neighbors, rc.candidates);
         let wanted: FxHashSet<u32> = candidates.iter().map(|&(image, _)| image).collect();
-        let matches = correspondences(&gathered.neighbors, &wanted, passes, rc);
+        let count = routing.manifest.shards;
+        let cuts = &gathered.cuts;
+        let unseen = |q: usize, image: u32| cuts.get(&(q as u32, image % count)).copied().unwrap_or(f32::INFINITY);
+        let matches = correspondences(&gathered.neighbors, &wanted, passes, rc, unseen);
         gathered.merge += t.elapsed();
-        self.locate(scope, &matches, gathered, response).await?;
+        self.locate(scope, &candidates, &matches, gathered, response).await?;
         let t = Instant::now();
         let keypoints = &gathered.keypoints;
         let mut ids: FxHashMap<u32, String> = FxHashMap::default();
         ids.extend(gathered.ids.iter().filter(|r| wanted.contains(&r.image)).map(|r| (r.image, r.id.clone())));
         let mut pending: Vec<(VerifiedImage, pb::Candidate)> = Vec::with_capacity(candidates.len());
-        let count = routing.manifest.shards;
         for &(image, votes) in &candidates {
             let Some(id) = ids.get(&image) else { continue };
             if response.missing_shards.contains(&(image % count)) {

@@ -1,8 +1,10 @@
 //! An index node: one PQ shard of an index, loaded in the background from the index folder (local or object
 //! storage, see [`delf_storage::mirror`]); health says NOT_SERVING and searches get UNAVAILABLE until it is loaded.
-//! A search takes all descriptors of a query image at once and answers, per descriptor, the shard's top-K (with
-//! the keypoint of every neighbour unless asked `without_keypoints`) and the ids of the images named; `Keypoints`
-//! answers the keypoints of given features, the coordinator's second round for the candidates it verifies.
+//! A search takes all descriptors of a query image at once and answers, per descriptor, the shard's top-K (the K the
+//! caller asks: a coordinator asks each of S shards for its K' nearest, `delf_index::shard_cut`), either as
+//! messages with the keypoint of every neighbour (unless asked `without_keypoints`) and the ids of the images named,
+//! or as packed columns without either (`compact`, compact.rs); `Keypoints` answers the keypoints of given
+//! features and the ids of given images, the coordinator's second round for the candidates it verifies.
 //! The cells each descriptor probes may come with the request (assigned once by the coordinator for all shards,
 //! from the centroids `Codebooks` hands out); otherwise the node assigns them.
 
@@ -269,8 +271,8 @@ fn keypoints_of(r: &pb::KeypointsRequest, shard: &Shard) -> Result<pb::Keypoints
             r.features.len()
         )));
     }
-    if r.images.len() > MAX_KEYPOINTS {
-        return Err(Status::invalid_argument(format!("more than {MAX_KEYPOINTS} keypoints in one request")));
+    if r.images.len() > MAX_KEYPOINTS || r.id_images.len() > MAX_KEYPOINTS {
+        return Err(Status::invalid_argument(format!("more than {MAX_KEYPOINTS} keypoints or ids in one request")));
     }
     let xy = r
         .images
@@ -280,7 +282,12 @@ fn keypoints_of(r: &pb::KeypointsRequest, shard: &Shard) -> Result<pb::Keypoints
             u16::try_from(feature).ok().and_then(|f| shard.keypoint(image, f)).unwrap_or([f32::NAN, f32::NAN])
         })
         .collect();
-    Ok(pb::KeypointsResponse { xy })
+    let images = r
+        .id_images
+        .iter()
+        .filter_map(|&image| shard.image(image).map(|e| pb::ImageRef { image, id: e.name.clone() }))
+        .collect();
+    Ok(pb::KeypointsResponse { xy, images })
 }
 
 #[tonic::async_trait]
@@ -370,6 +377,10 @@ impl IndexNodeService {
                 delf_index::search_probed(&[shard], &r.descriptors, dim, probes, &params, kernel)
                     .map_err(|e| crate::convert::index_status(&e))?
             };
+            if r.compact {
+                let compact = Some(crate::compact::encode(&lists));
+                return Ok(pb::ShardSearchResponse { shard_id: r.shard_id, compact, ..Default::default() });
+            }
             let mut images = FxHashMap::default();
             let lists = lists
                 .into_iter()
@@ -390,7 +401,7 @@ impl IndexNodeService {
                 .collect();
             let images =
                 images.into_iter().map(|(image, id)| pb::ImageRef { image, id: id.unwrap_or_default() }).collect();
-            Ok::<_, Status>(pb::ShardSearchResponse { shard_id: r.shard_id, lists, images })
+            Ok::<_, Status>(pb::ShardSearchResponse { shard_id: r.shard_id, lists, images, compact: None })
         })
         .await
         .map_err(|e| Status::internal(format!("search task failed: {e}")))??;

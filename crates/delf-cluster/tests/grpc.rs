@@ -156,8 +156,25 @@ async fn roles_over_grpc_answer_like_one_process_and_refuse_bad_requests() {
     assert_eq!(answer.verified as usize, expected.verified);
     assert!(!answer.degraded && !answer.request_id.is_empty());
     // min_inliers 0 is a request of its own (proto3 optional): every verified candidate, ranked, as one process.
+    // Its tail (no inliers, ranked by votes) shows every vote, so it goes through a coordinator whose shards answer
+    // all K neighbours (`shard_answer_loss` 0); the default one's cut answers may drop a far vote.
+    let exact = free_addr();
+    let service = CoordinatorService::new(
+        &ClusterConfig { coordinator: exact.clone(), shard_answer_loss: 0.0, ..config.clone() },
+        manifest.clone(),
+        rc.clone(),
+    )
+    .unwrap();
+    let e = exact.clone();
+    tokio::spawn(async move { delf_cluster::coordinator::serve(&e, service, Default::default()).await.unwrap() });
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(&exact).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let everything = pb::SearchRequest { min_inliers: Some(0), top: 1000, ..search(convert::features_to_pb(&query)) };
-    let answer = coord.search(authed(everything)).await.unwrap().into_inner();
+    let answer = client::coordinator(channel(&exact)).search(authed(everything)).await.unwrap().into_inner();
     let mut open = rc.clone();
     (open.verify.policy.min_inliers, open.top) = (0, 1000);
     let expected = delf_search::retrieve(&local, &query, &open, ScanKernel::detect()).unwrap();

@@ -5,7 +5,9 @@
 
 use delf_core::rng::SplitMix64;
 use delf_proto::MAX_MESSAGE_BYTES;
-use delf_proto::v1::{Features, ImageRef, Keypoint, Neighbor, NeighborList, ShardSearchRequest, ShardSearchResponse};
+use delf_proto::v1::{
+    CompactNeighbors, Features, ImageRef, Keypoint, Neighbor, NeighborList, ShardSearchRequest, ShardSearchResponse,
+};
 use prost::Message;
 
 const QUERY: usize = 1000;
@@ -31,6 +33,7 @@ fn real_shaped_messages_fit_the_budget_and_round_trip() {
         version: "2026-11-27".into(),
         probes: (0..QUERY * 16).map(|_| rng.below(65_536) as u32).collect(),
         without_keypoints: true,
+        compact: true,
     };
     // Neighbours in a million-image shard: image numbers up to 1e6, feature indices up to 1000, real-valued rest.
     let lists: Vec<NeighborList> = (0..QUERY)
@@ -49,7 +52,7 @@ fn real_shaped_messages_fit_the_budget_and_round_trip() {
     let images: Vec<ImageRef> = (0..QUERY * K / 10)
         .map(|i| ImageRef { image: i as u32 * 17, id: format!("s3://corpus/photos/{i:08}.jpg") })
         .collect();
-    let response = ShardSearchResponse { shard_id: 3, lists, images };
+    let response = ShardSearchResponse { shard_id: 3, lists, images, compact: None };
     // What the coordinator now asks for: the same neighbours without their keypoints (x, y unset).
     let mut bare = response.clone();
     bare.lists.iter_mut().flat_map(|l| &mut l.neighbors).for_each(|n| (n.x, n.y) = (0.0, 0.0));
@@ -63,11 +66,39 @@ fn real_shaped_messages_fit_the_budget_and_round_trip() {
         descriptors: floats(&mut rng, QUERY * DIM),
         fingerprint: "delf/0123456789abcdef".into(),
     };
+    // What the coordinator asks for now: K' neighbours per descriptor as packed columns, no keypoints, no ids.
+    let compact = |k: usize, rng: &mut SplitMix64| {
+        let mut images: Vec<u32> = (0..QUERY * k).map(|_| rng.below(1_000_000) as u32).collect();
+        let slots_of = images.clone();
+        images.sort_unstable();
+        images.dedup();
+        let mut previous = 0;
+        let image_deltas = images
+            .iter()
+            .map(|&i| {
+                let d = i - previous;
+                previous = i;
+                d
+            })
+            .collect();
+        let slots = slots_of.iter().map(|i| images.binary_search(i).unwrap() as u32).collect();
+        let neighbors = CompactNeighbors {
+            lengths: vec![k as u32; QUERY],
+            image_deltas,
+            slots,
+            features: (0..QUERY * k).map(|_| rng.below(1000) as u32).collect(),
+            distances: (0..QUERY * k).map(|j| 0.3 + (j % k) as f32 * 0.01).collect(),
+        };
+        ShardSearchResponse { shard_id: 3, compact: Some(neighbors), ..Default::default() }
+    };
+    let (compact60, compact4) = (compact(K, &mut rng), compact(4, &mut rng));
     let sizes = [
         ("ShardSearchRequest (1000 x 40, 16 cells each of 65536)", request.encoded_len()),
         ("ShardSearchResponse (1000 x 60 neighbours, 6000 image ids)", response.encoded_len()),
         ("the same, without_keypoints", bare.encoded_len()),
         ("Features (1000 x 40)", features.encoded_len()),
+        ("the same neighbours, compact, no ids", compact60.encoded_len()),
+        ("compact, K' = 4 (K 60 over 64 shards)", compact4.encoded_len()),
     ];
     for (what, bytes) in sizes {
         println!("{what}: {bytes} bytes ({:.2} MiB)", bytes as f64 / (1 << 20) as f64);
@@ -79,5 +110,13 @@ fn real_shaped_messages_fit_the_budget_and_round_trip() {
     assert!(sizes[0].1 - cells <= QUERY * 16 * 3 + 8, "packed cell numbers: at most 3 bytes each below 2^21");
     assert_eq!(ShardSearchRequest::decode(request.encode_to_vec().as_slice()).unwrap(), request);
     assert_eq!(ShardSearchResponse::decode(response.encode_to_vec().as_slice()).unwrap(), response);
+    assert_eq!(ShardSearchResponse::decode(compact4.encode_to_vec().as_slice()).unwrap(), compact4);
+    // Per neighbour: a slot (2-3 bytes), a feature (2), a distance (4); the image table is shared.
+    for (bytes, k) in [(sizes[4].1, K), (sizes[5].1, 4)] {
+        let per = bytes as f64 / (QUERY * k) as f64;
+        println!("compact, K {k}: {per:.1} bytes per neighbour");
+        assert!(per < 10.0, "{per} bytes per neighbour");
+    }
+    assert!(sizes[4].1 * 3 < sizes[2].1 * 2, "compact columns are a third smaller than Neighbor messages");
     assert_eq!(Features::decode(features.encode_to_vec().as_slice()).unwrap(), features);
 }

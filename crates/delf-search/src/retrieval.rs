@@ -152,7 +152,7 @@ pub fn retrieve_extending(
 
     let started = Instant::now();
     let wanted: FxHashSet<u32> = candidates.iter().map(|&(image, _)| image).collect();
-    let matches = correspondences(&neighbors, &wanted, passes, config);
+    let matches = correspondences(&neighbors, &wanted, passes, config, |_, _| f32::INFINITY);
     let results: Vec<VerifiedImage> = candidates
         .par_iter()
         .filter_map(|&(image, votes)| {
@@ -215,6 +215,11 @@ pub fn check_passes(passes: &[usize], features: usize) -> Result<(), SearchError
 /// the K neighbours, it lies beyond the K-th (or beyond the search's distance cutoff), which bounds the ratio from
 /// the safe side: a match is never kept on a guess.
 ///
+/// Lists a cluster merged from shard answers cut short (`delf_index::shard_cut`) may lack neighbours of some images:
+/// `unseen(list, image)` is the squared distance from which an unlisted neighbour of `image` may exist in list
+/// `list` (`f32::INFINITY` where the list is complete: always, in one process), and bounds the second-nearest the
+/// same way.
+///
 /// A query of several passes (`passes`: features per pass, in order; see [`retrieve_extending`]) keeps, per
 /// candidate, only the correspondences of the pass that has the most of them (ties: the earlier pass): a turned
 /// copy is explained by the rotation closest to its own, and pooling every pass's chance matches would hand
@@ -224,6 +229,7 @@ pub fn correspondences<S: BuildHasher>(
     wanted: &HashSet<u32, S>,
     passes: &[usize],
     config: &RetrievalConfig,
+    unseen: impl Fn(usize, u32) -> f32,
 ) -> HashMap<u32, Vec<Match>> {
     let matching = &config.verify.matching;
     let k = config.search.k;
@@ -247,7 +253,7 @@ pub fn correspondences<S: BuildHasher>(
             }
         }
         for &(image, d1, feature, d2) in &firsts {
-            let d2 = d2.unwrap_or(horizon);
+            let d2 = d2.unwrap_or_else(|| horizon.min(unseen(q, image).max(0.0).sqrt()));
             if matching.max_distance.is_some_and(|m| d1 > m) || matching.ratio.is_some_and(|r| d1 >= r * d2) {
                 continue;
             }

@@ -65,9 +65,24 @@ pub struct LocalCluster {
     workers: Vec<Process>,
 }
 
-/// A free `127.0.0.1:PORT` (bound and released: another process could take it first, which the start then reports).
-pub fn free_addr() -> Result<String> {
-    Ok(format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()))
+/// `n` distinct free `127.0.0.1:PORT` addresses below the kernel's ephemeral port range (32768 and up), so that the
+/// outgoing connections of processes already started cannot take one before its process binds it; each is held
+/// until all are found.
+pub fn free_addrs(n: usize) -> Result<Vec<String>> {
+    let mut held = Vec::with_capacity(n);
+    let start = 20_000 + (std::process::id() % 1_000) as u16 * 12;
+    for port in (start..32_768).chain(10_000..start) {
+        if held.len() == n {
+            break;
+        }
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    if held.len() < n {
+        bail!("found only {} free ports of {n} between 10000 and 32767", held.len());
+    }
+    held.iter().map(|l| Ok(format!("127.0.0.1:{}", l.local_addr()?.port()))).collect()
 }
 
 impl LocalCluster {
@@ -76,15 +91,17 @@ impl LocalCluster {
     /// yet ready: the caller waits for the coordinator's status).
     pub fn start(index: &Path, shards: u32, replicas: u32, workers: u32, work: &Path) -> Result<Self> {
         std::fs::create_dir_all(work.join("logs"))?;
+        let mut addrs = free_addrs((shards * replicas + workers + 2) as usize)?.into_iter();
+        let mut next = || addrs.next().context("too few addresses");
         let shard_routes: Vec<ShardReplicas> = (0..shards)
-            .map(|id| Ok(ShardReplicas { id, replicas: (0..replicas).map(|_| free_addr()).collect::<Result<_>>()? }))
+            .map(|id| Ok(ShardReplicas { id, replicas: (0..replicas).map(|_| next()).collect::<Result<_>>()? }))
             .collect::<Result<_>>()?;
         let config = ClusterConfig {
             index: index.display().to_string(),
             cache_dir: Some(work.join("cache")),
-            coordinator: free_addr()?,
+            coordinator: next()?,
             shards: shard_routes,
-            workers: (0..workers).map(|_| free_addr()).collect::<Result<_>>()?,
+            workers: (0..workers).map(|_| next()).collect::<Result<_>>()?,
             deadline_ms: 120_000,
             shard_timeout_ms: 60_000,
             worker_timeout_ms: 60_000,
@@ -125,7 +142,7 @@ impl LocalCluster {
             .enumerate()
             .map(|(i, addr)| spawn(format!("worker-{i}"), &["worker", "--listen", addr, "--no-extract"]))
             .collect::<Result<_>>()?;
-        let metrics = free_addr()?;
+        let metrics = next()?;
         let coordinator = spawn(
             "coordinator".into(),
             &["coordinator", "--listen", &config.coordinator, "--metrics-listen", &metrics],
