@@ -82,8 +82,9 @@ impl Drop for Role {
     }
 }
 
-/// (image id, score, votes) per result of each JSON line.
-pub fn answers(stdout: &str) -> Vec<Vec<(String, u64, u64)>> {
+/// (image id, score) per result of each JSON line, in rank order. Votes are left out: a cluster's shards answer
+/// only their K' nearest of the K neighbours (docs/cluster.md, step 3), which may drop a far vote, never a result.
+pub fn answers(stdout: &str) -> Vec<Vec<(String, u64)>> {
     stdout
         .lines()
         .map(|l| {
@@ -94,7 +95,7 @@ pub fn answers(stdout: &str) -> Vec<Vec<(String, u64, u64)>> {
                 .iter()
                 .map(|r| {
                     let id = r["image_id"].as_str().unwrap().to_string();
-                    (id, r["score"].as_u64().unwrap(), r["votes"].as_u64().unwrap())
+                    (id, r["score"].as_u64().unwrap())
                 })
                 .collect()
         })
