@@ -382,16 +382,16 @@ impl Inner {
         &self,
         shard_count: u32,
         shard: &ShardRoute,
-        mut request: pb::ShardSearchRequest,
+        request: &pb::ShardSearchRequest,
         request_id: &str,
         deadline: Instant,
     ) -> Result<ShardOutcome<ShardAnswer>, Status> {
-        request.shard_id = shard.id;
         let nq = request.descriptors.len() / request.dim.max(1) as usize;
-        let request = &request;
         self.on_replicas(shard, request_id, deadline, |mut node, t| async move {
-            let call = client::request(request.clone(), request_id, self.token(), t);
-            traffic("index_node", "sent", request);
+            let mut message = request.clone();
+            message.shard_id = shard.id;
+            traffic("index_node", "sent", &message);
+            let call = client::request(message, request_id, self.token(), t);
             match node.search(call).await {
                 Ok(r) => {
                     traffic("index_node", "received", r.get_ref());
@@ -687,8 +687,7 @@ impl Inner {
             compact: true,
         };
         let outcomes =
-            join_all(routing.shards.iter().map(|s| self.search_shard(count, s, request.clone(), request_id, deadline)))
-                .await;
+            join_all(routing.shards.iter().map(|s| self.search_shard(count, s, &request, request_id, deadline))).await;
         let merge_started = Instant::now();
         let (mut parts, mut answered) = (Vec::new(), Vec::new());
         for (shard, outcome) in routing.shards.iter().zip(outcomes) {

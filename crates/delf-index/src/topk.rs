@@ -109,12 +109,19 @@ pub fn merge_neighbor_lists(parts: Vec<Vec<Vec<Neighbor>>>, k: usize) -> Vec<Vec
         .collect()
 }
 
-/// The `k` first of several sorted lists: a k-way merge, `k x lists` comparisons.
+/// Lists merged by scanning every head for each neighbour taken; more go through a heap of heads.
+const LINEAR_MERGE_MAX: usize = 8;
+
+/// The `k` first of several sorted lists: a k-way merge, `k x lists` comparisons for a few lists, `k x log(lists)`
+/// through a heap of the lists' heads for many (a coordinator merges one short answer per shard).
 fn merge_sorted(mut lists: Vec<Vec<Neighbor>>, k: usize) -> Vec<Neighbor> {
     if lists.len() == 1 {
         let mut only = lists.swap_remove(0);
         only.truncate(k);
         return only;
+    }
+    if lists.len() > LINEAR_MERGE_MAX {
+        return merge_through_heap(&lists, k);
     }
     let total = lists.iter().map(Vec::len).sum::<usize>().min(k);
     let mut heads = vec![0usize; lists.len()];
@@ -131,6 +138,25 @@ fn merge_sorted(mut lists: Vec<Vec<Neighbor>>, k: usize) -> Vec<Neighbor> {
         let Some((l, n)) = best else { break };
         heads[l] += 1;
         out.push(n);
+    }
+    out
+}
+
+/// [`merge_sorted`] of many lists: the smallest head is popped from a heap of every list's head.
+fn merge_through_heap(lists: &[Vec<Neighbor>], k: usize) -> Vec<Neighbor> {
+    let total = lists.iter().map(Vec::len).sum::<usize>().min(k);
+    let mut heads: BinaryHeap<std::cmp::Reverse<(Ordered, usize, usize)>> = lists
+        .iter()
+        .enumerate()
+        .filter_map(|(l, list)| list.first().map(|&n| std::cmp::Reverse((Ordered(n), l, 0))))
+        .collect();
+    let mut out = Vec::with_capacity(total);
+    while out.len() < total {
+        let Some(std::cmp::Reverse((Ordered(n), l, i))) = heads.pop() else { break };
+        out.push(n);
+        if let Some(&next) = lists[l].get(i + 1) {
+            heads.push(std::cmp::Reverse((Ordered(next), l, i + 1)));
+        }
     }
     out
 }
@@ -152,7 +178,7 @@ mod tests {
     #[test]
     fn merging_equals_one_top_k_over_everything() {
         let mut rng = delf_core::rng::SplitMix64(7);
-        for shards in [1, 2, 3, 8] {
+        for shards in [1, 2, 3, 8, 9, 64] {
             for k in [1, 5, 60] {
                 // Shard s holds images = s (mod shards); a few equal distances exercise the tie-break.
                 let parts: Vec<Vec<Vec<Neighbor>>> = (0..shards)
