@@ -62,3 +62,9 @@ pub fn points(matches: &[Match], a: &FeatureSet, b: &FeatureSet) -> (Vec<Point>,
         })
         .unzip()
 }
+
+/// Keypoint scale ratio (database / query) of each match, in the same order: what
+/// [`crate::RansacConfig::scale_tolerance`] checks.
+pub fn scale_ratios(matches: &[Match], a: &FeatureSet, b: &FeatureSet) -> Vec<f32> {
+    matches.iter().map(|m| b.keypoints[m.train as usize].scale / a.keypoints[m.query as usize].scale).collect()
+}

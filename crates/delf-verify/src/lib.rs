@@ -27,5 +27,5 @@ pub use pairwise::{
     FittedModel, ModelKind, PairVerification, VerifyConfig, verify_correspondences, verify_pair, verify_points,
 };
 pub use point::Point;
-pub use ransac::{Estimate, RansacConfig, ransac};
+pub use ransac::{Estimate, RansacConfig, ransac, ransac_scaled};
 pub use scoring::ScoringPolicy;

@@ -9,6 +9,8 @@ const MIN_TRIANGLE_HEIGHT: f64 = 1.0;
 pub trait GeometricModel: Sized + Copy + std::fmt::Debug {
     /// Points in a minimal sample.
     const SAMPLE_SIZE: usize;
+    /// Whether [`GeometricModel::jacobian`] is the same at every point.
+    const UNIFORM_JACOBIAN: bool;
     /// Exact fit to a minimal sample; `None` for degenerate samples (collinear points, singular systems).
     fn fit_minimal(src: &[Point], dst: &[Point]) -> Option<Self>;
     /// Least-squares fit to any number of correspondences (at least `SAMPLE_SIZE`).
@@ -33,6 +35,7 @@ pub struct Affine {
 
 impl GeometricModel for Affine {
     const SAMPLE_SIZE: usize = 3;
+    const UNIFORM_JACOBIAN: bool = true;
 
     fn fit_minimal(src: &[Point], dst: &[Point]) -> Option<Self> {
         if collinear(src[0], src[1], src[2], MIN_TRIANGLE_HEIGHT)
@@ -111,6 +114,7 @@ impl Homography {
 
 impl GeometricModel for Homography {
     const SAMPLE_SIZE: usize = 4;
+    const UNIFORM_JACOBIAN: bool = false;
 
     fn fit_minimal(src: &[Point], dst: &[Point]) -> Option<Self> {
         for pts in [src, dst] {

@@ -21,6 +21,12 @@ pub struct RansacConfig {
     pub local_optimization: bool,
     /// Limits that reject implausible models.
     pub bounds: ModelBounds,
+    /// Scale consistency, in octaves: where the caller gives each correspondence's keypoint scale ratio (database
+    /// scale / query scale; see [`ransac_scaled`]), a correspondence is an inlier only when that ratio is within
+    /// this many octaves of the model's own scale change at the query point (`sqrt|det J|`). Features of a true
+    /// match come from pyramid levels that agree with the geometry; chance matches between look-alike shapes
+    /// often do not (docs/verification.md). `None` checks positions only.
+    pub scale_tolerance: Option<f64>,
 }
 
 impl Default for RansacConfig {
@@ -32,6 +38,7 @@ impl Default for RansacConfig {
             seed: 0x5EED,
             local_optimization: true,
             bounds: ModelBounds::default(),
+            scale_tolerance: None,
         }
     }
 }
@@ -49,11 +56,42 @@ pub struct Estimate<M> {
     pub trials: u32,
 }
 
+/// What makes a correspondence an inlier: its transfer error, and where scale ratios are given, its scale.
+#[derive(Clone, Copy)]
+struct InlierTest<'a> {
+    /// Squared residual threshold.
+    t2: f64,
+    /// Per correspondence: squared scale ratio (database / query); NaN where unknown. Empty: no scale check.
+    ratio2: &'a [f64],
+    /// `4^tolerance`: the accepted factor between the squared ratio and `|det J|`, either way.
+    factor: f64,
+}
+
+impl InlierTest<'_> {
+    /// Whether correspondence `i`'s scale agrees with `model` at `p` (`det`: `|det J|` where it is the same
+    /// everywhere).
+    fn scale_agrees<M: GeometricModel>(&self, model: &M, i: usize, p: Point, det: Option<f64>) -> bool {
+        let r2 = self.ratio2[i];
+        if r2.is_nan() {
+            return true;
+        }
+        let det = det.unwrap_or_else(|| {
+            let [[a, b], [c, d]] = model.jacobian(p);
+            (a * d - b * c).abs()
+        });
+        r2 <= det * self.factor && r2 * self.factor >= det
+    }
+}
+
 /// Inliers of `model` written into `mask`; returns their count.
-fn score<M: GeometricModel>(model: &M, src: &[Point], dst: &[Point], t2: f64, mask: &mut [bool]) -> usize {
+fn score<M: GeometricModel>(model: &M, src: &[Point], dst: &[Point], test: InlierTest, mask: &mut [bool]) -> usize {
+    let det = M::UNIFORM_JACOBIAN.then(|| {
+        let [[a, b], [c, d]] = model.jacobian(Point::default());
+        (a * d - b * c).abs()
+    });
     let mut n = 0;
-    for ((p, q), m) in src.iter().zip(dst).zip(mask.iter_mut()) {
-        *m = model.residual2(*p, *q) <= t2;
+    for (i, ((p, q), m)) in src.iter().zip(dst).zip(mask.iter_mut()).enumerate() {
+        *m = model.residual2(*p, *q) <= test.t2 && (test.ratio2.is_empty() || test.scale_agrees(model, i, *p, det));
         n += usize::from(*m);
     }
     n
@@ -99,13 +137,33 @@ fn refit<M: GeometricModel>(
 /// Fewer correspondences than a minimal sample, or no plausible model, gives `model: None` and no inliers:
 /// a clear answer, never a panic.
 pub fn ransac<M: GeometricModel>(src: &[Point], dst: &[Point], config: &RansacConfig) -> Estimate<M> {
+    ransac_scaled(src, dst, &[], config)
+}
+
+/// [`ransac`] with each correspondence's keypoint scale ratio (`scale_ratios[i]`: database keypoint scale / query
+/// keypoint scale, NaN where unknown; empty: none known), checked against the model's scale change when
+/// `config.scale_tolerance` is set.
+pub fn ransac_scaled<M: GeometricModel>(
+    src: &[Point],
+    dst: &[Point],
+    scale_ratios: &[f32],
+    config: &RansacConfig,
+) -> Estimate<M> {
     let n = src.len().min(dst.len());
     let (src, dst) = (&src[..n], &dst[..n]);
     let mut best = Estimate { model: None, inliers: vec![false; n], num_inliers: 0, trials: 0 };
     if n < M::SAMPLE_SIZE {
         return best;
     }
-    let t2 = config.residual_threshold * config.residual_threshold;
+    let ratio2: Vec<f64> = match config.scale_tolerance {
+        Some(_) if scale_ratios.len() >= n => scale_ratios[..n].iter().map(|&r| f64::from(r).powi(2)).collect(),
+        _ => Vec::new(),
+    };
+    let test = InlierTest {
+        t2: config.residual_threshold * config.residual_threshold,
+        ratio2: &ratio2,
+        factor: 4f64.powf(config.scale_tolerance.unwrap_or(0.0)),
+    };
     let centre = {
         let (sx, sy) = src.iter().fold((0.0, 0.0), |(a, b), p| (a + p.x, b + p.y));
         Point::new(sx / n as f64, sy / n as f64)
@@ -138,7 +196,7 @@ pub fn ransac<M: GeometricModel>(src: &[Point], dst: &[Point], config: &RansacCo
         if !plausible(&model) {
             continue;
         }
-        let count = score(&model, src, dst, t2, &mut mask);
+        let count = score(&model, src, dst, test, &mut mask);
         if count <= best.num_inliers {
             continue;
         }
@@ -147,7 +205,7 @@ pub fn ransac<M: GeometricModel>(src: &[Point], dst: &[Point], config: &RansacCo
             // Iterated least squares on the inliers while the count grows.
             for _ in 0..4 {
                 let Some(m) = refit::<M>(src, dst, &mask, &mut bs, &mut bd).filter(plausible) else { break };
-                let c = score(&m, src, dst, t2, &mut lo_mask);
+                let c = score(&m, src, dst, test, &mut lo_mask);
                 if c <= count {
                     break;
                 }
@@ -166,7 +224,7 @@ pub fn ransac<M: GeometricModel>(src: &[Point], dst: &[Point], config: &RansacCo
         && best.num_inliers > k
         && let Some(m) = refit::<M>(src, dst, &best.inliers, &mut bs, &mut bd).filter(plausible)
     {
-        let c = score(&m, src, dst, t2, &mut mask);
+        let c = score(&m, src, dst, test, &mut mask);
         if c >= best.num_inliers {
             best.model = Some(m);
             best.num_inliers = c;

@@ -3,7 +3,7 @@
 
 use delf_verify::rng::SplitMix64 as Gen;
 use delf_verify::synthetic;
-use delf_verify::{Affine, GeometricModel, Homography, Point, RansacConfig, ransac};
+use delf_verify::{Affine, GeometricModel, Homography, Point, RansacConfig, ransac, ransac_scaled};
 
 fn scene<M: GeometricModel>(
     truth: &M,
@@ -102,4 +102,43 @@ fn collapsed_models_are_rejected_by_default_bounds() {
     assert!(ransac::<Affine>(&src, &dst, &unbounded).num_inliers > 90, "the reference accepts the collapse");
     let est = ransac::<Affine>(&src, &dst, &RansacConfig::default());
     assert!(est.num_inliers < 10, "bounded RANSAC found {} inliers", est.num_inliers);
+}
+
+/// With keypoint scales, a correspondence whose scale ratio disagrees with the model's scale change by more than
+/// the tolerance is not an inlier, even where its position fits; unknown (NaN) ratios are judged by position.
+#[test]
+fn scale_tolerance_keeps_only_scale_consistent_inliers() {
+    let truth = Affine { m: [2.0, 0.1, 30.0, -0.1, 2.0, 40.0] };
+    let (src, dst, _) = scene(&truth, 90, 0.0, 0.5, 7);
+    let sigma = (2.0f32 * 2.0 + 0.1 * 0.1).sqrt();
+    // 50 agree with the model (a quarter octave either way), 30 are two octaves off, 10 are unknown.
+    let ratios: Vec<f32> = (0..90)
+        .map(|i| match i % 9 {
+            0 => f32::NAN,
+            1..=3 => sigma / 4.0,
+            4 => sigma * 2f32.powf(0.25),
+            5 => sigma * 2f32.powf(-0.25),
+            _ => sigma,
+        })
+        .collect();
+    let consistent = ratios.iter().filter(|r| r.is_nan() || (**r / sigma).log2().abs() <= 0.5).count();
+    assert_eq!(consistent, 60);
+    let positions = RansacConfig { residual_threshold: 5.0, ..RansacConfig::default() };
+    assert_eq!(
+        ransac_scaled::<Affine>(&src, &dst, &ratios, &positions).num_inliers,
+        90,
+        "no tolerance: positions only"
+    );
+    let scaled = RansacConfig { scale_tolerance: Some(0.5), ..positions };
+    let est = ransac_scaled::<Affine>(&src, &dst, &ratios, &scaled);
+    assert_eq!(est.num_inliers, 60);
+    assert!(
+        est.inliers.iter().zip(&ratios).all(|(&inlier, r)| !inlier || r.is_nan() || (*r / sigma).log2().abs() <= 0.5)
+    );
+    assert_eq!(ransac_scaled::<Affine>(&src, &dst, &[], &scaled).num_inliers, 90, "no ratios: positions only");
+    assert_eq!(
+        ransac_scaled::<Homography>(&src, &dst, &ratios, &scaled).num_inliers,
+        60,
+        "a homography's scale is local"
+    );
 }
