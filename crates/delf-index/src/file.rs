@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! 0      magic  b"DELFSHRD"
-//! 8      format version (u32) = 1
+//! 8      format version (u32) = 2 (version 1, without `kpscale`, still loads)
 //! 12     section count (u32)
 //! 16     section table: per section  tag [u8; 8] | offset u64 | length u64 | crc32 u32 | reserved u32
 //! ...    crc32 of bytes 0..here (u32), zero padding to 64
@@ -12,7 +12,8 @@
 //!
 //! Sections: `meta` (JSON: spec, dim, shard identity, fingerprints, counts), `coarse` (f32, nlist x dim), `pq`
 //! (f32, m x 256 x dsub), `lists` (u64 entries per list), `codes` (per list, blocked codes), `imgids` (u32 per entry),
-//! `featids` (u16 per entry), `images` (24-byte records), `names` (UTF-8), `keypts` (u16 x, y in half pixels).
+//! `featids` (u16 per entry), `images` (24-byte records), `names` (UTF-8), `keypts` (u16 x, y in half pixels),
+//! `kpscale` (since version 2: one `scale_code` byte per keypoint, or empty where the scales are unknown).
 //! Every section's CRC-32 is checked at load, padding must be zero, and every length must agree with the others.
 
 use std::fs::File;
@@ -33,12 +34,15 @@ use crate::storage::Storage;
 
 /// First eight bytes of every shard file.
 pub const MAGIC: &[u8; 8] = b"DELFSHRD";
-/// Format version written by this build; loading another version is refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version written by this build; it also loads version 1 (no keypoint scales) and refuses others.
+pub const FORMAT_VERSION: u32 = 2;
 const ALIGN: usize = 64;
 const ENTRY: usize = 32;
 const IMAGE_RECORD: usize = 24;
-const TAGS: [&str; 10] = ["meta", "coarse", "pq", "lists", "codes", "imgids", "featids", "images", "names", "keypts"];
+const TAGS: [&str; 11] =
+    ["meta", "coarse", "pq", "lists", "codes", "imgids", "featids", "images", "names", "keypts", "kpscale"];
+/// Sections of a version-1 file: the first ten.
+const TAGS_V1: usize = 10;
 
 /// The `meta` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,6 +156,7 @@ fn write_to(shard: &Shard, path: &Path) -> std::io::Result<()> {
                 }
             }
             "keypts" => w.write_all(bytemuck::cast_slice(shard.keypoints.as_slice()))?,
+            "kpscale" => w.write_all(shard.scales.as_slice())?,
             _ => unreachable!("every tag is handled"),
         }
         let (len, crc) = (w.written, w.crc.finalize());
@@ -207,15 +212,19 @@ pub fn load(path: &Path) -> Result<Shard> {
         return Err(IndexError::NotAShard { path: path.to_path_buf(), reason: "bad magic bytes".into() });
     }
     let version = u32_at(bytes, 8);
-    if version != FORMAT_VERSION {
-        return Err(IndexError::NotAShard {
-            path: path.to_path_buf(),
-            reason: format!("format version {version}, this build reads {FORMAT_VERSION}"),
-        });
-    }
+    let tags = match version {
+        1 => &TAGS[..TAGS_V1],
+        FORMAT_VERSION => &TAGS[..],
+        _ => {
+            return Err(IndexError::NotAShard {
+                path: path.to_path_buf(),
+                reason: format!("format version {version}, this build reads 1 and {FORMAT_VERSION}"),
+            });
+        }
+    };
     let count = u32_at(bytes, 12) as usize;
-    if count != TAGS.len() {
-        return Err(corrupt("header", format!("{count} sections, expected {}", TAGS.len())));
+    if count != tags.len() {
+        return Err(corrupt("header", format!("{count} sections, expected {}", tags.len())));
     }
     let table_end = 16 + count * ENTRY;
     if bytes.len() < table_end + 4 {
@@ -227,7 +236,7 @@ pub fn load(path: &Path) -> Result<Shard> {
     let mut sections = Vec::with_capacity(count);
     let mut expect_pos = (table_end + 4).next_multiple_of(ALIGN);
     let mut prev_end = table_end + 4;
-    for (i, tag) in TAGS.iter().enumerate() {
+    for (i, tag) in tags.iter().enumerate() {
         let e = 16 + i * ENTRY;
         if bytes[e..e + 8] != tag_bytes(tag) {
             return Err(corrupt("header", format!("section {i} is not {tag:?}")));
@@ -248,9 +257,10 @@ pub fn load(path: &Path) -> Result<Shard> {
         expect_pos = prev_end.next_multiple_of(ALIGN);
     }
     if bytes.len() != prev_end {
-        return Err(corrupt("keypts", "the file does not end where the last section ends".into()));
+        let last = tags[tags.len() - 1];
+        return Err(corrupt(last, "the file does not end where the last section ends".into()));
     }
-    let sec = |name: &str| -> (usize, usize) { sections[TAGS.iter().position(|t| *t == name).unwrap_or(0)] };
+    let sec = |name: &str| -> (usize, usize) { tags.iter().position(|t| *t == name).map_or((0, 0), |i| sections[i]) };
     let slice = |name: &str| -> &[u8] {
         let (o, l) = sec(name);
         &bytes[o..o + l]
@@ -328,5 +338,12 @@ pub fn load(path: &Path) -> Result<Shard> {
     }
     let keypoints =
         Storage::mapped(&map, kp_at, meta.keypoints * 2).ok_or_else(|| corrupt("keypts", "misaligned".into()))?;
-    Ok(Shard::from_parts(Arc::new(codebooks), meta.info, lists, images, keypoints))
+    let scales = match sec("kpscale") {
+        (_, 0) => Storage::default(),
+        (at, len) if len == meta.keypoints => {
+            Storage::mapped(&map, at, len).ok_or_else(|| corrupt("kpscale", "misaligned".into()))?
+        }
+        (_, len) => return Err(corrupt("kpscale", format!("{len} bytes for {} keypoints", meta.keypoints))),
+    };
+    Ok(Shard::from_parts(Arc::new(codebooks), meta.info, lists, images, keypoints, scales))
 }

@@ -31,7 +31,7 @@ pub use error::{IndexError, Result};
 pub use expand::{Expansion, PowerLaw, median_nn_distance};
 pub use scan::ScanKernel;
 pub use search::{exact_search, search, search_probed};
-pub use shard::{ImageEntry, NewImage, Shard, ShardInfo};
+pub use shard::{ImageEntry, NewImage, Shard, ShardInfo, scale_code, scale_of_code};
 pub use shard_cut::{Cut, merge_cut_lists, shard_k};
 pub use sharded::ShardedIndex;
 pub use spec::{DEFAULT_NPROBE, IndexSpec, SearchParams};

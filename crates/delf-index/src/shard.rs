@@ -45,7 +45,7 @@ pub struct ImageEntry {
     pub deleted: bool,
 }
 
-/// An image to add: its descriptors (`features x dim`) and keypoint `(x, y)` locations.
+/// An image to add: its descriptors (`features x dim`), keypoint `(x, y)` locations and keypoint scales.
 #[derive(Debug, Clone, Copy)]
 pub struct NewImage<'a> {
     /// Global image number (unique in the index).
@@ -56,6 +56,23 @@ pub struct NewImage<'a> {
     pub descriptors: &'a [f32],
     /// Keypoint `(x, y)` per descriptor.
     pub keypoints: &'a [[f32; 2]],
+    /// Keypoint scale per descriptor (`Keypoint::scale`: `1 / s` of its pyramid level), which verification
+    /// checks against the geometry; empty where unknown. Stored to a quarter octave ([`scale_code`]).
+    pub scales: &'a [f32],
+}
+
+/// Stored code of a keypoint scale: `round(4 log2 scale) + 128`, clamped to 1..=255 (a quarter octave apart, from
+/// 2^-31.75 to 2^31.75); 0 = unknown (NaN, zero or negative).
+pub fn scale_code(scale: f32) -> u8 {
+    if scale.is_nan() || scale <= 0.0 {
+        return 0;
+    }
+    (f64::from(scale).log2() * 4.0 + 128.0).round().clamp(1.0, 255.0) as u8
+}
+
+/// The scale a [`scale_code`] stands for; NaN for 0 (unknown).
+pub fn scale_of_code(code: u8) -> f32 {
+    if code == 0 { f32::NAN } else { ((f64::from(code) - 128.0) / 4.0).exp2() as f32 }
 }
 
 /// One inverted list.
@@ -75,6 +92,8 @@ pub struct Shard {
     pub(crate) lists: Vec<InvList>,
     pub(crate) images: Vec<ImageEntry>,
     pub(crate) keypoints: Storage<u16>,
+    /// One [`scale_code`] per keypoint; empty for shards written before scales were stored (all unknown).
+    pub(crate) scales: Storage<u8>,
     by_number: FxHashMap<u32, usize>,
     by_name: HashMap<String, usize>,
     /// Numbers of tombstoned images, checked by the scan for every code that enters a top-k list.
@@ -85,7 +104,7 @@ impl Shard {
     /// An empty shard.
     pub fn new(codebooks: Arc<Codebooks>, info: ShardInfo) -> Self {
         let lists = (0..codebooks.spec.nlist).map(|_| InvList::default()).collect();
-        Self::from_parts(codebooks, info, lists, Vec::new(), Storage::default())
+        Self::from_parts(codebooks, info, lists, Vec::new(), Storage::default(), Storage::default())
     }
 
     pub(crate) fn from_parts(
@@ -94,11 +113,12 @@ impl Shard {
         lists: Vec<InvList>,
         images: Vec<ImageEntry>,
         keypoints: Storage<u16>,
+        scales: Storage<u8>,
     ) -> Self {
         let by_number = images.iter().enumerate().map(|(i, e)| (e.number, i)).collect();
         let by_name = images.iter().enumerate().map(|(i, e)| (e.name.clone(), i)).collect();
         let deleted = images.iter().filter(|e| e.deleted).map(|e| e.number).collect();
-        Self { codebooks, info, lists, images, keypoints, by_number, by_name, deleted }
+        Self { codebooks, info, lists, images, keypoints, scales, by_number, by_name, deleted }
     }
 
     /// Checks that `other` belongs to the same index: same codebooks and same descriptor fingerprint, so their
@@ -166,30 +186,41 @@ impl Shard {
         self.images.iter().filter(|e| !e.deleted).map(|e| e.features as usize).sum()
     }
 
-    /// `(x, y)` of feature `feature` of image `number`, or `None` if there is no such feature.
-    pub fn keypoint(&self, number: u32, feature: u16) -> Option<[f32; 2]> {
+    /// `(x, y, scale)` of feature `feature` of image `number` (scale NaN where the shard stores none), or `None`
+    /// if there is no such feature.
+    pub fn keypoint(&self, number: u32, feature: u16) -> Option<[f32; 3]> {
         let e = self.image(number)?;
         if u32::from(feature) >= e.features {
             return None;
         }
-        let at = (e.keypoint_offset as usize + feature as usize) * 2;
-        let kp = self.keypoints.as_slice().get(at..at + 2)?;
-        Some([f32::from(kp[0]) / 2.0, f32::from(kp[1]) / 2.0])
+        let at = e.keypoint_offset as usize + feature as usize;
+        let kp = self.keypoints.as_slice().get(at * 2..at * 2 + 2)?;
+        let scale = self.scales.as_slice().get(at).map_or(f32::NAN, |&c| scale_of_code(c));
+        Some([f32::from(kp[0]) / 2.0, f32::from(kp[1]) / 2.0, scale])
     }
 
-    /// Every keypoint of image `number`.
-    pub fn keypoints_of(&self, number: u32) -> Option<Vec<[f32; 2]>> {
+    /// Every keypoint of image `number`: `(x, y, scale)` as [`Shard::keypoint`] gives them.
+    pub fn keypoints_of(&self, number: u32) -> Option<Vec<[f32; 3]>> {
         let e = self.image(number)?;
-        let start = e.keypoint_offset as usize * 2;
-        let kp = self.keypoints.as_slice().get(start..start + e.features as usize * 2)?;
-        Some(kp.chunks_exact(2).map(|p| [f32::from(p[0]) / 2.0, f32::from(p[1]) / 2.0]).collect())
+        let (start, n) = (e.keypoint_offset as usize, e.features as usize);
+        let kp = self.keypoints.as_slice().get(start * 2..(start + n) * 2)?;
+        let scales = self.scales.as_slice().get(start..start + n);
+        let scale = |i: usize| scales.map_or(f32::NAN, |s| scale_of_code(s[i]));
+        Some(
+            kp.chunks_exact(2)
+                .enumerate()
+                .map(|(i, p)| [f32::from(p[0]) / 2.0, f32::from(p[1]) / 2.0, scale(i)])
+                .collect(),
+        )
     }
 
-    /// Memory of the searchable data divided by live descriptors: code + ids + keypoint bytes.
+    /// Memory of the searchable data divided by live descriptors: code + ids + keypoint bytes (and the keypoint
+    /// scale byte where scales are stored).
     pub fn bytes_per_descriptor(&self) -> f64 {
         let m = self.codebooks.spec.code_bytes();
-        let bytes: usize =
-            self.lists.iter().map(|l| blocked_len(l.len, m) + l.len * 6).sum::<usize>() + self.keypoints.len() * 2;
+        let bytes: usize = self.lists.iter().map(|l| blocked_len(l.len, m) + l.len * 6).sum::<usize>()
+            + self.keypoints.len() * 2
+            + self.scales.len();
         bytes as f64 / self.stored_vectors().max(1) as f64
     }
 
@@ -217,6 +248,13 @@ impl Shard {
                     "keypoints",
                     im.keypoints.len(),
                     format!("image {:?} has {n} descriptors but {} keypoints", im.name, im.keypoints.len()),
+                ));
+            }
+            if !im.scales.is_empty() && im.scales.len() != n {
+                return Err(IndexError::invalid(
+                    "scales",
+                    im.scales.len(),
+                    format!("image {:?} has {n} descriptors but {} keypoint scales", im.name, im.scales.len()),
                 ));
             }
             if let Some(bad) = im.keypoints.iter().flatten().find(|v| !(0.0..=MAX_KEYPOINT_COORD).contains(*v)) {
@@ -255,6 +293,16 @@ impl Shard {
             for p in im.keypoints {
                 kp.push((p[0] * 2.0).round() as u16);
                 kp.push((p[1] * 2.0).round() as u16);
+            }
+            // No scale array until an image brings scales; from then on one code per keypoint, "unknown" (0) for
+            // the images without.
+            if !im.scales.is_empty() || !self.scales.as_slice().is_empty() {
+                let scales = self.scales.make_mut();
+                scales.resize(keypoint_offset as usize, 0);
+                match im.scales.is_empty() {
+                    true => scales.resize(keypoint_offset as usize + n, 0),
+                    false => scales.extend(im.scales.iter().map(|&s| scale_code(s))),
+                }
             }
             for f in 0..n {
                 let list = &mut self.lists[lists[at + f] as usize];
@@ -312,15 +360,19 @@ impl Shard {
             *list = fresh;
         }
         let old_kp = self.keypoints.as_slice().to_vec();
-        let mut kp = Vec::new();
+        let old_scales = self.scales.as_slice().to_vec();
+        let (mut kp, mut scales) = (Vec::new(), Vec::new());
         let mut images = Vec::new();
         for mut e in std::mem::take(&mut self.images) {
             if e.deleted {
                 continue;
             }
-            let start = e.keypoint_offset as usize * 2;
+            let (start, n) = (e.keypoint_offset as usize, e.features as usize);
             e.keypoint_offset = (kp.len() / 2) as u64;
-            kp.extend_from_slice(&old_kp[start..start + e.features as usize * 2]);
+            kp.extend_from_slice(&old_kp[start * 2..(start + n) * 2]);
+            if !old_scales.is_empty() {
+                scales.extend_from_slice(&old_scales[start..start + n]);
+            }
             images.push(e);
         }
         *self = Self::from_parts(
@@ -329,6 +381,7 @@ impl Shard {
             std::mem::take(&mut self.lists),
             images,
             Storage::Owned(kp),
+            Storage::Owned(scales),
         );
     }
 }

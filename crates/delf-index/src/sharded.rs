@@ -85,8 +85,8 @@ impl ShardedIndex {
         self.shards[self.shard_of(number)].image(number)
     }
 
-    /// Keypoints of image `number`.
-    pub fn keypoints_of(&self, number: u32) -> Option<Vec<[f32; 2]>> {
+    /// Keypoints of image `number`: `(x, y, scale)`, scale NaN where unknown.
+    pub fn keypoints_of(&self, number: u32) -> Option<Vec<[f32; 3]>> {
         self.shards[self.shard_of(number)].keypoints_of(number)
     }
 

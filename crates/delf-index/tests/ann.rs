@@ -4,7 +4,9 @@
 mod common;
 
 use common::{DIM, Db, clustered, train};
-use delf_index::{Neighbor, ScanKernel, SearchParams, ShardedIndex, exact_search, merge_neighbor_lists};
+use std::sync::Arc;
+
+use delf_index::{Neighbor, NewImage, ScanKernel, SearchParams, ShardedIndex, exact_search, merge_neighbor_lists};
 
 fn recall_at(found: &[Vec<Neighbor>], exact: &[Vec<Neighbor>], r: usize) -> f64 {
     let hits = found
@@ -70,7 +72,7 @@ fn sharded_search_equals_unsharded_and_merging_per_shard_answers_does_too() {
     assert_eq!(merge_neighbor_lists(parts, params.k), a);
     // Image i lives in shard i % 3 and its keypoints come back from there.
     assert!(three.shards()[2].image(5).is_some() && three.shards()[0].image(5).is_none());
-    assert_eq!(three.keypoints_of(5).unwrap(), db.keypoints(5));
+    assert_eq!(xy(three.keypoints_of(5).unwrap()), db.keypoints(5));
 }
 
 #[test]
@@ -118,13 +120,16 @@ fn save_and_load_give_identical_results() {
     let k = ScanKernel::detect();
     assert_eq!(index.search(&queries, DIM, &params, k).unwrap(), loaded.search(&queries, DIM, &params, k).unwrap());
     assert_eq!(loaded.image(7).unwrap().name, "img00007.jpg");
-    assert_eq!(loaded.keypoints_of(7).unwrap(), db.keypoints(7));
+    assert_eq!(xy(loaded.keypoints_of(7).unwrap()), db.keypoints(7));
     // A loaded (memory-mapped) shard accepts additions.
     let mut loaded = loaded;
     let extra = clustered(30, 9);
     let kp = vec![[1.0, 2.0]; 30];
     loaded
-        .add_images(&[delf_index::NewImage { number: 1000, name: "new.jpg", descriptors: &extra, keypoints: &kp }], DIM)
+        .add_images(
+            &[delf_index::NewImage { number: 1000, name: "new.jpg", descriptors: &extra, keypoints: &kp, scales: &[] }],
+            DIM,
+        )
         .unwrap();
     assert_eq!(loaded.live_images(), 101);
 }
@@ -147,7 +152,7 @@ fn deleted_images_vanish_at_once_and_compaction_reclaims_them() {
     index.compact();
     assert_eq!(index.shards()[0].stored_vectors(), stored - 20);
     assert_eq!(index.search(&queries, DIM, &params, k).unwrap(), after);
-    assert_eq!(index.keypoints_of(11).unwrap(), db.keypoints(11));
+    assert_eq!(xy(index.keypoints_of(11).unwrap()), db.keypoints(11));
     assert!(index.image(10).is_none());
 }
 
@@ -159,4 +164,37 @@ fn bytes_per_descriptor_are_code_plus_ids_plus_keypoint() {
     let b = index.shards()[0].bytes_per_descriptor();
     // 20 code bytes + 4 image + 2 feature + 4 keypoint, plus block padding (< 8 codes per list).
     assert!((30.0..31.0).contains(&b), "{b}");
+}
+
+/// The `(x, y)` of keypoints as the index returns them (`(x, y, scale)`).
+fn xy(points: Vec<[f32; 3]>) -> Vec<[f32; 2]> {
+    points.into_iter().map(|[x, y, _]| [x, y]).collect()
+}
+
+#[test]
+fn keypoint_scales_survive_save_load_and_compaction() {
+    let db = Db::new(20, 30, 4);
+    let cb = train(&db.vectors, "IVF8,PQ20x8r");
+    let mut index = ShardedIndex::new(Arc::clone(&cb), "delf/test", 1).unwrap();
+    let (kp, scales) = (db.keypoints(0), [0.5, 1.0, 2.0, 4.0].repeat(8)[..30].to_vec());
+    let gone = db.keypoints(1);
+    let with = NewImage { number: 0, name: "a", descriptors: db.image_vectors(0), keypoints: &kp, scales: &scales };
+    let without = NewImage { number: 1, name: "b", descriptors: db.image_vectors(1), keypoints: &gone, scales: &[] };
+    let mut bad = with;
+    bad.scales = &scales[..3];
+    assert!(index.add_images(&[bad], DIM).is_err(), "one scale per keypoint or none");
+    index.add_images(&[without, with], DIM).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    index.save(dir.path()).unwrap();
+    let mut loaded = ShardedIndex::load(dir.path(), 1).unwrap();
+    let got: Vec<f32> = loaded.keypoints_of(0).unwrap().iter().map(|p| p[2]).collect();
+    assert_eq!(got, scales, "pyramid scales are powers of sqrt(2): stored exactly");
+    assert!(loaded.keypoints_of(1).unwrap().iter().all(|p| p[2].is_nan()), "an image added without scales");
+    loaded.delete_image("b").unwrap();
+    loaded.compact();
+    assert_eq!(loaded.keypoints_of(0).unwrap().iter().map(|p| p[2]).collect::<Vec<_>>(), scales);
+    assert_eq!(delf_index::scale_code(f32::NAN), 0);
+    assert_eq!(delf_index::scale_code(1.0), 128);
+    let half_octave = std::f32::consts::FRAC_1_SQRT_2;
+    assert!((delf_index::scale_of_code(delf_index::scale_code(half_octave)) - half_octave).abs() < 1e-3);
 }

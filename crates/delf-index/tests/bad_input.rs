@@ -35,7 +35,7 @@ fn wrong_dimensions_and_values_are_rejected() {
     assert!(delf_index::search_probed(&[shard], &q, DIM, Some(&[0, 1, 3, 2]), &two, k).is_ok());
     let kp = vec![[0.0, 0.0]; 2];
     let add = |index: &mut ShardedIndex, number, name: &str, d: &[f32], kp: &[[f32; 2]]| {
-        index.add_images(&[NewImage { number, name, descriptors: d, keypoints: kp }], DIM)
+        index.add_images(&[NewImage { number, name, descriptors: d, keypoints: kp, scales: &[] }], DIM)
     };
     assert!(matches!(add(&mut index, 0, "img00000.jpg", &q, &kp), Err(IndexError::DuplicateImage(_))));
     assert!(matches!(add(&mut index, 500, "x", &q, &kp[..1]), Err(IndexError::InvalidParameter { .. })));
@@ -70,7 +70,10 @@ fn empty_index_and_foreign_shards_are_rejected() {
     let mut other = ShardedIndex::new(cb.clone(), "delf/another-model", 2).unwrap();
     let kp = db.keypoints(1);
     other
-        .add_images(&[NewImage { number: 1, name: "b", descriptors: db.image_vectors(1), keypoints: &kp }], DIM)
+        .add_images(
+            &[NewImage { number: 1, name: "b", descriptors: db.image_vectors(1), keypoints: &kp, scales: &[] }],
+            DIM,
+        )
         .unwrap();
     file::save(&other.shards()[1], &dir.path().join(delf_index::sharded::shard_file_name(1, 2))).unwrap();
     assert!(matches!(ShardedIndex::load(dir.path(), 2), Err(IndexError::FingerprintMismatch { .. })));
@@ -105,6 +108,11 @@ fn a_flipped_byte_in_every_section_and_truncation_are_detected() {
     let cb = train(&db.vectors, "IVF4,PQ20x8r");
     let mut index = db.index(&cb, 1);
     index.delete_image("img00003.jpg").unwrap();
+    // One image with keypoint scales, so that the `kpscale` section is not empty.
+    let (kp, scales) = (db.keypoints(0), vec![1.0; 20]);
+    let scaled =
+        NewImage { number: 1000, name: "scaled", descriptors: db.image_vectors(0), keypoints: &kp, scales: &scales };
+    index.add_images(&[scaled], DIM).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.dshard");
     file::save(&index.shards()[0], &path).unwrap();
@@ -113,7 +121,7 @@ fn a_flipped_byte_in_every_section_and_truncation_are_detected() {
     let loaded = file::load(&path).unwrap();
     assert!(loaded.image(3).unwrap().deleted);
     let table = section_table(&good);
-    assert_eq!(table.len(), 10);
+    assert_eq!(table.len(), 11);
     let damaged = dir.path().join("bad.dshard");
     for (tag, off, len) in &table {
         assert!(*len > 0, "section {tag} is empty in this fixture");
@@ -149,4 +157,37 @@ fn a_flipped_byte_in_every_section_and_truncation_are_detected() {
     std::fs::write(&damaged, &magic).unwrap();
     assert!(matches!(file::load(&damaged), Err(IndexError::NotAShard { .. })));
     assert!(matches!(file::load(&dir.path().join("missing")), Err(IndexError::Io { .. })));
+}
+
+/// A version-1 file (written before keypoint scales were stored: ten sections, no `kpscale`) still loads, its
+/// scales unknown.
+#[test]
+fn a_version_1_shard_file_still_loads() {
+    let db = Db::new(30, 20, 4);
+    let cb = train(&db.vectors, "IVF4,PQ20x8r");
+    let index = db.index(&cb, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.dshard");
+    file::save(&index.shards()[0], &path).unwrap();
+    let v2 = std::fs::read(&path).unwrap();
+    let table = section_table(&v2);
+    let (keypts_off, keypts_len) = (table[9].1, table[9].2);
+    // The same bytes as version 1 wrote them: version 1, ten sections, the table without `kpscale`, its checksum.
+    let mut v1 = v2[..keypts_off + keypts_len].to_vec();
+    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+    v1[12..16].copy_from_slice(&10u32.to_le_bytes());
+    let table_end = 16 + 10 * 32;
+    let crc = crc32fast::hash(&v1[..table_end]);
+    v1[table_end..table_end + 4].copy_from_slice(&crc.to_le_bytes());
+    v1[table_end + 4..table_end + 36].fill(0);
+    let old = dir.path().join("v1.dshard");
+    std::fs::write(&old, &v1).unwrap();
+    let loaded = file::load(&old).unwrap();
+    assert_eq!(loaded.live_images(), 30);
+    let kp = loaded.keypoint(2, 3).unwrap();
+    assert_eq!([kp[0], kp[1]], db.keypoints(2)[3]);
+    assert!(kp[2].is_nan(), "no scales in a version-1 file");
+    v1[8..12].copy_from_slice(&3u32.to_le_bytes());
+    std::fs::write(&old, &v1).unwrap();
+    assert!(matches!(file::load(&old), Err(IndexError::NotAShard { .. })), "an unknown version is refused");
 }

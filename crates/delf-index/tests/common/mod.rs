@@ -53,6 +53,7 @@ impl Db {
                 name: &self.names[i],
                 descriptors: self.image_vectors(i),
                 keypoints: &kps[i],
+                scales: &[],
             })
             .collect();
         index.add_images(&batch, DIM).unwrap();
