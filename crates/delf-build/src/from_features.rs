@@ -230,17 +230,22 @@ pub fn build_from_features(
     rows.for_each("encode", progress, |rows| {
         let reduced: Vec<(String, FeatureSet)> =
             rows.into_iter().map(|(id, f)| Ok((id, reduction.apply(f)?))).collect::<Result<_, BuildError>>()?;
-        let keypoints: Vec<Vec<[f32; 2]>> =
-            reduced.iter().map(|(_, f)| f.keypoints.iter().map(|k| [k.x, k.y]).collect()).collect();
+        let keypoints: Vec<(Vec<[f32; 2]>, Vec<f32>)> = reduced
+            .iter()
+            .map(|(_, f)| {
+                (f.keypoints.iter().map(|k| [k.x, k.y]).collect(), f.keypoints.iter().map(|k| k.scale).collect())
+            })
+            .collect();
         let batch: Vec<NewImage<'_>> = reduced
             .iter()
             .zip(&keypoints)
             .enumerate()
-            .map(|(i, ((id, f), kp))| NewImage {
+            .map(|(i, ((id, f), (kp, scales)))| NewImage {
                 number: number + i as u32,
                 name: id,
                 descriptors: &f.descriptors,
                 keypoints: kp,
+                scales,
             })
             .collect();
         index.add_images(&batch, dim)?;

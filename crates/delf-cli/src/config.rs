@@ -132,6 +132,8 @@ pub struct VerifySettings {
     pub max_anisotropy: f64,
     /// Accept mirrored models.
     pub allow_reflection: bool,
+    /// Scale consistency of an inlier, octaves (0 = positions only).
+    pub scale_tolerance: f64,
     /// Fewest inliers of a match; below it the answer is "no match".
     pub min_inliers: usize,
 }
@@ -159,6 +161,7 @@ impl VerifySettings {
             max_scale: c.ransac.bounds.max_scale,
             max_anisotropy: c.ransac.bounds.max_anisotropy,
             allow_reflection: c.ransac.bounds.allow_reflection,
+            scale_tolerance: c.ransac.scale_tolerance.unwrap_or(0.0),
             min_inliers: c.policy.min_inliers,
         }
     }
@@ -184,6 +187,7 @@ impl VerifySettings {
                     max_anisotropy: self.max_anisotropy,
                     allow_reflection: self.allow_reflection,
                 },
+                scale_tolerance: (self.scale_tolerance > 0.0).then_some(self.scale_tolerance),
             },
             policy: delf_verify::ScoringPolicy { min_inliers: self.min_inliers, ..Default::default() },
         }

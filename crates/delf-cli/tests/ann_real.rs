@@ -68,7 +68,13 @@ fn recall_on_real_delf_descriptors() {
     let batch: Vec<NewImage<'_>> = db
         .iter()
         .enumerate()
-        .map(|(i, f)| NewImage { number: i as u32, name: names[i], descriptors: &f.descriptors, keypoints: &kps[i] })
+        .map(|(i, f)| NewImage {
+            number: i as u32,
+            name: names[i],
+            descriptors: &f.descriptors,
+            keypoints: &kps[i],
+            scales: &[],
+        })
         .collect();
     index.add_images(&batch, 40).unwrap();
     let labels: Vec<(u32, u16)> =

@@ -159,9 +159,9 @@ pub fn retrieve_extending(
             let db_kp = index.keypoints_of(image)?;
             let entry = index.image(image)?;
             let putative = matches.get(&image).map_or(&[][..], Vec::as_slice);
-            let kp = |f: u32| db_kp.get(f as usize).map_or((f32::NAN, f32::NAN), |p| (p[0], p[1]));
-            let (query_points, db_points) = candidate_points(putative, query, kp);
-            let (model, inliers, _) = verify_correspondences(&query_points, &db_points, &config.verify);
+            let kp = |f: u32| db_kp.get(f as usize).copied().unwrap_or([f32::NAN; 3]);
+            let (query_points, db_points, scale_ratios) = candidate_points(putative, query, kp);
+            let (model, inliers, _) = verify_correspondences(&query_points, &db_points, &scale_ratios, &config.verify);
             let score = inliers.iter().filter(|&&b| b).count();
             let pass = pass_of(putative, passes);
             let id = entry.name.clone();
@@ -174,21 +174,27 @@ pub fn retrieve_extending(
     Ok((Retrieval { results, verified, voted, ann_ms, verify_ms }, neighbors))
 }
 
-/// The one-to-one correspondences of a candidate as point pairs (query, database), from its putative matches and
-/// a lookup of the candidate's keypoint by feature number.
+/// The one-to-one correspondences of a candidate as point pairs (query, database) and keypoint scale ratios
+/// (database / query, NaN where the index stores no scale), from its putative matches and a lookup of the
+/// candidate's keypoint `(x, y, scale)` by feature number.
 pub fn candidate_points(
     putative: &[Match],
     query: &FeatureSet,
-    db_xy: impl Fn(u32) -> (f32, f32),
-) -> (Vec<Point>, Vec<Point>) {
+    db_kp: impl Fn(u32) -> [f32; 3],
+) -> (Vec<Point>, Vec<Point>, Vec<f32>) {
     let qk = |q: u32| (query.keypoints[q as usize].x, query.keypoints[q as usize].y);
-    one_to_one_by(putative, qk, &db_xy)
-        .iter()
-        .map(|m| {
-            let (a, b) = (qk(m.query), db_xy(m.train));
-            (Point::new(f64::from(a.0), f64::from(a.1)), Point::new(f64::from(b.0), f64::from(b.1)))
-        })
-        .unzip()
+    let kept = one_to_one_by(putative, qk, |t| {
+        let p = db_kp(t);
+        (p[0], p[1])
+    });
+    let mut out = (Vec::with_capacity(kept.len()), Vec::with_capacity(kept.len()), Vec::with_capacity(kept.len()));
+    for m in &kept {
+        let (a, b) = (&query.keypoints[m.query as usize], db_kp(m.train));
+        out.0.push(Point::new(f64::from(a.x), f64::from(a.y)));
+        out.1.push(Point::new(f64::from(b[0]), f64::from(b[1])));
+        out.2.push(b[2] / a.scale);
+    }
+    out
 }
 
 /// Keeps the verified candidates that pass the scoring policy, best first (score, then votes, then image number),

@@ -70,7 +70,7 @@ impl SyntheticIndex {
             let batch: Vec<NewImage<'_>> = chunk
                 .iter()
                 .zip(&parts)
-                .map(|(&i, (name, d, k))| NewImage { number: i, name, descriptors: d, keypoints: k })
+                .map(|(&i, (name, d, k))| NewImage { number: i, name, descriptors: d, keypoints: k, scales: &[] })
                 .collect();
             index.add_images(&batch, dim)?;
             for (&i, (_, d, k)) in chunk.iter().zip(&parts) {

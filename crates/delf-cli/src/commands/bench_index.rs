@@ -124,6 +124,7 @@ fn run_in_pool(args: &BenchIndexArgs, config: &Config) -> Result<()> {
                         name: &names[number],
                         descriptors: d,
                         keypoints: &keypoints[..d.len() / dim],
+                        scales: &[],
                     }
                 })
                 .collect();
