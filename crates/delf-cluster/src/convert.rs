@@ -72,6 +72,7 @@ pub fn verify_settings_to_pb(c: &VerifyConfig) -> pb::VerifySettings {
         max_anisotropy: r.bounds.max_anisotropy,
         allow_reflection: r.bounds.allow_reflection,
         min_putative: c.policy.min_putative as u32,
+        scale_tolerance: r.scale_tolerance,
     }
 }
 
@@ -105,6 +106,7 @@ pub fn verify_settings_from_pb(s: &pb::VerifySettings) -> Result<VerifyConfig, S
                 max_anisotropy: positive("max_anisotropy", s.max_anisotropy)?,
                 allow_reflection: s.allow_reflection,
             },
+            scale_tolerance: s.scale_tolerance.map(|t| positive("scale_tolerance", t)).transpose()?,
         },
         policy: ScoringPolicy { min_putative: s.min_putative as usize, ..ScoringPolicy::default() },
         ..VerifyConfig::default()

@@ -141,8 +141,9 @@ struct QueryScope<'a> {
 struct Gathered {
     /// The global top-K per query descriptor, in query descriptor order.
     neighbors: Vec<Vec<Neighbor>>,
-    /// Keypoints fetched so far, by (image, feature): those of the verified candidates' correspondences.
-    keypoints: FxHashMap<(u32, u16), (f32, f32)>,
+    /// Keypoints `(x, y, scale)` fetched so far, by (image, feature): those of the verified candidates'
+    /// correspondences (scale NaN where the shard stores none).
+    keypoints: FxHashMap<(u32, u16), [f32; 3]>,
     /// Where a shard's cut answer may have left neighbours out of a list: (list, shard) -> the squared distance
     /// from which that shard's unlisted neighbours lie (`delf_index::shard_cut`).
     cuts: FxHashMap<(u32, u32), f32>,
@@ -781,8 +782,9 @@ impl Inner {
         for (shard, w, outcome) in join_all(calls).await {
             match outcome? {
                 ShardOutcome::Answer(answer) => {
-                    let points = w.keypoints.iter().zip(answer.xy.chunks_exact(2)).map(|(&key, p)| (key, (p[0], p[1])));
-                    gathered.keypoints.extend(points);
+                    let scale = |i: usize| answer.scales.get(i).copied().unwrap_or(f32::NAN);
+                    let points = w.keypoints.iter().zip(answer.xy.chunks_exact(2)).enumerate();
+                    gathered.keypoints.extend(points.map(|(i, (&key, p))| (key, [p[0], p[1], scale(i)])));
                     gathered.ids.extend(answer.images.into_iter().filter(|r| w.ids.contains(&r.image)));
                 }
                 ShardOutcome::Down(errors) => shard_down(shard.id, &errors, policy, request_id, response)?,
@@ -860,10 +862,10 @@ impl Inner {
             }
             let putative = matches.get(&image).map_or(&[][..], Vec::as_slice);
             let kp = |f: u32| {
-                u16::try_from(f).ok().and_then(|f| keypoints.get(&(image, f)).copied()).unwrap_or((f32::NAN, f32::NAN))
+                u16::try_from(f).ok().and_then(|f| keypoints.get(&(image, f)).copied()).unwrap_or([f32::NAN; 3])
             };
-            let (query_points, db_points) = candidate_points(putative, query, kp);
-            let candidate = pb::Candidate { image, query_xy: xy(&query_points), db_xy: xy(&db_points) };
+            let (query_points, db_points, scale_ratios) = candidate_points(putative, query, kp);
+            let candidate = pb::Candidate { image, query_xy: xy(&query_points), db_xy: xy(&db_points), scale_ratios };
             let v = VerifiedImage {
                 image,
                 id: id.clone(),

@@ -274,20 +274,18 @@ fn keypoints_of(r: &pb::KeypointsRequest, shard: &Shard) -> Result<pb::Keypoints
     if r.images.len() > MAX_KEYPOINTS || r.id_images.len() > MAX_KEYPOINTS {
         return Err(Status::invalid_argument(format!("more than {MAX_KEYPOINTS} keypoints or ids in one request")));
     }
-    let xy = r
-        .images
-        .iter()
-        .zip(&r.features)
-        .flat_map(|(&image, &feature)| {
-            u16::try_from(feature).ok().and_then(|f| shard.keypoint(image, f)).unwrap_or([f32::NAN, f32::NAN])
-        })
-        .collect();
+    let (mut xy, mut scales) = (Vec::with_capacity(r.images.len() * 2), Vec::with_capacity(r.images.len()));
+    for (&image, &feature) in r.images.iter().zip(&r.features) {
+        let [x, y, scale] = u16::try_from(feature).ok().and_then(|f| shard.keypoint(image, f)).unwrap_or([f32::NAN; 3]);
+        xy.extend([x, y]);
+        scales.push(scale);
+    }
     let images = r
         .id_images
         .iter()
         .filter_map(|&image| shard.image(image).map(|e| pb::ImageRef { image, id: e.name.clone() }))
         .collect();
-    Ok(pb::KeypointsResponse { xy, images })
+    Ok(pb::KeypointsResponse { xy, images, scales })
 }
 
 #[tonic::async_trait]
@@ -389,10 +387,10 @@ impl IndexNodeService {
                         .into_iter()
                         .map(|n| {
                             images.entry(n.image).or_insert_with(|| shard.image(n.image).map(|e| e.name.clone()));
-                            let [x, y] = if r.without_keypoints {
-                                [0.0, 0.0]
+                            let [x, y, _] = if r.without_keypoints {
+                                [0.0; 3]
                             } else {
-                                shard.keypoint(n.image, n.feature).unwrap_or([f32::NAN, f32::NAN])
+                                shard.keypoint(n.image, n.feature).unwrap_or([f32::NAN; 3])
                             };
                             pb::Neighbor { image: n.image, feature: u32::from(n.feature), distance: n.distance, x, y }
                         })

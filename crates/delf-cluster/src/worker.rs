@@ -98,6 +98,9 @@ fn check_candidate(c: &pb::Candidate) -> Result<(), Status> {
     if c.query_xy.iter().chain(&c.db_xy).any(|v| !v.is_finite()) {
         return bad("a coordinate is NaN or infinite".into());
     }
+    if !c.scale_ratios.is_empty() && c.scale_ratios.len() * 2 != c.query_xy.len() {
+        return bad(format!("{} scale ratios for {} correspondences", c.scale_ratios.len(), c.query_xy.len() / 2));
+    }
     Ok(())
 }
 
@@ -224,7 +227,7 @@ impl WorkerService {
                 .par_iter()
                 .map(|c| {
                     let (src, dst) = (points(&c.query_xy), points(&c.db_xy));
-                    let (model, inlier, _) = verify_correspondences(&src, &dst, &config);
+                    let (model, inlier, _) = verify_correspondences(&src, &dst, &c.scale_ratios, &config);
                     let inliers = inlier.iter().filter(|&&b| b).count() as u32;
                     pb::Verified { image: c.image, inliers, model: model_to_pb(model), inlier }
                 })

@@ -298,21 +298,38 @@ async fn roles_over_grpc_answer_like_one_process_and_refuse_bad_requests() {
     let mut features: Vec<u32> = neighbors.iter().map(|n| n.feature).collect();
     images.push(0); // an image of the other shard
     features.push(0);
-    let got = node.keypoints(authed(keypoints(images, features))).await.unwrap().into_inner().xy;
+    let answer = node.keypoints(authed(keypoints(images, features))).await.unwrap().into_inner();
+    let (got, scales) = (answer.xy, answer.scales);
     let expected: Vec<f32> = neighbors.iter().flat_map(|n| [n.x, n.y]).collect();
     assert_eq!(got[..expected.len()], expected[..]);
     assert!(got[expected.len()..].iter().all(|v| v.is_nan()));
+    // One scale per requested feature: this synthetic index was built without scales (NaN: unknown).
+    assert_eq!(scales.len() * 2, got.len());
+    assert!(scales.iter().all(|s| s.is_nan()));
     let ragged = node.keypoints(authed(keypoints(vec![1, 3], vec![0]))).await.unwrap_err();
     assert_eq!(ragged.code(), Code::InvalidArgument, "{ragged:?}");
 
     // A worker: settings are required, coordinates must pair up.
     let mut wk = client::worker(channel(&worker));
-    let candidate = pb::Candidate { image: 1, query_xy: vec![1.0, 2.0, 3.0, 4.0], db_xy: vec![1.0, 2.0] };
+    let candidate =
+        pb::Candidate { image: 1, query_xy: vec![1.0, 2.0, 3.0, 4.0], db_xy: vec![1.0, 2.0], scale_ratios: vec![] };
     let no_settings = pb::VerifyRequest { candidates: vec![candidate.clone()], ..Default::default() };
     assert_eq!(wk.verify(authed(no_settings)).await.unwrap_err().code(), Code::InvalidArgument);
     let settings = Some(convert::verify_settings_to_pb(&rc.verify));
-    let ragged = pb::VerifyRequest { candidates: vec![candidate], settings, ..Default::default() };
+    let ragged = pb::VerifyRequest { candidates: vec![candidate], settings: settings.clone(), ..Default::default() };
     assert_eq!(wk.verify(authed(ragged)).await.unwrap_err().code(), Code::InvalidArgument);
+    // Scale ratios: none, or one per correspondence.
+    let (query_xy, db_xy) = (vec![1.0, 2.0, 3.0, 4.0], vec![1.0, 2.0, 3.0, 4.0]);
+    let scales = |scale_ratios: Vec<f32>| pb::Candidate {
+        image: 1,
+        query_xy: query_xy.clone(),
+        db_xy: db_xy.clone(),
+        scale_ratios,
+    };
+    let request = |c| pb::VerifyRequest { candidates: vec![c], settings: settings.clone(), ..Default::default() };
+    assert_eq!(wk.verify(authed(request(scales(vec![1.0])))).await.unwrap_err().code(), Code::InvalidArgument);
+    assert!(wk.verify(authed(request(scales(vec![1.0, f32::NAN])))).await.is_ok());
+    assert!(wk.verify(authed(request(scales(vec![])))).await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
