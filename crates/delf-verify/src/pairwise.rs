@@ -72,27 +72,17 @@ impl VerifyConfig {
 
     /// Default scale consistency of an inlier, in octaves ([`RansacConfig::scale_tolerance`]): one and a half
     /// pyramid steps (levels are half an octave apart) either way of the model's scale change. On the robustness
-    /// benchmark, with [`VerifyConfig::DEFAULT_RESIDUAL`], no distractor was answered at the same recall@1; 0.5
-    /// lost true matches and 1.0 kept more distractors (docs/verification.md).
+    /// benchmark it cut the distractors answered from 7 to 3 of 55 with the same recall@1; 0.5 lost true matches
+    /// and 1.0 kept 5 distractors (docs/verification.md).
     pub const DEFAULT_SCALE_TOLERANCE: f64 = 0.75;
 
-    /// Default inlier residual, pixels. The reference's 20 px let look-alike photos reach 21-25 inliers on the
-    /// robustness benchmark; with scale consistency, 15 px answered none of its 55 distractors at the same
-    /// recall@1, 12 px lost true matches (docs/verification.md).
-    pub const DEFAULT_RESIDUAL: f64 = 15.0;
-
-    /// The delf-rs default: the reference's matching (distance <= 0.8) and RANSAC (affine, 1000 trials) with a
-    /// [`VerifyConfig::DEFAULT_RESIDUAL`] inlier residual, plus a ratio test at [`VerifyConfig::DEFAULT_RATIO`],
-    /// one-to-one correspondences, model bounds and scale consistency.
+    /// The delf-rs default: the reference's matching (distance <= 0.8) and RANSAC (affine, 20 px, 1000 trials),
+    /// plus a ratio test at [`VerifyConfig::DEFAULT_RATIO`], one-to-one correspondences and model bounds.
     pub fn robust() -> Self {
         Self {
             matching: MatchConfig { ratio: Some(Self::DEFAULT_RATIO), ..MatchConfig::default() },
             one_to_one: true,
-            ransac: RansacConfig {
-                residual_threshold: Self::DEFAULT_RESIDUAL,
-                scale_tolerance: Some(Self::DEFAULT_SCALE_TOLERANCE),
-                ..RansacConfig::default()
-            },
+            ransac: RansacConfig { scale_tolerance: Some(Self::DEFAULT_SCALE_TOLERANCE), ..RansacConfig::default() },
             ..Self::default()
         }
     }
