@@ -75,20 +75,20 @@ impl InlierTest<'_> {
         if r2.is_nan() {
             return true;
         }
-        let det = det.unwrap_or_else(|| {
-            let [[a, b], [c, d]] = model.jacobian(p);
-            (a * d - b * c).abs()
-        });
+        let det = det.unwrap_or_else(|| abs_det(model.jacobian(p)));
         r2 <= det * self.factor && r2 * self.factor >= det
     }
 }
 
+/// `|det J|`: the area scale of a model's linear part (its linear scale change squared).
+fn abs_det([[a, b], [c, d]]: [[f64; 2]; 2]) -> f64 {
+    (a * d - b * c).abs()
+}
+
 /// Inliers of `model` written into `mask`; returns their count.
 fn score<M: GeometricModel>(model: &M, src: &[Point], dst: &[Point], test: InlierTest, mask: &mut [bool]) -> usize {
-    let det = M::UNIFORM_JACOBIAN.then(|| {
-        let [[a, b], [c, d]] = model.jacobian(Point::default());
-        (a * d - b * c).abs()
-    });
+    // Needed only with scale ratios; computed once per model where the Jacobian is the same everywhere.
+    let det = (M::UNIFORM_JACOBIAN && !test.ratio2.is_empty()).then(|| abs_det(model.jacobian(Point::default())));
     let mut n = 0;
     for (i, ((p, q), m)) in src.iter().zip(dst).zip(mask.iter_mut()).enumerate() {
         *m = model.residual2(*p, *q) <= test.t2 && (test.ratio2.is_empty() || test.scale_agrees(model, i, *p, det));
