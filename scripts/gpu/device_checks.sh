@@ -5,9 +5,11 @@
 #   carry: target-cuda/delf, .cache/delf/models, .cache/delf/data
 # It points LD_LIBRARY_PATH at the machine's preinstalled PyTorch (torch/lib + nvidia/*/lib), checks the device,
 # and runs the extraction benchmark on CUDA (fp32 and fp16 autocast) and on the CPU cores for comparison.
-# SKIP_EXTRACT=1 / SKIP_HALF=1 / SKIP_CPU=1 leave those parts out; BATCH=N (default 8) sets the batched
-# comparison; QUICKSTART=1 adds the quickstart (index + search) on CUDA; BATCH_JOB=1 adds a batch extraction job
-# (`delf extract --list`, scripts/bench_batch_extract.sh) on CUDA.
+# SKIP_EXTRACT=1 / SKIP_HALF=1 (fp16 and bf16) / SKIP_FP16=1 / SKIP_CPU=1 leave those parts out; BATCH=N
+# (default 8) sets the batched comparison; QUICKSTART=1 adds the quickstart (index + search) on CUDA; BATCH_JOB=1 adds a batch extraction job
+# (`delf extract --list`, scripts/bench_batch_extract.sh) on CUDA; VIEWS=1 adds the robustness benchmark
+# (`delf eval views --seed 1 --device cuda --python none`: the default query, rotated passes included, extracted on
+# the GPU; needs .cache/delf/data/views-photos carried too), its answers saved as $OUT/views-answers.jsonl.
 # Output: $OUT/device-report.md (or stdout when OUT is unset).
 set -euo pipefail
 BIN=${BIN:-target-cuda/delf}
@@ -22,11 +24,18 @@ report() { if [[ -n "$OUT" ]]; then tee -a "$OUT/device-report.md"; else cat; fi
   echo "# device checks $(date -u +%FT%TZ)"
   echo; echo '```'; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; echo '```'
   echo; echo "## doctor (cuda)"; echo '```'; "$BIN" doctor --device cuda 2>&1; echo '```'
+  if [[ ${VIEWS:-0} == 1 ]]; then
+    echo; echo "## robustness benchmark (delf eval views --seed 1), extraction on cuda"; echo '```'
+    VIEWS_OUT=$(mktemp -d)
+    (time "$BIN" -q eval views --seed 1 --device cuda --python none --out "$VIEWS_OUT") 2>&1 || echo "eval views failed: $?"
+    if [[ -n "$OUT" ]]; then cp "$VIEWS_OUT/answers-delf.jsonl" "$OUT/views-answers.jsonl" || true; fi
+    echo '```'
+  fi
   if [[ ${SKIP_EXTRACT:-0} != 1 ]]; then
   echo; echo "## bench extract, cuda fp32"; "$BIN" bench extract --device cuda --sizes 512,1024 --runs 3 --decode-threads 8 --batch "${BATCH:-8}" 2>&1
   if [[ ${SKIP_HALF:-0} != 1 ]]; then
     # libtorch prints a deprecation warning per autocast toggle (tch uses the old API); keep the report readable.
-    echo; echo "## bench extract, cuda fp16 autocast"; "$BIN" bench extract --device cuda --precision fp16 --sizes 512,1024 --runs 3 --decode-threads 8 2>&1 | grep -v 'autocast_mode.h'
+    [[ ${SKIP_FP16:-0} == 1 ]] || { echo; echo "## bench extract, cuda fp16 autocast"; "$BIN" bench extract --device cuda --precision fp16 --sizes 512,1024 --runs 3 --decode-threads 8 2>&1 | grep -v 'autocast_mode.h'; }
     echo; echo "## bench extract, cuda bf16 (weights and activations)"; "$BIN" bench extract --device cuda --precision bf16 --sizes 512,1024 --runs 3 --decode-threads 8 --batch "${BATCH:-8}" 2>&1
   fi
   fi
