@@ -7,17 +7,27 @@
 //! pages and the kernel zero-fills them one 4 KiB fault at a time: on the 2-core development machine, half of the
 //! extraction time was system time (docs/benchmarks.md, "Extraction: the C allocator").
 //!
-//! [`tune_for_tensors`] raises the mmap threshold and the heap trim threshold to 1 GiB, so freed tensor memory stays
-//! in the process and is reused by the next layer. The cost is memory: the heap keeps up to 1 GiB of free space
-//! instead of returning it, so the peak resident size of extraction grows (measured: 3.3 -> 4.4 GiB at 1024 px).
+//! [`tune_for_tensors`] raises the mmap threshold to 1 GiB and turns heap trimming off, so freed tensor memory stays
+//! in the process and is reused by the next layer. The cost is memory: the heap keeps what the largest pyramid level
+//! needed instead of returning it, so the resident size of an extracting process stays at its peak (measured: 3.3
+//! -> 4.4 GiB at 1024 px). A trim threshold of 1 GiB (the setting before 2026-12-04) still gave the top of the heap
+//! back after each large level and faulted it in again for the next photo, which costs most where a page fault is
+//! slow, as in virtual machines (docs/benchmarks.md, "Extraction: the C allocator").
+//!
+//! It also limits glibc to one arena. A thread other than `main` allocates from its own arena, whose heaps are at
+//! most 64 MiB each; a larger block cannot come from such a heap and is mapped fresh whatever the threshold says.
+//! Extraction runs off the main thread in the index build, the cluster worker and `delf serve`, so without this
+//! their large tensors faulted in fresh pages again: on the 2-core development machine `delf index build` spent
+//! more system time than user time (docs/benchmarks.md, "Extraction: the C allocator"). The cost is one lock for
+//! every thread's `malloc`.
 
-/// Both glibc thresholds (bytes) set by [`tune_for_tensors`].
+/// glibc's mmap threshold (bytes) set by [`tune_for_tensors`].
 pub const THRESHOLD_BYTES: i32 = 1 << 30;
 
 /// What [`tune_for_tensors`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AllocatorTuning {
-    /// The mmap and trim thresholds were raised to [`THRESHOLD_BYTES`].
+    /// The mmap threshold was raised to [`THRESHOLD_BYTES`], trimming turned off, and glibc keeps one arena.
     Raised,
     /// Left alone: `GLIBC_TUNABLES` names a `glibc.malloc` setting, which is the operator's choice.
     LeftToTunables,
@@ -27,7 +37,8 @@ pub enum AllocatorTuning {
     Refused,
 }
 
-/// Raises glibc's mmap and trim thresholds for tensor-heavy work; call once, early in `main`, before threads start.
+/// Raises glibc's mmap threshold, turns heap trimming off and keeps one arena, for tensor-heavy work; call once,
+/// early in `main`, before threads start.
 /// Does nothing when `GLIBC_TUNABLES` sets any `glibc.malloc` tunable or on other C libraries.
 pub fn tune_for_tensors() -> AllocatorTuning {
     if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.")) {
@@ -39,11 +50,13 @@ pub fn tune_for_tensors() -> AllocatorTuning {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn raise() -> AllocatorTuning {
     // SAFETY: mallopt only changes glibc's allocator parameters; it is documented as safe to call at any time, and
-    // these two take effect for later allocations only.
+    // these take effect for later allocations only (the arena limit for threads that have not allocated yet).
     #[allow(unsafe_code)]
     let ok = unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD_BYTES) == 1
-            && libc::mallopt(libc::M_TRIM_THRESHOLD, THRESHOLD_BYTES) == 1
+            // -1: never trim (mallopt(3)).
+            && libc::mallopt(libc::M_TRIM_THRESHOLD, -1) == 1
+            && libc::mallopt(libc::M_ARENA_MAX, 1) == 1
     };
     if ok { AllocatorTuning::Raised } else { AllocatorTuning::Refused }
 }
