@@ -4,12 +4,13 @@
 # then run this script on the device with the binary, the Lite0 weights and the photos carried:
 #   carry: target-cuda/delf, .cache/delf/models, .cache/delf/data
 # It points LD_LIBRARY_PATH at the machine's preinstalled PyTorch (torch/lib + nvidia/*/lib), checks the device,
-# and runs the extraction benchmark on CUDA (fp32 and fp16 autocast) and on the CPU cores for comparison.
+# and runs the extraction benchmark on CUDA (fp32, fp16 autocast, bf16) and on the CPU cores for comparison.
 # SKIP_EXTRACT=1 / SKIP_HALF=1 (fp16 and bf16) / SKIP_FP16=1 / SKIP_CPU=1 leave those parts out; BATCH=N
-# (default 8) sets the batched comparison; QUICKSTART=1 adds the quickstart (index + search) on CUDA; BATCH_JOB=1 adds a batch extraction job
-# (`delf extract --list`, scripts/bench_batch_extract.sh) on CUDA; VIEWS=1 adds the robustness benchmark
-# (`delf eval views --seed 1 --device cuda --python none`: the default query, rotated passes included, extracted on
-# the GPU; needs .cache/delf/data/views-photos carried too), its answers saved as $OUT/views-answers.jsonl.
+# (default 8) sets the batched comparison; QUICKSTART=1 adds the quickstart (index + search) on CUDA; BATCH_JOB=1
+# adds a batch extraction job (`delf extract --list`, scripts/bench_batch_extract.sh) on CUDA; VIEWS=1 adds the
+# robustness benchmark (`delf eval views --seed 1 --device cuda --python none`: the default query, rotated passes
+# included, extracted on the GPU; needs .cache/delf/data/views-photos carried too), its answers saved as
+# $OUT/views-answers.jsonl.
 # Output: $OUT/device-report.md (or stdout when OUT is unset).
 set -euo pipefail
 BIN=${BIN:-target-cuda/delf}

@@ -16,10 +16,10 @@
 //!
 //! It also limits glibc to one arena. A thread other than `main` allocates from its own arena, whose heaps are at
 //! most 64 MiB each; a larger block cannot come from such a heap and is mapped fresh whatever the threshold says.
-//! Extraction runs off the main thread in the index build, the cluster worker and `delf serve`, so without this
-//! their large tensors faulted in fresh pages again: on the 2-core development machine `delf index build` spent
-//! more system time than user time (docs/benchmarks.md, "Extraction: the C allocator"). The cost is one lock for
-//! every thread's `malloc`.
+//! Extraction runs off the main thread in the index build, the cluster worker and `delf serve`, where this follows
+//! from glibc's design; its effect alone was not measured (`delf index build` did not move measurably with both
+//! changes, docs/benchmarks.md, "Trimming off, one arena"). The cost is one lock for every thread's `malloc`, also
+//! not measured under load.
 
 /// glibc's mmap threshold (bytes) set by [`tune_for_tensors`].
 pub const THRESHOLD_BYTES: i32 = 1 << 30;
