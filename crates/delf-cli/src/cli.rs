@@ -681,6 +681,14 @@ pub enum ClusterCommand {
         /// Version name.
         version: String,
     },
+    /// Sets an operator's label kept with the cluster's metadata (`delf cluster meta --json` shows them); an empty
+    /// value removes it.
+    Label {
+        /// Label key.
+        key: String,
+        /// Value (empty removes the label).
+        value: String,
+    },
     /// Evens out shards per index node (e.g. after adding nodes): replicas move from the most to the least loaded
     /// nodes, each loaded on its new node before the old one lets it go.
     Rebalance {

@@ -51,6 +51,17 @@ impl MetaState {
                 let done = crate::assign::finish_moves(self, node);
                 Applied::Ok(format!("node {node} serves {} shards{done}", loaded.len()))
             }
+            Command::SetLabel { key, value } => {
+                if key.is_empty() {
+                    return refused("a label needs a key");
+                }
+                if value.is_empty() {
+                    self.labels.remove(key);
+                    return Applied::Ok(format!("label {key} removed"));
+                }
+                self.labels.insert(key.clone(), value.clone());
+                Applied::Ok(format!("label {key} = {value}"))
+            }
             Command::Rebalance {} => {
                 let planned = crate::assign::plan_moves(self);
                 if planned.is_empty() {
@@ -162,6 +173,21 @@ mod tests {
             let loaded = state.assignments_of(&node).into_iter().map(|(v, s, _)| (v, s)).collect();
             state.apply(&Command::ReportLoaded { node, loaded });
         }
+    }
+
+    #[test]
+    fn labels_are_set_replaced_and_removed() {
+        let mut s = MetaState::default();
+        let set = |k: &str, v: &str| Command::SetLabel { key: k.into(), value: v.into() };
+        assert!(matches!(s.apply(&set("", "x")), Applied::Refused(_)));
+        s.apply(&set("on-call", "ana"));
+        s.apply(&set("on-call", "bo"));
+        assert_eq!(s.labels.get("on-call").map(String::as_str), Some("bo"));
+        s.apply(&set("on-call", ""));
+        assert!(s.labels.is_empty());
+        // A state serialised before labels existed still reads.
+        let old = r#"{"coordinators":{},"nodes":{},"versions":{},"active":{}}"#;
+        assert_eq!(serde_json::from_str::<MetaState>(old).unwrap(), MetaState::default());
     }
 
     #[test]

@@ -148,6 +148,15 @@ pub enum Command {
     /// then): replicas move from the most to the least loaded nodes, each loaded on its new node before it is
     /// unassigned from the old one.
     Rebalance {},
+    /// Sets (or, with an empty value, removes) an operator's label: a free-form key/value note kept with the
+    /// cluster's metadata (who is on call, the reason for a freeze). Also the cheapest write there is, which is
+    /// why `delf bench chaos` writes labels to check that no acknowledged write is lost.
+    SetLabel {
+        /// Label key (not empty).
+        key: String,
+        /// Value; empty removes the label.
+        value: String,
+    },
 }
 
 /// What applying a command said.
@@ -170,6 +179,9 @@ pub struct MetaState {
     pub versions: BTreeMap<String, IndexVersion>,
     /// Index name -> its active version.
     pub active: BTreeMap<String, String>,
+    /// Operators' labels ([`Command::SetLabel`]); absent from snapshots written before labels existed.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl MetaState {

@@ -1,4 +1,4 @@
-//! `delf cluster meta|register|activate|retire|members`: administration of a Raft-managed cluster
+//! `delf cluster meta|register|activate|retire|label|rebalance|members`: administration of a Raft-managed cluster
 //! (docs/cluster-metadata.md) through any coordinator (followers forward to the leader), authenticated with the
 //! cluster's token / mTLS like every other call.
 
@@ -190,6 +190,11 @@ pub fn run(command: &ClusterCommand, config: &Config) -> Result<()> {
         }
         ClusterCommand::Retire { version } => {
             let (at, applied) = propose(Command::Retire { version: version.clone() })?;
+            print_applied(at, &applied);
+            Ok(())
+        }
+        ClusterCommand::Label { key, value } => {
+            let (at, applied) = propose(Command::SetLabel { key: key.clone(), value: value.clone() })?;
             print_applied(at, &applied);
             Ok(())
         }
