@@ -937,7 +937,11 @@ impl Inner {
         };
         let mut query = self.query_features(&routing, r.query, &request_id, deadline).await?;
         let mut extract_ms = started.elapsed().as_secs_f64() * 1e3;
-        let mut response = pb::SearchResponse { request_id: request_id.clone(), ..Default::default() };
+        let mut response = pb::SearchResponse {
+            request_id: request_id.clone(),
+            version: routing.version.clone(),
+            ..Default::default()
+        };
         let (mut ann, mut verify) = (Duration::ZERO, Duration::ZERO);
         let mut gathered = Gathered::default();
         let mut outcome = None;

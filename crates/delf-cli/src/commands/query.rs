@@ -126,6 +126,7 @@ fn json_line(query: &Path, r: &pb::SearchResponse) -> serde_json::Value {
     serde_json::json!({
         "query": query,
         "request_id": r.request_id,
+        "version": r.version,
         "results": results,
         "verified": r.verified,
         "degraded": r.degraded,
