@@ -123,6 +123,30 @@ pub enum BenchCommand {
     /// The real descriptor set of the index benchmarks: the setup's photos and seeded hard views of them, extracted,
     /// reduced, queries held out, the nearest-neighbour distance curve and its calibrated expansion.
     Vectors(BenchVectorsArgs),
+    /// A bounded chaos run: real processes (3 Raft coordinators, 2 shards x 2 replicas, 2 workers) answer queries on
+    /// real photos while a seeded schedule kills, stops and restarts them; counts wrong answers and lost writes.
+    Chaos(BenchChaosArgs),
+}
+
+/// `delf bench chaos`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchChaosArgs {
+    /// Seconds of queries, writes and faults (the setup before and the checks after are not counted).
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// Seed of the fault schedule.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Queries in flight at once.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Folder for the indexes, configuration, Raft folders and every process's log (default: a temporary one,
+    /// removed at the end).
+    #[arg(long)]
+    pub work: Option<PathBuf>,
+    /// One JSON object on stdout instead of the summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `delf bench cluster`.

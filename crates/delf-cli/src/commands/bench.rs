@@ -23,6 +23,7 @@ pub fn run(command: &BenchCommand, config: &Config) -> Result<()> {
         BenchCommand::Vectors(args) => crate::commands::bench_vectors::run(args, config),
         BenchCommand::Extract(args) => crate::commands::bench_extract::run(args, config),
         BenchCommand::Cluster(args) => crate::commands::bench_cluster::run(args, config),
+        BenchCommand::Chaos(args) => crate::commands::bench_chaos::run(args, config),
     }
 }
 

@@ -2,10 +2,13 @@
 
 pub mod batch_extract;
 pub mod bench;
+pub mod bench_chaos;
 pub mod bench_cluster;
 pub mod bench_extract;
 pub mod bench_index;
 pub mod bench_vectors;
+pub mod chaos_cluster;
+pub mod chaos_schedule;
 pub mod cluster_admin;
 pub mod doctor;
 pub mod eval;
