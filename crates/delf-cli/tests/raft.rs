@@ -422,10 +422,10 @@ fn index_versions_switch_under_load_while_a_coordinator_and_an_index_node_die() 
     assert!((0..3).all(|shard| s.ready_replicas("v2", shard).len() == 2), "{:?}", s.versions["v2"]);
     // A coordinator's gauges say the same: no move pending, one node down (node1), one leader among them.
     let follower_id = *g.addrs.iter().find(|(_, a)| **a == follower).unwrap().0;
-    let gauge = |id: u64, line: &str| scrape(&g.metrics[&id]).lines().any(|l| l == line);
+    let gauge = |id: u64, series: &str, value: f64| common::metric(&scrape(&g.metrics[&id]), series) == Some(value);
     wait_for("the metadata gauges", Duration::from_secs(10), || {
-        gauge(follower_id, "delf_meta_moves_pending 0") && gauge(follower_id, "delf_meta_nodes_down 1")
+        gauge(follower_id, "delf_meta_moves_pending", 0.0) && gauge(follower_id, "delf_meta_nodes_down", 1.0)
     });
-    let leaders = g.running().into_iter().filter(|&id| gauge(id, "delf_raft_leader 1")).count();
+    let leaders = g.running().into_iter().filter(|&id| gauge(id, "delf_raft_leader", 1.0)).count();
     assert_eq!(leaders, 1);
 }

@@ -1,14 +1,19 @@
 //! Prometheus metrics of a role, served as text on `GET /metrics` (`delf serve ... --metrics-listen HOST:PORT`):
 //! calls by method and status code, call latency histograms, shard load state and size, work in flight on
-//! workers, replica failovers, worker retries and degraded answers on the coordinator. A small registry of its own
-//! (counters, gauges, fixed-bucket histograms) in the Prometheus text format, so no metrics framework is needed.
+//! workers, replica failovers, worker retries and degraded answers on the coordinator. The registry, the metric
+//! types and the text format (Prometheus 0.0.4) are `prometheus-client`'s; the endpoint is a hyper HTTP/1.1
+//! server. Metrics are named where they are recorded and registered on first use.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::error::RpcError;
 
@@ -16,80 +21,107 @@ use crate::error::RpcError;
 pub const LATENCY_BUCKETS: [f64; 14] =
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-type Key = (&'static str, String);
+/// Label pairs in the order given.
+type Labels = Vec<(String, String)>;
+type Counters = Family<Labels, Counter<f64, AtomicU64>>;
+type Gauges = Family<Labels, Gauge<f64, AtomicU64>>;
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 
-#[derive(Default)]
-struct Histogram {
-    buckets: [u64; LATENCY_BUCKETS.len()],
-    count: u64,
-    sum: f64,
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// One registered metric family.
+#[derive(Clone)]
+enum Metric {
+    Counter(Counters),
+    Gauge(Gauges),
+    Histogram(Histograms),
 }
 
 #[derive(Default)]
-struct Registry {
-    counters: BTreeMap<Key, f64>,
-    gauges: BTreeMap<Key, f64>,
-    histograms: BTreeMap<Key, Histogram>,
-    help: BTreeMap<&'static str, (&'static str, &'static str)>,
+struct Metrics {
+    registry: Registry,
+    families: HashMap<&'static str, Metric>,
 }
 
-fn registry() -> &'static Mutex<Registry> {
-    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
-    R.get_or_init(Mutex::default)
+fn metrics() -> &'static Mutex<Metrics> {
+    static M: OnceLock<Mutex<Metrics>> = OnceLock::new();
+    M.get_or_init(Mutex::default)
 }
 
-fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
-    let mut r = registry().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    f(&mut r)
+/// The family named `name`, registered with `make` on first use; None (and a warning) if the name is taken by a
+/// metric of another kind.
+fn family(name: &'static str, help: &'static str, make: fn() -> Metric, same: fn(&Metric) -> bool) -> Option<Metric> {
+    let mut m = metrics().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(f) = m.families.get(name) {
+        return if same(f) {
+            Some(f.clone())
+        } else {
+            tracing::warn!(name, "a metric of another kind has this name; not recorded");
+            None
+        };
+    }
+    let f = make();
+    // The text encoder adds `_total` to counters.
+    let registered = match &f {
+        Metric::Counter(c) => {
+            m.registry.register(name.strip_suffix("_total").unwrap_or(name), help, c.clone());
+            name
+        }
+        Metric::Gauge(g) => {
+            m.registry.register(name, help, g.clone());
+            name
+        }
+        Metric::Histogram(h) => {
+            m.registry.register(name, help, h.clone());
+            name
+        }
+    };
+    m.families.insert(registered, f.clone());
+    Some(f)
 }
 
-/// `a="x",b="y"` from label pairs (values escaped).
-fn labels(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
-        .collect::<Vec<_>>()
-        .join(",")
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect()
+}
+
+fn gauge(name: &'static str, help: &'static str) -> Option<Gauges> {
+    match family(name, help, || Metric::Gauge(Gauges::default()), |m| matches!(m, Metric::Gauge(_)))? {
+        Metric::Gauge(g) => Some(g),
+        _ => None,
+    }
 }
 
 /// Adds `by` to a counter.
 pub fn count(name: &'static str, help: &'static str, pairs: &[(&str, &str)], by: f64) {
-    with(|r| {
-        r.help.entry(name).or_insert((help, "counter"));
-        *r.counters.entry((name, labels(pairs))).or_default() += by;
-    });
+    if let Some(Metric::Counter(c)) =
+        family(name, help, || Metric::Counter(Counters::default()), |m| matches!(m, Metric::Counter(_)))
+    {
+        c.get_or_create(&labels(pairs)).inc_by(by);
+    }
 }
 
 /// Sets a gauge.
 pub fn set(name: &'static str, help: &'static str, pairs: &[(&str, &str)], value: f64) {
-    with(|r| {
-        r.help.entry(name).or_insert((help, "gauge"));
-        r.gauges.insert((name, labels(pairs)), value);
-    });
+    if let Some(g) = gauge(name, help) {
+        g.get_or_create(&labels(pairs)).set(value);
+    }
 }
 
 /// Adds `by` (possibly negative) to a gauge.
 pub fn add(name: &'static str, help: &'static str, pairs: &[(&str, &str)], by: f64) {
-    with(|r| {
-        r.help.entry(name).or_insert((help, "gauge"));
-        *r.gauges.entry((name, labels(pairs))).or_default() += by;
-    });
+    if let Some(g) = gauge(name, help) {
+        g.get_or_create(&labels(pairs)).inc_by(by);
+    }
 }
 
 /// Records a latency.
 pub fn observe(name: &'static str, help: &'static str, pairs: &[(&str, &str)], d: Duration) {
-    let s = d.as_secs_f64();
-    with(|r| {
-        r.help.entry(name).or_insert((help, "histogram"));
-        let h = r.histograms.entry((name, labels(pairs))).or_default();
-        for (b, upper) in h.buckets.iter_mut().zip(LATENCY_BUCKETS) {
-            if s <= upper {
-                *b += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += s;
-    });
+    let make = || Metric::Histogram(Histograms::new_with_constructor(latency_histogram as fn() -> Histogram));
+    if let Some(Metric::Histogram(h)) = family(name, help, make, |m| matches!(m, Metric::Histogram(_))) {
+        h.get_or_create(&labels(pairs)).observe(d.as_secs_f64());
+    }
 }
 
 /// One finished gRPC call of `role`: its count by status code and its latency.
@@ -114,42 +146,14 @@ pub fn code_of<T>(r: &Result<T, tonic::Status>) -> tonic::Code {
     r.as_ref().map_or_else(tonic::Status::code, |_| tonic::Code::Ok)
 }
 
-fn braces(labels: &str) -> String {
-    if labels.is_empty() { String::new() } else { format!("{{{labels}}}") }
-}
-
 /// Everything in the Prometheus text exposition format (version 0.0.4).
 pub fn render() -> String {
-    with(|r| {
-        let mut out = String::new();
-        let header = |out: &mut String, name: &'static str| {
-            if let Some((help, kind)) = r.help.get(name) {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            }
-        };
-        let mut last = "";
-        for ((name, l), v) in r.counters.iter().chain(r.gauges.iter()) {
-            if *name != last {
-                header(&mut out, name);
-                last = name;
-            }
-            let _ = writeln!(out, "{name}{} {v}", braces(l));
-        }
-        for ((name, l), h) in &r.histograms {
-            if *name != last {
-                header(&mut out, name);
-                last = name;
-            }
-            let sep = if l.is_empty() { "" } else { "," };
-            for (b, upper) in h.buckets.iter().zip(LATENCY_BUCKETS) {
-                let _ = writeln!(out, "{name}_bucket{{{l}{sep}le=\"{upper}\"}} {b}");
-            }
-            let _ = writeln!(out, "{name}_bucket{{{l}{sep}le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "{name}_sum{} {}", braces(l), h.sum);
-            let _ = writeln!(out, "{name}_count{} {}", braces(l), h.count);
-        }
-        out
-    })
+    let m = metrics().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &m.registry) {
+        tracing::warn!(error = %e, "encoding the metrics failed");
+    }
+    out
 }
 
 /// Binds the metrics endpoint (so a taken port fails the role's start, not silently later).
@@ -161,39 +165,37 @@ pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, RpcError> {
     Ok(listener)
 }
 
-/// Serves `GET /metrics` over plain HTTP/1.1 until the process stops (one request per connection; anything else
-/// gets 404; a request that does not arrive within 5 s is dropped).
+/// The answer to one HTTP request: the metrics for `GET /metrics`, 404 for anything else.
+async fn answer(
+    request: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+    let (status, content_type, body) = if request.method() == hyper::Method::GET && request.uri().path() == "/metrics" {
+        (hyper::StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", render())
+    } else {
+        (hyper::StatusCode::NOT_FOUND, "text/plain", "only GET /metrics is served here\n".to_string())
+    };
+    let mut response = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    Ok(response)
+}
+
+/// Serves `GET /metrics` over HTTP/1.1 (hyper) until the process stops, one request per connection; anything else
+/// gets 404; a connection whose request does not arrive within 5 s is dropped.
 pub async fn run(listener: tokio::net::TcpListener) {
     loop {
-        let Ok((mut socket, _)) = listener.accept().await else { continue };
+        let Ok((socket, _)) = listener.accept().await else { continue };
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 8192];
-            let mut len = 0;
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while len < buf.len() {
-                    let n = socket.read(&mut buf[len..]).await?;
-                    if n == 0 {
-                        break;
-                    }
-                    len += n;
-                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                Ok::<_, std::io::Error>(())
-            })
-            .await;
-            if !matches!(read, Ok(Ok(()))) {
-                return;
+            let io = hyper_util::rt::TokioIo::new(socket);
+            // One request per connection (a scrape is one), closed after the answer.
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .serve_connection(io, hyper::service::service_fn(answer));
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "metrics connection");
             }
-            let head = String::from_utf8_lossy(&buf[..len]);
-            let (status, body) = match head.split_whitespace().take(2).collect::<Vec<_>>().as_slice() {
-                ["GET", "/metrics"] => ("200 OK", render()),
-                _ => ("404 Not Found", "only GET /metrics is served here\n".to_string()),
-            };
-            let headers = "Content-Type: text/plain; version=0.0.4\r\nConnection: close";
-            let response = format!("HTTP/1.1 {status}\r\n{headers}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-            let _ = socket.write_all(response.as_bytes()).await;
         });
     }
 }
@@ -206,14 +208,42 @@ mod tests {
     fn the_text_format_has_help_type_buckets_sum_and_count() {
         count("delf_test_total", "a test counter", &[("role", "x"), ("code", "Ok")], 2.0);
         set("delf_test_ready", "a test gauge", &[("shard", "3")], 1.0);
+        add("delf_test_ready", "a test gauge", &[("shard", "3")], 2.0);
         observe("delf_test_seconds", "a test histogram", &[("method", "Search")], Duration::from_millis(30));
+        // A name taken by another kind is not recorded (and does not break the others).
+        count("delf_test_ready", "not a counter", &[], 1.0);
         let text = render();
-        assert!(text.contains("# TYPE delf_test_total counter\ndelf_test_total{role=\"x\",code=\"Ok\"} 2"), "{text}");
-        assert!(text.contains("# TYPE delf_test_ready gauge\ndelf_test_ready{shard=\"3\"} 1"), "{text}");
+        assert!(
+            text.contains("# TYPE delf_test_total counter\ndelf_test_total{role=\"x\",code=\"Ok\"} 2.0\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE delf_test_ready gauge\ndelf_test_ready{shard=\"3\"} 3.0\n"), "{text}");
         assert!(text.contains("delf_test_seconds_bucket{method=\"Search\",le=\"0.025\"} 0"), "{text}");
         assert!(text.contains("delf_test_seconds_bucket{method=\"Search\",le=\"0.05\"} 1"), "{text}");
         assert!(text.contains("delf_test_seconds_bucket{method=\"Search\",le=\"+Inf\"} 1"), "{text}");
         assert!(text.contains("delf_test_seconds_count{method=\"Search\"} 1"), "{text}");
-        assert_eq!(labels(&[("a", "q\"uote")]), "a=\"q\\\"uote\"");
+        count("delf_test_quotes_total", "escaping", &[("a", "q\"uote")], 1.0);
+        assert!(render().contains("delf_test_quotes_total{a=\"q\\\"uote\"} 1.0\n"), "{}", render());
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_serves_get_metrics_and_nothing_else() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        count("delf_test_served_total", "served", &[], 1.0);
+        let listener = bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(run(listener));
+        let get = |path: &'static str| async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            // No `Connection: close`: the server closes after one answer anyway, as scrapers expect.
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            s.write_all(request.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let ok = get("/metrics").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK") && ok.contains("delf_test_served_total 1.0\n"), "{ok}");
+        assert!(get("/other").await.starts_with("HTTP/1.1 404"));
     }
 }

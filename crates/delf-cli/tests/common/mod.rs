@@ -117,3 +117,8 @@ pub fn scrape(addr: &str) -> String {
     assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
     out
 }
+
+/// The value of one series (`name` or `name{labels}`, exactly as exposed) in a Prometheus text scrape.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
