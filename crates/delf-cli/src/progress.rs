@@ -1,14 +1,16 @@
-//! Stage progress: a bar redrawn in place on a terminal, plain log lines (every 10 %) otherwise.
+//! Stage progress: an `indicatif` bar redrawn in place on a terminal, plain log lines (every 10 %) otherwise.
 
-use std::io::{IsTerminal, Write};
 use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Progress of one stage.
 pub struct Progress {
     stage: &'static str,
     total: usize,
     done: usize,
-    tty: bool,
+    /// Hidden (draws nothing) when stderr is not a terminal.
+    bar: ProgressBar,
     next_log: usize,
     started: Instant,
 }
@@ -16,34 +18,22 @@ pub struct Progress {
 impl Progress {
     /// Starts a stage of `total` steps.
     pub fn new(stage: &'static str, total: usize) -> Self {
-        let tty = std::io::stderr().is_terminal();
         tracing::info!(stage, total, "started");
-        Self { stage, total, done: 0, tty, next_log: 1, started: Instant::now() }
+        let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template("{msg:<10} [{bar:30}] {pos}/{len} {eta} left") {
+            bar.set_style(style.progress_chars("#> "));
+        }
+        bar.set_message(stage);
+        Self { stage, total, done: 0, bar, next_log: 1, started: Instant::now() }
     }
 
     /// One more step done.
     pub fn inc(&mut self) {
         self.done += 1;
-        let elapsed = self.started.elapsed().as_secs_f64();
-        let eta = if self.done > 0 {
-            elapsed / self.done as f64 * (self.total - self.done.min(self.total)) as f64
-        } else {
-            0.0
-        };
-        if self.tty {
-            let width = 30;
-            let filled = (self.done * width).checked_div(self.total).unwrap_or(width).min(width);
-            eprint!(
-                "\r{:<10} [{}{}] {}/{} {:.0}s left   ",
-                self.stage,
-                "#".repeat(filled),
-                " ".repeat(width - filled),
-                self.done,
-                self.total,
-                eta
-            );
-            std::io::stderr().flush().ok();
-        } else if self.done * 10 >= self.next_log * self.total {
+        self.bar.inc(1);
+        if self.bar.is_hidden() && self.done * 10 >= self.next_log * self.total {
+            let elapsed = self.started.elapsed().as_secs_f64();
+            let eta = elapsed / self.done as f64 * (self.total - self.done.min(self.total)) as f64;
             tracing::info!(stage = self.stage, done = self.done, total = self.total, eta_s = eta.round(), "progress");
             self.next_log = (self.done * 10 / self.total.max(1)) + 1;
         }
@@ -52,7 +42,9 @@ impl Progress {
     /// Ends the stage; returns its duration in seconds.
     pub fn finish(self) -> f64 {
         let secs = self.started.elapsed().as_secs_f64();
-        if self.tty {
+        self.bar.finish();
+        if !self.bar.is_hidden() {
+            // Log lines after it start on a line of their own.
             eprintln!();
         }
         tracing::info!(stage = self.stage, done = self.done, secs, "finished");
