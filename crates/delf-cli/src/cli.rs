@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use delf_build::options::{DEFAULT_PCA_DIM, DEFAULT_PCA_SAMPLE};
-use delf_index::DEFAULT_NPROBE;
+use delf_index::{DEFAULT_K, DEFAULT_NPROBE};
 
 const AFTER_HELP: &str = "\
 Configuration: defaults < config file (--config / DELF_CONFIG) < environment (DELF_HOME, DELF_DEVICE,
@@ -180,7 +180,7 @@ pub struct BenchClusterArgs {
     #[arg(long, default_value_t = DEFAULT_NPROBE)]
     pub nprobe: usize,
     /// Neighbours per query descriptor.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = DEFAULT_K)]
     pub k: usize,
     /// One JSON object per configuration and line on stdout instead of the table.
     #[arg(long)]
@@ -204,7 +204,7 @@ pub struct BenchIndexArgs {
     #[arg(long, default_value_t = DEFAULT_NPROBE)]
     pub nprobe: usize,
     /// Neighbours per query descriptor.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = DEFAULT_K)]
     pub k: usize,
     /// Query descriptors, searched as one batch (a query image has about 1000).
     #[arg(long, default_value_t = 1000)]

@@ -34,6 +34,6 @@ pub use search::{exact_search, search, search_probed};
 pub use shard::{ImageEntry, NewImage, Shard, ShardInfo, scale_code, scale_of_code};
 pub use shard_cut::{Cut, merge_cut_lists, shard_k};
 pub use sharded::ShardedIndex;
-pub use spec::{DEFAULT_NPROBE, IndexSpec, SearchParams};
+pub use spec::{DEFAULT_K, DEFAULT_NPROBE, IndexSpec, SearchParams};
 pub use synthetic::SyntheticDescriptors;
 pub use topk::{Neighbor, merge_neighbor_lists};

@@ -108,9 +108,13 @@ pub struct SearchParams {
 /// manifests, benchmarks and library callers.
 pub const DEFAULT_NPROBE: usize = 16;
 
+/// Neighbours per query descriptor unless told otherwise (the DELF reference's K): the one default of the library,
+/// the CLI and the benchmarks.
+pub const DEFAULT_K: usize = 60;
+
 impl Default for SearchParams {
     fn default() -> Self {
-        Self { k: 60, nprobe: DEFAULT_NPROBE, max_distance: None }
+        Self { k: DEFAULT_K, nprobe: DEFAULT_NPROBE, max_distance: None }
     }
 }
 
