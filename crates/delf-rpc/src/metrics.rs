@@ -64,21 +64,12 @@ fn family(name: &'static str, help: &'static str, make: fn() -> Metric, same: fn
     }
     let f = make();
     // The text encoder adds `_total` to counters.
-    let registered = match &f {
-        Metric::Counter(c) => {
-            m.registry.register(name.strip_suffix("_total").unwrap_or(name), help, c.clone());
-            name
-        }
-        Metric::Gauge(g) => {
-            m.registry.register(name, help, g.clone());
-            name
-        }
-        Metric::Histogram(h) => {
-            m.registry.register(name, help, h.clone());
-            name
-        }
-    };
-    m.families.insert(registered, f.clone());
+    match &f {
+        Metric::Counter(c) => m.registry.register(name.strip_suffix("_total").unwrap_or(name), help, c.clone()),
+        Metric::Gauge(g) => m.registry.register(name, help, g.clone()),
+        Metric::Histogram(h) => m.registry.register(name, help, h.clone()),
+    }
+    m.families.insert(name, f.clone());
     Some(f)
 }
 
