@@ -273,17 +273,16 @@ pub fn run(args: &BenchChaosArgs, config: &Config) -> Result<()> {
         })
     };
 
-    // The fault schedule, with the version switch, a new node and a rebalance in the middle.
+    // The fault schedule, with the version switch and a rebalance in the middle.
     let run = Duration::from_secs(args.seconds);
     let mut rng = SplitMix64(args.seed);
     let mut faulted: Vec<(Target, usize, Instant)> = Vec::new();
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
     let mut next_at = clock + chaos_schedule::next_gap(&mut rng);
     let mut last_index_recovery = clock;
-    let events = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut milestones: Vec<(Duration, &str)> = vec![(run / 3, "switch"), (run * 2 / 3, "rebalance")];
-    milestones.reverse();
-    let mut background: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    // Each milestone runs as a task while the faults go on, and ends with a note for the report.
+    let (mut switch_at, mut rebalance_at) = (Some(run / 3), Some(run * 2 / 3));
+    let mut background: Vec<tokio::task::JoinHandle<String>> = Vec::new();
     while clock.elapsed() < run {
         let now = Instant::now();
         for (target, index, _) in faulted.iter().filter(|f| f.2 <= now) {
@@ -294,34 +293,15 @@ pub fn run(args: &BenchChaosArgs, config: &Config) -> Result<()> {
         }
         faulted.retain(|f| f.2 > now);
         cluster.check_running()?;
-        if milestones.last().is_some_and(|(at, _)| clock.elapsed() >= *at) {
-            let (_, what) = milestones.pop().context("milestone")?;
-            match what {
-                "switch" => {
-                    let (meta, v2, events) = (meta.clone(), v2.clone(), Arc::clone(&events));
-                    let handle = rt.handle().clone();
-                    background.push(std::thread::spawn(move || {
-                        let note = handle.block_on(switch(&meta, "v2", &v2));
-                        if let Ok(mut e) = events.lock() {
-                            e.push(note);
-                        }
-                    }));
-                }
-                _ => {
-                    let (meta, events) = (meta.clone(), Arc::clone(&events));
-                    let handle = rt.handle().clone();
-                    background.push(std::thread::spawn(move || {
-                        let note = match handle.block_on(meta.propose(&Command::Rebalance {})) {
-                            Ok((_, Applied::Ok(n))) => format!("rebalance: {n}"),
-                            Ok((_, Applied::Refused(n))) => format!("rebalance refused: {n}"),
-                            Err(s) => format!("rebalance failed: {}", s.message()),
-                        };
-                        if let Ok(mut e) = events.lock() {
-                            e.push(note);
-                        }
-                    }));
-                }
-            }
+        if switch_at.is_some_and(|at| clock.elapsed() >= at) {
+            switch_at = None;
+            let (meta, v2) = (meta.clone(), v2.clone());
+            background.push(rt.spawn(async move { switch(&meta, "v2", &v2).await }));
+        }
+        if rebalance_at.is_some_and(|at| clock.elapsed() >= at) {
+            rebalance_at = None;
+            let meta = meta.clone();
+            background.push(rt.spawn(async move { rebalance(&meta).await }));
         }
         if now >= next_at {
             next_at = now + chaos_schedule::next_gap(&mut rng);
@@ -358,9 +338,7 @@ pub fn run(args: &BenchChaosArgs, config: &Config) -> Result<()> {
         rt.block_on(t)?.map_err(|_| anyhow::anyhow!("a query task failed"))?;
     }
     let (committed, unacknowledged) = rt.block_on(writer)?;
-    for b in background {
-        b.join().map_err(|_| anyhow::anyhow!("a background step panicked"))?;
-    }
+    let events = background.into_iter().map(|b| rt.block_on(b)).collect::<Result<Vec<String>, _>>()?;
 
     // Every acknowledged write, read back from every coordinator once it has caught up.
     let mut lost: BTreeSet<String> = BTreeSet::new();
@@ -406,7 +384,7 @@ pub fn run(args: &BenchChaosArgs, config: &Config) -> Result<()> {
         failures: Vec::new(),
         wrong_examples: Vec::new(),
         degraded_examples: Vec::new(),
-        events: events.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone(),
+        events,
     };
     let mut latencies: Vec<f64> = outcomes.iter().map(|o| o.latency_ms).collect();
     latencies.sort_by(f64::total_cmp);
@@ -667,6 +645,15 @@ async fn switch(meta: &Coordinators, name: &str, dir: &Path) -> String {
             }
             Err(s) => return format!("switch to {name} failed: {}", s.message()),
         }
+    }
+}
+
+/// Evens out the index nodes while the chaos goes on; what the state machine said, for the report.
+async fn rebalance(meta: &Coordinators) -> String {
+    match meta.propose(&Command::Rebalance {}).await {
+        Ok((_, Applied::Ok(n))) => format!("rebalance: {n}"),
+        Ok((_, Applied::Refused(n))) => format!("rebalance refused: {n}"),
+        Err(s) => format!("rebalance failed: {}", s.message()),
     }
 }
 
