@@ -5,13 +5,17 @@
 //! Layers, bottom up: [`kmeans`] and [`pq`] train; [`Codebooks`] pairs the coarse quantizer with the PQ and is
 //! shared by all shards; [`Shard`] holds inverted lists with compact ids and keypoints, takes additions, deletions
 //! and compaction; [`file`] stores a shard in a checksummed, memory-mapped file; [`search()`](search::search) scans
-//! lists in batches with an AVX2 or scalar [`ScanKernel`] that give identical results; [`ShardedIndex`] splits
+//! lists in batches with an AVX2 or scalar [`ScanKernel`] that give identical results (8-bit codes by gathers,
+//! 4-bit codes by in-register table lookups, [`fastscan`]); [`ShardedIndex`] splits
 //! images over shards. The format is described in `docs/index.md`.
 
 pub mod codebooks;
+pub mod codes;
 pub mod error;
 pub mod expand;
+pub mod fastscan;
 pub mod file;
+mod ids;
 pub mod kmeans;
 pub mod linalg;
 pub mod npy;
@@ -27,6 +31,7 @@ pub mod synthetic;
 pub mod topk;
 
 pub use codebooks::{CoarseQuantizer, Codebooks, TrainConfig};
+pub use codes::CodeLayout;
 pub use error::{IndexError, Result};
 pub use expand::{Expansion, PowerLaw, median_nn_distance};
 pub use scan::ScanKernel;

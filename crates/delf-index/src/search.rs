@@ -6,6 +6,7 @@
 use rayon::prelude::*;
 
 use crate::error::{IndexError, Result};
+use crate::fastscan::{self, QuantizedLut};
 use crate::scan::ScanKernel;
 use crate::shard::Shard;
 use crate::spec::SearchParams;
@@ -59,6 +60,9 @@ pub fn search_probed(
     let qtables: Vec<Vec<f32>> = queries.par_chunks_exact(dim).map(|q| cb.query_table(q)).collect();
     let ctx = Ctx { shards, cb, queries, dim, qtables: &qtables, kernel };
     let max_d2 = params.max_distance.map_or(f32::INFINITY, |d| d * d);
+    if cb.spec.nbits == 4 {
+        return Ok(ctx.search_query_major(&probes, nprobe, params.k, max_d2));
+    }
 
     // Phase 1: every query descriptor scans its nearest cell. Each query has exactly one, so the lists are split
     // among threads with no sharing, and every query gets a full top-k whose k-th distance bounds the rest.
@@ -75,7 +79,7 @@ pub fn search_probed(
         .work(&first)
         .par_iter()
         .flat_map_iter(|&l| {
-            let mut scratch = Scratch::new(cb.spec.code_bytes());
+            let mut scratch = Scratch::new(cb.spec.m, cb.spec.ksub());
             let term = cb.spec.residual.then(|| cb.list_term(l));
             first[l]
                 .iter()
@@ -101,7 +105,7 @@ pub fn search_probed(
         .par_iter()
         .with_min_len(min_len)
         .fold(
-            || (vec![None::<TopK>; nq], Scratch::new(cb.spec.code_bytes())),
+            || (vec![None::<TopK>; nq], Scratch::new(cb.spec.m, cb.spec.ksub())),
             |(mut part, mut scratch), &l| {
                 let term = cb.spec.residual.then(|| cb.list_term(l));
                 for &q in &rest[l] {
@@ -158,11 +162,14 @@ fn check_probes(probes: &[u32], nq: usize, nprobe: usize, nlist: usize) -> Resul
 struct Scratch {
     lut: Vec<f32>,
     dist: Vec<f32>,
+    /// 4-bit codes only: the quantized table and the quantized sums.
+    qlut: QuantizedLut,
+    sums: Vec<u16>,
 }
 
 impl Scratch {
-    fn new(m: usize) -> Self {
-        Self { lut: vec![0.0; m * 256], dist: Vec::new() }
+    fn new(m: usize, ksub: usize) -> Self {
+        Self { lut: vec![0.0; m * ksub], dist: Vec::new(), qlut: QuantizedLut::new(m), sums: Vec::new() }
     }
 }
 
@@ -192,6 +199,9 @@ impl Ctx<'_> {
             None => s.lut.copy_from_slice(qt),
         }
         let base = self.cb.list_base(&self.queries[q * self.dim..][..self.dim], l);
+        if self.cb.spec.nbits == 4 {
+            return self.scan_fast(l, base, bound, top, s);
+        }
         let m = self.cb.spec.code_bytes();
         for shard in self.shards {
             let list = &shard.lists[l];
@@ -200,17 +210,97 @@ impl Ctx<'_> {
             }
             s.dist.resize(list.len, 0.0);
             self.kernel.scan(&s.lut, base, list.codes.as_slice(), m, &mut s.dist);
-            let (images, features) = (list.images.as_slice(), list.features.as_slice());
+            let features = list.features.as_slice();
             let mut thr = top.threshold().min(bound);
             for (i, &d) in s.dist.iter().enumerate() {
-                if d > thr || (!shard.deleted.is_empty() && shard.deleted.contains(&images[i])) {
+                if d > thr {
                     continue;
                 }
-                top.push(Neighbor { distance: d, image: images[i], feature: features[i] });
+                let image = list.images.get(i, list.len);
+                if !shard.deleted.is_empty() && shard.deleted.contains(&image) {
+                    continue;
+                }
+                top.push(Neighbor { distance: d, image, feature: features[i] });
                 thr = top.threshold().min(bound);
             }
         }
     }
+}
+
+impl Ctx<'_> {
+    /// Query-major search (4-bit codes): each query descriptor scans its cells nearest first, with one top-k whose
+    /// threshold only tightens, so few codes pass the quantized bound. Lookup tables are small (`m x 16`), so
+    /// reading a list once per query costs little; queries run in parallel.
+    fn search_query_major(&self, probes: &[u32], nprobe: usize, k: usize, max_d2: f32) -> Vec<Vec<Neighbor>> {
+        let nq = probes.len() / nprobe;
+        (0..nq)
+            .into_par_iter()
+            .map_init(
+                || Scratch::new(self.cb.spec.m, self.cb.spec.ksub()),
+                |scratch, q| {
+                    let mut top = TopK::new(k);
+                    for &l in &probes[q * nprobe..][..nprobe] {
+                        let l = l as usize;
+                        if self.shards.iter().all(|s| s.lists[l].len == 0) {
+                            continue;
+                        }
+                        let term = self.cb.spec.residual.then(|| self.cb.list_term(l));
+                        self.scan(l, q, term.as_deref(), max_d2, &mut top, scratch);
+                    }
+                    top.into_sorted()
+                },
+            )
+            .collect()
+    }
+
+    /// The 4-bit scan of list `l` with the float table in `s.lut`: quantized sums for the whole list, then the
+    /// float distance of every code whose sum is within the rounding bound of the current threshold, so the result
+    /// equals a float scan of every code.
+    fn scan_fast(&self, l: usize, base: f32, bound: f32, top: &mut TopK, s: &mut Scratch) {
+        let m = self.cb.spec.m;
+        fastscan::quantize_lut(&s.lut, base, &mut s.qlut);
+        for shard in self.shards {
+            let list = &shard.lists[l];
+            if list.len == 0 {
+                continue;
+            }
+            let codes = list.codes.as_slice();
+            s.sums.resize(list.len, 0);
+            self.kernel.scan4(&s.qlut, codes, &mut s.sums);
+            let features = list.features.as_slice();
+            let mut thr = top.threshold().min(bound);
+            let mut limit = sum_limit(s.qlut.limit(thr));
+            // Chunks of 16 sums with none under the limit are skipped by one (vectorised) comparison.
+            for (c, chunk) in s.sums.chunks(16).enumerate() {
+                if !chunk.iter().fold(false, |any, &sum| any | (sum <= limit)) {
+                    continue;
+                }
+                for (j, &sum) in chunk.iter().enumerate() {
+                    if sum > limit {
+                        continue;
+                    }
+                    let i = c * 16 + j;
+                    let d = fastscan::exact_distance(&s.lut, base, codes, m, i);
+                    if d > thr {
+                        continue;
+                    }
+                    let image = list.images.get(i, list.len);
+                    if !shard.deleted.is_empty() && shard.deleted.contains(&image) {
+                        continue;
+                    }
+                    top.push(Neighbor { distance: d, image, feature: features[i] });
+                    thr = top.threshold().min(bound);
+                    limit = sum_limit(s.qlut.limit(thr));
+                }
+            }
+        }
+    }
+}
+
+/// The largest `u16` sum at or under a float limit (`u16::MAX` when the limit is above every sum). A negative limit
+/// gives 0, which still admits sums of 0: the float check after it decides.
+fn sum_limit(limit: f32) -> u16 {
+    if limit >= f32::from(u16::MAX) { u16::MAX } else { limit.max(0.0) as u16 }
 }
 
 /// Database rows compared per SGEMM block in [`exact_search`].
@@ -261,4 +351,61 @@ pub fn exact_search(
         .into_iter()
         .map(TopK::into_sorted)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{Codebooks, NewImage, Shard, ShardInfo, SyntheticDescriptors, TrainConfig};
+
+    /// The 4-bit scan prunes with quantized sums; it must keep exactly what a float scan of every code keeps.
+    #[test]
+    fn fast_scan_pruning_loses_nothing() {
+        let dim = 40;
+        let mix = SyntheticDescriptors::new(dim, 64, 0.35, 7);
+        let data = mix.sample(20_000, 1);
+        let cb = Arc::new(
+            Codebooks::train(&data, dim, "IVF16,PQ20x4fsr".parse().unwrap(), &TrainConfig::default()).unwrap(),
+        );
+        let info = ShardInfo { shard_id: 0, shard_count: 1, descriptor_fingerprint: "t".into() };
+        let mut shard = Shard::new(Arc::clone(&cb), info);
+        let names: Vec<String> = (0..200).map(|i| format!("{i}")).collect();
+        let kp = vec![[1.0, 1.0]; 100];
+        let batch: Vec<NewImage<'_>> = (0..200)
+            .map(|i| NewImage {
+                number: i as u32,
+                name: &names[i],
+                descriptors: &data[i * 100 * dim..][..100 * dim],
+                keypoints: &kp,
+                scales: &[],
+            })
+            .collect();
+        shard.add_images(&batch, dim).unwrap();
+        let queries = mix.sample(100, 2);
+        let params = SearchParams { k: 30, nprobe: 4, max_distance: None };
+        let got = search(&[&shard], &queries, dim, &params, ScanKernel::detect()).unwrap();
+        let (probes, _) = cb.probe(&queries, params.nprobe);
+        let m = cb.spec.m;
+        for (q, x) in queries.chunks_exact(dim).enumerate() {
+            let qt = cb.query_table(x);
+            let mut top = TopK::new(params.k);
+            for &l in &probes[q * params.nprobe..][..params.nprobe] {
+                let l = l as usize;
+                let lut: Vec<f32> = cb.list_term(l).iter().zip(&qt).map(|(t, v)| t - 2.0 * v).collect();
+                let base = cb.list_base(x, l);
+                let list = &shard.lists[l];
+                for i in 0..list.len {
+                    let d = fastscan::exact_distance(&lut, base, list.codes.as_slice(), m, i);
+                    top.push(Neighbor {
+                        distance: d,
+                        image: list.images.get(i, list.len),
+                        feature: list.features.as_slice()[i],
+                    });
+                }
+            }
+            assert_eq!(got[q], top.into_sorted(), "query {q}");
+        }
+    }
 }

@@ -9,8 +9,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::codebooks::Codebooks;
+use crate::codes::CodeLayout;
 use crate::error::{IndexError, Result};
-use crate::scan::{blocked_len, get_code, put_code};
+use crate::ids::PackedIds;
 use crate::storage::Storage;
 
 /// Most features one image can have in an index (feature numbers are `u16`).
@@ -80,7 +81,7 @@ pub fn scale_of_code(code: u8) -> f32 {
 pub(crate) struct InvList {
     pub(crate) len: usize,
     pub(crate) codes: Storage<u8>,
-    pub(crate) images: Storage<u32>,
+    pub(crate) images: PackedIds,
     pub(crate) features: Storage<u16>,
 }
 
@@ -214,14 +215,22 @@ impl Shard {
         )
     }
 
-    /// Memory of the searchable data divided by live descriptors: code + ids + keypoint bytes (and the keypoint
-    /// scale byte where scales are stored).
+    /// Memory of the searchable data divided by stored descriptors: [`Shard::resident_bytes_per_descriptor`] plus
+    /// the keypoint (4 bytes) and its scale byte where scales are stored.
     pub fn bytes_per_descriptor(&self) -> f64 {
-        let m = self.codebooks.spec.code_bytes();
-        let bytes: usize = self.lists.iter().map(|l| blocked_len(l.len, m) + l.len * 6).sum::<usize>()
-            + self.keypoints.len() * 2
-            + self.scales.len();
+        let bytes = self.resident_bytes() + self.keypoints.len() * 2 + self.scales.len();
         bytes as f64 / self.stored_vectors().max(1) as f64
+    }
+
+    /// What the ANN path reads for arbitrary queries, divided by stored descriptors: codes (with block padding),
+    /// packed image numbers and feature numbers. Keypoints are read only for the neighbours that are returned.
+    pub fn resident_bytes_per_descriptor(&self) -> f64 {
+        self.resident_bytes() as f64 / self.stored_vectors().max(1) as f64
+    }
+
+    fn resident_bytes(&self) -> usize {
+        let layout = CodeLayout::of(&self.codebooks.spec);
+        self.lists.iter().map(|l| layout.blocked_len(l.len) + l.images.bytes() + l.len * 2).sum()
     }
 
     /// Adds one image.
@@ -284,7 +293,8 @@ impl Shard {
             all.extend_from_slice(im.descriptors);
         }
         let (lists, codes) = self.codebooks.encode(&all);
-        let m = self.codebooks.spec.code_bytes();
+        let layout = CodeLayout::of(&self.codebooks.spec);
+        let m = layout.m();
         let mut at = 0;
         for im in batch {
             let n = im.keypoints.len();
@@ -306,8 +316,8 @@ impl Shard {
             }
             for f in 0..n {
                 let list = &mut self.lists[lists[at + f] as usize];
-                put_code(list.codes.make_mut(), list.len, &codes[(at + f) * m..][..m]);
-                list.images.make_mut().push(im.number);
+                layout.put(list.codes.make_mut(), list.len, &codes[(at + f) * m..][..m]);
+                list.images.push(list.len, im.number);
                 list.features.make_mut().push(f as u16);
                 list.len += 1;
             }
@@ -342,18 +352,19 @@ impl Shard {
         if self.deleted.is_empty() {
             return;
         }
-        let m = self.codebooks.spec.code_bytes();
-        let mut code = vec![0u8; m];
+        let layout = CodeLayout::of(&self.codebooks.spec);
+        let mut code = vec![0u8; layout.m()];
         for list in &mut self.lists {
             let mut fresh = InvList::default();
-            let (imgs, feats, codes) = (list.images.as_slice(), list.features.as_slice(), list.codes.as_slice());
+            let imgs = list.images.unpack(list.len);
+            let (feats, codes) = (list.features.as_slice(), list.codes.as_slice());
             for i in 0..list.len {
                 if self.deleted.contains(&imgs[i]) {
                     continue;
                 }
-                get_code(codes, m, i, &mut code);
-                put_code(fresh.codes.make_mut(), fresh.len, &code);
-                fresh.images.make_mut().push(imgs[i]);
+                layout.get(codes, i, &mut code);
+                layout.put(fresh.codes.make_mut(), fresh.len, &code);
+                fresh.images.push(fresh.len, imgs[i]);
                 fresh.features.make_mut().push(feats[i]);
                 fresh.len += 1;
             }

@@ -1,6 +1,7 @@
 //! Index parameters that read as one string, the way FAISS names its structures: `IVF1024,PQ20x8r` is an inverted
 //! file with 1024 coarse cells and a product quantizer of 20 sub-vectors at 8 bits, encoding the residual to the
-//! coarse centroid (`r`; without it the vector itself is encoded). Search parameters print as
+//! coarse centroid (`r`; without it the vector itself is encoded). `IVF1024,PQ20x4fsr` has 4-bit codes in the
+//! fast-scan layout ([`crate::fastscan`]; `fs` is required with 4 bits, as in FAISS). Search parameters print as
 //! `k=60,nprobe=8[,maxd=0.8]`. Both strings are logged and stored in shard files and manifests.
 
 use std::fmt;
@@ -10,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{IndexError, Result};
 
-/// Bits per sub-quantizer code supported by this build (256 centroids per sub-vector, one byte per code).
-pub const SUPPORTED_NBITS: u32 = 8;
+/// Bits per sub-quantizer code supported by this build: 8 (256 centroids per sub-vector, one byte each) and 4
+/// (16 centroids, half a byte, fast-scan layout).
+pub const SUPPORTED_NBITS: [u32; 2] = [8, 4];
 
 /// Structure of an IVF-PQ index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,8 +40,15 @@ impl IndexSpec {
         if self.m == 0 || !dim.is_multiple_of(self.m) {
             return Err(IndexError::invalid("m", self.m, format!("must divide the dimensionality {dim}")));
         }
-        if self.nbits != SUPPORTED_NBITS {
-            return Err(IndexError::invalid("nbits", self.nbits, "only 8-bit codes are supported"));
+        if !SUPPORTED_NBITS.contains(&self.nbits) {
+            return Err(IndexError::invalid("nbits", self.nbits, "codes of 8 or 4 bits are supported"));
+        }
+        if self.nbits == 4 && self.m > crate::fastscan::MAX_M {
+            return Err(IndexError::invalid(
+                "m",
+                self.m,
+                format!("4-bit codes allow at most {}", crate::fastscan::MAX_M),
+            ));
         }
         Ok(())
     }
@@ -49,9 +58,9 @@ impl IndexSpec {
         1 << self.nbits
     }
 
-    /// Bytes of one PQ code.
+    /// Bytes of one PQ code (half a byte per sub-vector at 4 bits, rounded up).
     pub fn code_bytes(&self) -> usize {
-        self.m * self.nbits as usize / 8
+        (self.m * self.nbits as usize).div_ceil(8)
     }
 
     /// A sensible spec for `n` vectors of dimension `dim`: about 4 sqrt(n) cells (a power of two, at most 65536 and
@@ -63,13 +72,14 @@ impl IndexSpec {
             nlist /= 2;
         }
         let m = if dim.is_multiple_of(2) { dim / 2 } else { dim };
-        Self { nlist, m, nbits: SUPPORTED_NBITS, residual: true }
+        Self { nlist, m, nbits: 8, residual: true }
     }
 }
 
 impl fmt::Display for IndexSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "IVF{},PQ{}x{}{}", self.nlist, self.m, self.nbits, if self.residual { "r" } else { "" })
+        let fs = if self.nbits == 4 { "fs" } else { "" };
+        write!(f, "IVF{},PQ{}x{}{fs}{}", self.nlist, self.m, self.nbits, if self.residual { "r" } else { "" })
     }
 }
 
@@ -81,14 +91,23 @@ impl FromStr for IndexSpec {
         let (ivf, pq) = text.trim().split_once(',').ok_or_else(|| bad("missing ',' between IVF and PQ parts"))?;
         let nlist = ivf.strip_prefix("IVF").ok_or_else(|| bad("first part must be IVF<nlist>"))?;
         let nlist: usize = nlist.parse().map_err(|_| bad("nlist is not a number"))?;
-        let pq = pq.strip_prefix("PQ").ok_or_else(|| bad("second part must be PQ<m>x<nbits>[r]"))?;
+        let pq = pq.strip_prefix("PQ").ok_or_else(|| bad("second part must be PQ<m>x<nbits>[fs][r]"))?;
         let (pq, residual) = match pq.strip_suffix('r') {
+            Some(p) => (p, true),
+            None => (pq, false),
+        };
+        let (pq, fast_scan) = match pq.strip_suffix("fs") {
             Some(p) => (p, true),
             None => (pq, false),
         };
         let (m, nbits) = pq.split_once('x').ok_or_else(|| bad("PQ part must be PQ<m>x<nbits>"))?;
         let m: usize = m.parse().map_err(|_| bad("m is not a number"))?;
         let nbits: u32 = nbits.parse().map_err(|_| bad("nbits is not a number"))?;
+        match (nbits, fast_scan) {
+            (4, false) => return Err(bad("4-bit codes are stored for fast scan: write PQ<m>x4fs[r]")),
+            (n, true) if n != 4 => return Err(bad("fast scan (fs) takes 4-bit codes: write PQ<m>x4fs[r]")),
+            _ => {}
+        }
         Ok(Self { nlist, m, nbits, residual })
     }
 }
@@ -155,14 +174,26 @@ mod tests {
 
     #[test]
     fn spec_string_round_trips_and_rejects_nonsense() {
-        for s in ["IVF1024,PQ20x8r", "IVF1,PQ40x8", "IVF65536,PQ10x8r"] {
+        for s in ["IVF1024,PQ20x8r", "IVF1,PQ40x8", "IVF65536,PQ10x8r", "IVF4096,PQ20x4fsr", "IVF16,PQ5x4fs"] {
             assert_eq!(s.parse::<IndexSpec>().unwrap().to_string(), s);
         }
-        for s in ["", "IVF,PQ20x8", "IVF10PQ20x8", "IVF10,PQ20", "IVF10,QQ20x8", "IVFx,PQ20x8"] {
+        for s in [
+            "",
+            "IVF,PQ20x8",
+            "IVF10PQ20x8",
+            "IVF10,PQ20",
+            "IVF10,QQ20x8",
+            "IVFx,PQ20x8",
+            "IVF16,PQ20x4r",
+            "IVF16,PQ20x8fs",
+        ] {
             assert!(matches!(s.parse::<IndexSpec>(), Err(IndexError::BadSpec { .. })), "{s}");
         }
         assert!("IVF16,PQ7x8".parse::<IndexSpec>().unwrap().validate(40).is_err());
-        assert!("IVF16,PQ20x4".parse::<IndexSpec>().unwrap().validate(40).is_err());
+        assert!("IVF16,PQ20x6".parse::<IndexSpec>().unwrap().validate(40).is_err());
+        let fs = "IVF16,PQ5x4fsr".parse::<IndexSpec>().unwrap();
+        assert!(fs.validate(40).is_ok());
+        assert_eq!((fs.ksub(), fs.code_bytes()), (16, 3));
         assert!("IVF0,PQ20x8".parse::<IndexSpec>().unwrap().validate(40).is_err());
     }
 

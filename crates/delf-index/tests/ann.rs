@@ -45,20 +45,29 @@ fn recall_against_exact_search_on_clustered_vectors() {
 #[test]
 fn simd_and_scalar_kernels_give_identical_results() {
     let db = Db::new(120, 50, 2);
-    let cb = train(&db.vectors, "IVF16,PQ10x8r");
-    let index = db.index(&cb, 1);
-    let queries = clustered(200, 7);
-    let params = SearchParams { k: 60, nprobe: 4, max_distance: Some(1.0) };
-    let a = index.search(&queries, DIM, &params, ScanKernel::Scalar).unwrap();
-    let b = index.search(&queries, DIM, &params, ScanKernel::detect()).unwrap();
-    assert_eq!(a, b, "kernel {} differs from scalar", ScanKernel::detect().name());
-    assert!(a.iter().flatten().all(|n| n.distance <= 1.0));
+    for spec in ["IVF16,PQ10x8r", "IVF16,PQ10x4fsr", "IVF16,PQ5x4fs"] {
+        let cb = train(&db.vectors, spec);
+        let index = db.index(&cb, 1);
+        let queries = clustered(200, 7);
+        let params = SearchParams { k: 60, nprobe: 4, max_distance: Some(1.0) };
+        let a = index.search(&queries, DIM, &params, ScanKernel::Scalar).unwrap();
+        let b = index.search(&queries, DIM, &params, ScanKernel::detect()).unwrap();
+        assert_eq!(a, b, "{spec}: kernel {} differs from scalar", ScanKernel::detect().name());
+        assert!(a.iter().flatten().all(|n| n.distance <= 1.0));
+        assert!(a.iter().any(|l| l.len() == 60), "{spec}");
+    }
 }
 
 #[test]
 fn sharded_search_equals_unsharded_and_merging_per_shard_answers_does_too() {
     let db = Db::new(150, 40, 3);
-    let cb = train(&db.vectors, "IVF16,PQ20x8r");
+    for spec in ["IVF16,PQ20x8r", "IVF16,PQ20x4fsr"] {
+        sharded_equals_unsharded(&db, spec);
+    }
+}
+
+fn sharded_equals_unsharded(db: &Db, spec: &str) {
+    let cb = train(&db.vectors, spec);
     let one = db.index(&cb, 1);
     let three = db.index(&cb, 3);
     let queries = clustered(100, 5);
@@ -110,8 +119,15 @@ fn cells_assigned_once_by_the_coarse_quantizer_give_every_shard_the_same_answers
 #[test]
 fn save_and_load_give_identical_results() {
     let db = Db::new(100, 30, 4);
-    let cb = train(&db.vectors, "IVF8,PQ20x8r");
+    for spec in ["IVF8,PQ20x8r", "IVF8,PQ20x4fsr"] {
+        save_and_load(&db, spec);
+    }
+}
+
+fn save_and_load(db: &Db, spec: &str) {
+    let cb = train(&db.vectors, spec);
     let index = db.index(&cb, 2);
+    assert_eq!(index.shards()[0].codebooks().spec.to_string(), spec);
     let dir = tempfile::tempdir().unwrap();
     index.save(dir.path()).unwrap();
     let loaded = ShardedIndex::load(dir.path(), 2).unwrap();
@@ -137,7 +153,13 @@ fn save_and_load_give_identical_results() {
 #[test]
 fn deleted_images_vanish_at_once_and_compaction_reclaims_them() {
     let db = Db::new(60, 20, 5);
-    let cb = train(&db.vectors, "IVF8,PQ10x8r");
+    for spec in ["IVF8,PQ10x8r", "IVF8,PQ10x4fsr"] {
+        delete_and_compact(&db, spec);
+    }
+}
+
+fn delete_and_compact(db: &Db, spec: &str) {
+    let cb = train(&db.vectors, spec);
     let mut index = db.index(&cb, 1);
     let queries = db.image_vectors(10).to_vec();
     let params = SearchParams { k: 5, nprobe: 8, max_distance: None };
@@ -162,8 +184,15 @@ fn bytes_per_descriptor_are_code_plus_ids_plus_keypoint() {
     let cb = train(&db.vectors, "IVF4,PQ20x8r");
     let index = db.index(&cb, 1);
     let b = index.shards()[0].bytes_per_descriptor();
-    // 20 code bytes + 4 image + 2 feature + 4 keypoint, plus block padding (< 8 codes per list).
-    assert!((30.0..31.0).contains(&b), "{b}");
+    // 20 code bytes + 1.25 image (1 byte per entry + 8 per block of 32) + 2 feature + 4 keypoint, plus block
+    // padding (< 8 codes per list).
+    assert!((27.25..28.0).contains(&b), "{b}");
+    let resident = index.shards()[0].resident_bytes_per_descriptor();
+    assert!((b - resident - 4.0).abs() < 1e-9, "{resident}");
+    let cb = train(&db.vectors, "IVF4,PQ20x4fsr");
+    let b = db.index(&cb, 1).shards()[0].bytes_per_descriptor();
+    // 10 code bytes + the same 7.25, plus block padding (< 32 codes per list).
+    assert!((17.25..18.0).contains(&b), "{b}");
 }
 
 /// The `(x, y)` of keypoints as the index returns them (`(x, y, scale)`).

@@ -121,7 +121,7 @@ fn a_flipped_byte_in_every_section_and_truncation_are_detected() {
     let loaded = file::load(&path).unwrap();
     assert!(loaded.image(3).unwrap().deleted);
     let table = section_table(&good);
-    assert_eq!(table.len(), 11);
+    assert_eq!(table.len(), 13);
     let damaged = dir.path().join("bad.dshard");
     for (tag, off, len) in &table {
         assert!(*len > 0, "section {tag} is empty in this fixture");
@@ -159,35 +159,33 @@ fn a_flipped_byte_in_every_section_and_truncation_are_detected() {
     assert!(matches!(file::load(&dir.path().join("missing")), Err(IndexError::Io { .. })));
 }
 
-/// A version-1 file (written before keypoint scales were stored: ten sections, no `kpscale`) still loads, its
-/// scales unknown.
+/// Files of earlier format versions still load: version 1 (ten sections, no `kpscale`: scales unknown) and
+/// version 2 (plain u32 image numbers), with the same search results; unknown versions are refused.
 #[test]
-fn a_version_1_shard_file_still_loads() {
+fn version_1_and_2_shard_files_still_load() {
     let db = Db::new(30, 20, 4);
     let cb = train(&db.vectors, "IVF4,PQ20x8r");
     let index = db.index(&cb, 1);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.dshard");
-    file::save(&index.shards()[0], &path).unwrap();
-    let v2 = std::fs::read(&path).unwrap();
-    let table = section_table(&v2);
-    let (keypts_off, keypts_len) = (table[9].1, table[9].2);
-    // The same bytes as version 1 wrote them: version 1, ten sections, the table without `kpscale`, its checksum.
-    let mut v1 = v2[..keypts_off + keypts_len].to_vec();
-    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
-    v1[12..16].copy_from_slice(&10u32.to_le_bytes());
-    let table_end = 16 + 10 * 32;
-    let crc = crc32fast::hash(&v1[..table_end]);
-    v1[table_end..table_end + 4].copy_from_slice(&crc.to_le_bytes());
-    v1[table_end + 4..table_end + 36].fill(0);
-    let old = dir.path().join("v1.dshard");
-    std::fs::write(&old, &v1).unwrap();
-    let loaded = file::load(&old).unwrap();
-    assert_eq!(loaded.live_images(), 30);
-    let kp = loaded.keypoint(2, 3).unwrap();
-    assert_eq!([kp[0], kp[1]], db.keypoints(2)[3]);
-    assert!(kp[2].is_nan(), "no scales in a version-1 file");
-    v1[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let queries = db.image_vectors(2).to_vec();
+    let params = delf_index::SearchParams { nprobe: 4, ..Default::default() };
+    let kernel = delf_index::ScanKernel::detect();
+    let want = delf_index::search(&[&index.shards()[0]], &queries, DIM, &params, kernel).unwrap();
+    for version in [1, 2] {
+        let old = dir.path().join(format!("v{version}.dshard"));
+        file::save_as_version(&index.shards()[0], &old, version).unwrap();
+        let bytes = std::fs::read(&old).unwrap();
+        assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), version);
+        assert_eq!(section_table(&bytes).len(), if version == 1 { 10 } else { 11 });
+        let loaded = file::load(&old).unwrap();
+        assert_eq!(loaded.live_images(), 30);
+        let kp = loaded.keypoint(2, 3).unwrap();
+        assert_eq!([kp[0], kp[1]], db.keypoints(2)[3]);
+        assert_eq!(delf_index::search(&[&loaded], &queries, DIM, &params, kernel).unwrap(), want, "version {version}");
+    }
+    let mut v1 = std::fs::read(dir.path().join("v1.dshard")).unwrap();
+    v1[8..12].copy_from_slice(&4u32.to_le_bytes());
+    let old = dir.path().join("v4.dshard");
     std::fs::write(&old, &v1).unwrap();
     assert!(matches!(file::load(&old), Err(IndexError::NotAShard { .. })), "an unknown version is refused");
 }
