@@ -197,9 +197,10 @@ pub struct BenchIndexArgs {
     /// Grow the base to this many vectors with the expansion `delf bench vectors` calibrated (0 = as it is).
     #[arg(long, default_value_t = 0)]
     pub expand_to: usize,
-    /// Index structure, e.g. IVF4096,PQ20x8r (default: chosen from the database size).
+    /// Index structure, e.g. IVF4096,PQ20x8r or IVF4096,PQ20x4fsr; repeat for one row each (default: chosen from
+    /// the database size). FAISS IndexIVFPQ takes the first one's parameters.
     #[arg(long)]
-    pub spec: Option<String>,
+    pub spec: Vec<String>,
     /// Cells probed per query descriptor.
     #[arg(long, default_value_t = DEFAULT_NPROBE)]
     pub nprobe: usize,

@@ -34,12 +34,24 @@ pub struct Config {
     pub extract: ExtractSettings,
     /// Matching and geometric verification.
     pub verify: VerifySettings,
+    /// Index structure of new indexes.
+    pub index: IndexSettings,
     /// Retrieval defaults of `delf search` (and of the cluster coordinator).
     pub search: SearchSettings,
     /// The cluster (docs/cluster.md): where the index is, who serves which shard, workers, deadlines, token.
     pub cluster: delf_cluster::ClusterConfig,
     /// Raft-managed cluster metadata (docs/cluster-metadata.md); empty `coordinators` = static membership.
     pub meta: delf_meta::MetaConfig,
+}
+
+/// `[index]` section (docs/index.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexSettings {
+    /// Structure of indexes that `delf index build` (and `delf eval`) make when `--spec` is not given, e.g.
+    /// `IVF4096,PQ20x4fsr` (env `DELF_INDEX__SPEC`); empty = chosen from the descriptor count
+    /// (`IndexSpec::auto`, `PQ20x8r`).
+    pub spec: Option<String>,
 }
 
 /// `[search]` section (docs/search.md).
@@ -325,6 +337,7 @@ impl Default for Config {
             model: ModelConfig::default(),
             extract: ExtractSettings::default(),
             verify: VerifySettings::default(),
+            index: IndexSettings::default(),
             search: SearchSettings::default(),
             cluster: delf_cluster::ClusterConfig::default(),
             meta: delf_meta::MetaConfig::default(),

@@ -83,19 +83,23 @@ fn run_in_pool(args: &BenchIndexArgs, config: &Config) -> Result<()> {
     let (base, queries, dim, label) = load(args, config)?;
     let nq = queries.len() / dim;
     let n = base.len() / dim;
-    let spec: Option<IndexSpec> = args.spec.as_deref().map(str::parse).transpose()?;
-    let spec = spec.unwrap_or_else(|| IndexSpec::auto(n, dim));
-    spec.validate(dim)?;
+    let mut specs = args.spec.iter().map(|s| s.parse::<IndexSpec>()).collect::<Result<Vec<_>, _>>()?;
+    if specs.is_empty() {
+        specs.push(IndexSpec::auto(n, dim));
+    }
     let params = SearchParams { k: args.k, nprobe: args.nprobe, max_distance: None };
-    params.validate(&spec)?;
+    for spec in &specs {
+        spec.validate(dim)?;
+        params.validate(spec)?;
+    }
     let kernel = ScanKernel::detect();
+    let names: Vec<String> = specs.iter().map(IndexSpec::to_string).collect();
     println!(
-        "{label}: {n} database vectors, {} queries ({dim}-d) | {spec} | {params} | {} threads | scan kernel {}",
-        nq,
+        "{label}: {n} database vectors, {nq} queries ({dim}-d) | {} | {params} | {} threads | scan kernel {}",
+        names.join(" + "),
         args.threads,
         kernel.name()
     );
-
     let mut train = TrainConfig::default();
     if let Some(iterations) = args.coarse_iterations {
         train.coarse.iterations = iterations;
@@ -105,7 +109,74 @@ fn run_in_pool(args: &BenchIndexArgs, config: &Config) -> Result<()> {
          count is in its row (random seeding)",
         train.coarse.iterations
     );
-    let (codebooks, train_s) = timed(|| Codebooks::train(&base, dim, spec, &train));
+    let labels = delf_index::expand::row_labels(n);
+    let (exact, exact_s) = timed(|| exact_search(&base, &labels, &queries, dim, args.k));
+    println!(
+        "| implementation | train s | add vectors/s | search descriptors/s | ms per {nq}-descriptor batch | recall@1 | recall@10 | recall@{} | bytes/descriptor |",
+        args.k
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut notes = vec![format!("exact search (SGEMM brute force) took {exact_s:.1} s")];
+    for spec in &specs {
+        notes.extend(ours(*spec, &base, &queries, dim, &exact, &train, args)?);
+    }
+    if args.python != "none" {
+        let gt: Vec<i64> = exact
+            .iter()
+            .map(|e| e.first().map_or(-1, |nn| (nn.image as usize * PER_IMAGE + nn.feature as usize) as i64))
+            .collect();
+        // FAISS IndexIVFPQ takes the parameters of the first spec (its 4-bit fast-scan rows come from --fastscan).
+        match faiss(&base, &queries, &gt, dim, &specs[0], args) {
+            Ok(f) => {
+                let row = |name: String, r: &serde_json::Value, bytes_note: &str| {
+                    let search_s = r["search_s_per_batch"].as_f64().unwrap_or(f64::NAN);
+                    println!(
+                        "| {name}, coarse niter {} | {:.1} | {:.0} | {:.0} | {:.1} | {:.3} | {:.3} | {:.3} | {} ({bytes_note}) |",
+                        r["coarse_niter"].as_u64().map_or_else(|| "?".to_string(), |i| i.to_string()),
+                        r["train_s"].as_f64().unwrap_or(f64::NAN),
+                        r["add_vectors_per_s"].as_f64().unwrap_or(f64::NAN),
+                        nq as f64 / search_s,
+                        search_s * 1e3,
+                        r["recall"][0].as_f64().unwrap_or(f64::NAN),
+                        r["recall"][1].as_f64().unwrap_or(f64::NAN),
+                        r["recall"][2].as_f64().unwrap_or(f64::NAN),
+                        r["bytes_per_descriptor"].as_u64().unwrap_or(0),
+                    );
+                };
+                let version = f["faiss"].as_str().unwrap_or("?");
+                let same = specs[0];
+                let name = format!("FAISS {version} IndexIVFPQ IVF{},PQ{}x{}", same.nlist, same.m, same.nbits);
+                row(name, &f, "code + int64 id; no keypoint");
+                for fs in f["fastscan"].as_array().into_iter().flatten() {
+                    let name = format!("FAISS {version} {} (4-bit fast-scan)", fs["spec"].as_str().unwrap_or("?"));
+                    row(name, fs, "code + int64 id; no keypoint");
+                }
+            }
+            Err(e) => println!("| FAISS | failed: {e:#} | | | | | | | |"),
+        }
+    }
+    println!();
+    for note in notes {
+        println!("{note}");
+    }
+    Ok(())
+}
+
+/// Builds and measures our index with `spec`: prints its table row and returns notes (retrieval latency, cost per
+/// scanned code, the projection) printed after the table.
+fn ours(
+    spec: IndexSpec,
+    base: &[f32],
+    queries: &[f32],
+    dim: usize,
+    exact: &[Vec<Neighbor>],
+    train: &TrainConfig,
+    args: &BenchIndexArgs,
+) -> Result<Vec<String>> {
+    let (n, nq) = (base.len() / dim, queries.len() / dim);
+    let params = SearchParams { k: args.k, nprobe: args.nprobe, max_distance: None };
+    let kernel = ScanKernel::detect();
+    let (codebooks, train_s) = timed(|| Codebooks::train(base, dim, spec, train));
     let codebooks = Arc::new(codebooks?);
     let mut index = ShardedIndex::new(Arc::clone(&codebooks), "bench", 1)?;
     let mut g = delf_core::rng::SplitMix64(3);
@@ -136,105 +207,85 @@ fn run_in_pool(args: &BenchIndexArgs, config: &Config) -> Result<()> {
     let shard = &index.shards()[0];
 
     // Search: the whole query set as one batch, repeated for at least two seconds.
-    index.search(&queries, dim, &params, kernel)?;
+    index.search(queries, dim, &params, kernel)?;
     let (mut reps, t) = (0usize, Instant::now());
     let found = loop {
-        let r = index.search(&queries, dim, &params, kernel)?;
+        let r = index.search(queries, dim, &params, kernel)?;
         reps += 1;
         if t.elapsed().as_secs_f64() >= 2.0 {
             break r;
         }
     };
     let search_s = t.elapsed().as_secs_f64() / reps as f64;
-    let (_, probe_s) = timed(|| codebooks.probe(&queries, args.nprobe));
-    let (probes, _) = codebooks.probe(&queries, args.nprobe);
+    let (_, probe_s) = timed(|| codebooks.probe(queries, args.nprobe));
+    let (probes, _) = codebooks.probe(queries, args.nprobe);
     let scanned: usize = probes.iter().map(|&l| shard.list_len(l as usize)).sum();
-
-    let labels = delf_index::expand::row_labels(n);
-    let (exact, exact_s) = timed(|| exact_search(&base, &labels, &queries, dim, args.k));
-    let rec = [recall(&found, &exact, 1), recall(&found, &exact, 10), recall(&found, &exact, args.k)];
-
+    let rec = [recall(&found, exact, 1), recall(&found, exact, 10), recall(&found, exact, args.k)];
     println!(
-        "| implementation | train s | add vectors/s | search descriptors/s | ms per {}-descriptor batch | recall@1 | recall@10 | recall@{} | bytes/descriptor |",
-        nq, args.k
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    println!(
-        "| delf-index | {train_s:.1} | {:.0} | {:.0} | {:.1} | {:.3} | {:.3} | {:.3} | {:.1} (code {} + ids 6 + keypoint 4) |",
+        "| delf-index {spec} | {train_s:.1} | {:.0} | {:.0} | {:.1} | {:.3} | {:.3} | {:.3} | {:.1} resident (code {} + packed ids); {:.1} with keypoints |",
         n as f64 / add_s,
         nq as f64 / search_s,
         search_s * 1e3,
         rec[0],
         rec[1],
         rec[2],
-        shard.bytes_per_descriptor(),
-        spec.code_bytes()
+        shard.resident_bytes_per_descriptor(),
+        spec.code_bytes(),
+        shard.bytes_per_descriptor()
     );
-    if args.python != "none" {
-        let gt: Vec<i64> = exact
-            .iter()
-            .map(|e| e.first().map_or(-1, |nn| (nn.image as usize * PER_IMAGE + nn.feature as usize) as i64))
-            .collect();
-        match faiss(&base, &queries, &gt, dim, &spec, args) {
-            Ok(f) => {
-                let row = |name: String, r: &serde_json::Value, bytes_note: &str| {
-                    let search_s = r["search_s_per_batch"].as_f64().unwrap_or(f64::NAN);
-                    println!(
-                        "| {name}, coarse niter {} | {:.1} | {:.0} | {:.0} | {:.1} | {:.3} | {:.3} | {:.3} | {} ({bytes_note}) |",
-                        r["coarse_niter"].as_u64().map_or_else(|| "?".to_string(), |i| i.to_string()),
-                        r["train_s"].as_f64().unwrap_or(f64::NAN),
-                        r["add_vectors_per_s"].as_f64().unwrap_or(f64::NAN),
-                        nq as f64 / search_s,
-                        search_s * 1e3,
-                        r["recall"][0].as_f64().unwrap_or(f64::NAN),
-                        r["recall"][1].as_f64().unwrap_or(f64::NAN),
-                        r["recall"][2].as_f64().unwrap_or(f64::NAN),
-                        r["bytes_per_descriptor"].as_u64().unwrap_or(0),
-                    );
-                };
-                let version = f["faiss"].as_str().unwrap_or("?");
-                row(format!("FAISS {version} IndexIVFPQ"), &f, "code + int64 id; no keypoint");
-                for fs in f["fastscan"].as_array().into_iter().flatten() {
-                    let name = format!("FAISS {version} {} (4-bit fast-scan)", fs["spec"].as_str().unwrap_or("?"));
-                    row(name, fs, "code + int64 id; no keypoint");
-                }
-            }
-            Err(e) => println!("| FAISS | failed: {e:#} | | | | | | | |"),
-        }
-    }
-    let (ann_ms, verify_ms) = retrieval_latency(&index, &queries, dim, args)?;
-    println!(
-        "\nretrieval of one {}-descriptor query (delf_search::retrieve: ANN + votes, then RANSAC of the {} best-voted \
-         images on random keypoints, i.e. all-outlier worst case): ANN + votes {ann_ms:.1} ms, verification \
-         {verify_ms:.1} ms, total {:.1} ms (median of 5)",
-        nq,
-        delf_search::RetrievalConfig::default().candidates,
-        ann_ms + verify_ms
-    );
+    let (ann_ms, verify_ms) = retrieval_latency(&index, queries, dim, args)?;
+    let mut notes = vec![
+        load_note(spec, shard)?,
+        format!(
+            "{spec}: retrieval of one {nq}-descriptor query (delf_search::retrieve: ANN + votes, then RANSAC of the {} \
+         best-voted images on random keypoints, i.e. all-outlier worst case): ANN + votes {ann_ms:.1} ms, \
+         verification {verify_ms:.1} ms, total {:.1} ms (median of 5)",
+            delf_search::RetrievalConfig::default().candidates,
+            ann_ms + verify_ms
+        ),
+    ];
     let ns_per_code = (search_s - probe_s).max(0.0) * 1e9 / scanned.max(1) as f64;
-    println!(
-        "\nexact search (SGEMM brute force) took {exact_s:.1} s; coarse assignment {:.1} ms of each batch; \
-         {:.0} codes scanned per query descriptor, {ns_per_code:.2} ns per scanned code (LUTs, scan, top-k)",
+    notes.push(format!(
+        "{spec}: coarse assignment {:.1} ms of each batch; {:.0} codes scanned per query descriptor, \
+         {ns_per_code:.2} ns per scanned code (LUTs, scan, top-k)",
         probe_s * 1e3,
         scanned as f64 / nq as f64
-    );
+    ));
     if args.project > n {
-        let big = IndexSpec::auto(args.project, dim);
+        let big = IndexSpec { nlist: IndexSpec::auto(args.project, dim).nlist, ..spec };
         let codes = args.nprobe as f64 * args.project as f64 / big.nlist as f64;
         let coarse_ms = probe_s * 1e3 * big.nlist as f64 / spec.nlist as f64;
         let scan_ms = codes * nq as f64 * ns_per_code / 1e6;
-        println!(
-            "projection to {} vectors with {big}: {codes:.0} codes per query descriptor; per {}-descriptor batch \
-             {:.0} ms = coarse {coarse_ms:.0} + scan {scan_ms:.0} on {} threads (assumes cost per code stays as \
-             measured, i.e. lists still stream from memory at this rate); {:.1} GB of codes + ids + keypoints",
+        notes.push(format!(
+            "{spec}: projection to {} vectors with {big}: {codes:.0} codes per query descriptor; per {nq}-descriptor \
+             batch {:.0} ms = coarse {coarse_ms:.0} + scan {scan_ms:.0} on {} threads (assumes cost per code stays \
+             as measured, i.e. lists still stream from memory at this rate); {:.1} GB of codes + ids + keypoints",
             args.project,
-            nq,
             coarse_ms + scan_ms,
             args.threads,
             shard.bytes_per_descriptor() * args.project as f64 / 1e9
-        );
+        ));
     }
-    Ok(())
+    Ok(notes)
+}
+
+/// Saves the shard to a temporary file and loads it back (memory-mapped; every section's CRC-32 checked): the file
+/// size and load time.
+fn load_note(spec: IndexSpec, shard: &delf_index::Shard) -> Result<String> {
+    let dir = std::env::temp_dir().join(format!("delf-bench-shard-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("shard.dshard");
+    let (saved, save_s) = timed(|| delf_index::file::save(shard, &path));
+    saved?;
+    let size = std::fs::metadata(&path)?.len();
+    let (loaded, load_s) = timed(|| delf_index::file::load(&path));
+    let entries = loaded?.stored_vectors();
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(format!(
+        "{spec}: shard file {:.1} MB for {entries} descriptors, saved in {save_s:.2} s, loaded (mapped, checksums \
+         checked) in {load_s:.2} s",
+        size as f64 / 1e6
+    ))
 }
 
 /// Median ANN and verification milliseconds of `retrieve` for the query batch as one image, with random keypoints

@@ -27,7 +27,12 @@ fn options(opts: &IndexBuildArgs, config: &Config) -> Result<BuildOptions> {
     let options = BuildOptions {
         out: opts.out.clone(),
         shards: opts.shards,
-        spec: opts.spec.as_deref().map(str::parse).transpose()?,
+        spec: opts
+            .spec
+            .as_deref()
+            .or(config.index.spec.as_deref().filter(|s| !s.is_empty()))
+            .map(str::parse)
+            .transpose()?,
         pca: opts.pca.clone().or_else(|| config.model.pca.clone()),
         pca_sample: opts.pca_sample,
         dim: opts.dim,
