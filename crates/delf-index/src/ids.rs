@@ -50,7 +50,8 @@ impl PackedIds {
         let offsets = self.offsets.as_slice();
         let (start, end) = (offsets[b] as usize, offsets[b + 1] as usize);
         let count = (len - b * BLOCK).min(BLOCK);
-        let width = (end - start) / count;
+        // A shift for every full block; a division only in a list's last one.
+        let width = if count == BLOCK { (end - start) / BLOCK } else { (end - start) / count };
         let at = start + (i % BLOCK) * width;
         let d = &self.deltas.as_slice()[at..at + width];
         let delta = match width {

@@ -71,11 +71,11 @@ impl TopK {
     pub fn push(&mut self, n: Neighbor) {
         if self.heap.len() < self.k {
             self.heap.push(Ordered(n));
-        } else if let Some(worst) = self.heap.peek()
+        } else if let Some(mut worst) = self.heap.peek_mut()
             && n.order(&worst.0) == Ordering::Less
         {
-            self.heap.pop();
-            self.heap.push(Ordered(n));
+            // Replacing the top sifts once, where pop + push would sift twice.
+            *worst = Ordered(n);
         }
     }
 
