@@ -114,15 +114,30 @@ pub fn quantize_lut(lut: &[f32], base: f32, out: &mut QuantizedLut) {
         span = span.max(hi - lo);
     }
     let scale = if span > 0.0 && span.is_finite() { 255.0 / span } else { 1.0 };
-    for ((row, out), &min) in lut.chunks_exact(KSUB).zip(out.table.chunks_exact_mut(KSUB)).zip(&out.mins) {
-        for (o, &v) in out.iter_mut().zip(row) {
-            // Rounds half up (the values are not negative); `as` saturates at 255.
-            *o = ((v - min) * scale + 0.5) as u8;
+    #[cfg(target_arch = "x86_64")]
+    let done = std::arch::is_x86_feature_detected!("avx2") && {
+        avx2::quantize_rows(lut, &out.mins, scale, &mut out.table);
+        true
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = false;
+    if !done {
+        for ((row, out), &min) in lut.chunks_exact(KSUB).zip(out.table.chunks_exact_mut(KSUB)).zip(&out.mins) {
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o = quantize_entry(v, min, scale);
+            }
         }
     }
     out.table[m * KSUB..].fill(0);
     out.scale = scale;
     out.offset = out.mins.iter().sum::<f32>() + base;
+}
+
+/// One table entry: `(v - min) * scale` rounded half up (the value is not negative), at most 255. The AVX2 rows
+/// compute the same arithmetic.
+#[inline]
+fn quantize_entry(v: f32, min: f32, scale: f32) -> u8 {
+    ((v - min) * scale + 0.5).min(255.0) as u8
 }
 
 impl ScanKernel {
@@ -163,6 +178,37 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{BLOCK, KSUB, padded};
+
+    /// [`super::quantize_entry`] for every entry of the `mins.len()` rows of 16, eight at a time.
+    pub(super) fn quantize_rows(lut: &[f32], mins: &[f32], scale: f32, table: &mut [u8]) {
+        assert!(lut.len() >= mins.len() * KSUB && table.len() >= mins.len() * KSUB, "quantize buffers");
+        // SAFETY: the caller checked AVX2 support; the sizes are checked above.
+        unsafe { quantize_avx2(lut, mins, scale, table) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn quantize_avx2(lut: &[f32], mins: &[f32], scale: f32, table: &mut [u8]) {
+        let (vscale, half, top) = (_mm256_set1_ps(scale), _mm256_set1_ps(0.5), _mm256_set1_ps(255.0));
+        for (j, &min) in mins.iter().enumerate() {
+            let vmin = _mm256_set1_ps(min);
+            // SAFETY: row j holds 16 floats and 16 table bytes (sizes checked by the caller).
+            unsafe {
+                let row = lut.as_ptr().add(j * KSUB);
+                let q = |at: usize| {
+                    let v = _mm256_loadu_ps(row.add(at));
+                    let x = _mm256_min_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, vmin), vscale), half), top);
+                    _mm256_cvttps_epi32(x)
+                };
+                let (a, b) = (q(0), q(8));
+                // i32 -> u16 (lane-interleaved), put the halves in order, then u16 -> u8.
+                let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(a, b));
+                let bytes = _mm256_packus_epi16(w, w);
+                let out = table.as_mut_ptr().add(j * KSUB);
+                _mm_storel_epi64(out as *mut __m128i, _mm256_castsi256_si128(bytes));
+                _mm_storel_epi64(out.add(8) as *mut __m128i, _mm256_extracti128_si256::<1>(bytes));
+            }
+        }
+    }
 
     pub(super) fn scan4(table: &[u8], codes: &[u8], m: usize, out: &mut [u16]) {
         // SAFETY: the caller checked AVX2 support and the buffer sizes (ScanKernel::scan4).
@@ -251,6 +297,24 @@ mod tests {
                 let want: u32 = r.iter().enumerate().map(|(j, &c)| u32::from(q.table[j * KSUB + c as usize])).sum();
                 assert_eq!(u32::from(a[i]), want);
             }
+        }
+    }
+
+    #[test]
+    fn avx2_and_scalar_table_quantization_agree() {
+        let mut g = SplitMix64(12);
+        for m in [1usize, 5, 20, 40] {
+            let lut: Vec<f32> = (0..m * KSUB).map(|_| (g.uniform() * 4.0 - 2.0) as f32).collect();
+            let mut q = QuantizedLut::new(m);
+            quantize_lut(&lut, 0.0, &mut q);
+            for (j, row) in lut.chunks_exact(KSUB).enumerate() {
+                let min = row.iter().copied().fold(f32::INFINITY, f32::min);
+                for (k, &v) in row.iter().enumerate() {
+                    assert_eq!(q.table[j * KSUB + k], quantize_entry(v, min, q.scale), "m {m} row {j} entry {k}");
+                }
+                assert!(row.iter().zip(&q.table[j * KSUB..][..KSUB]).any(|(&v, &t)| v == min && t == 0));
+            }
+            assert!(q.table.contains(&255));
         }
     }
 
