@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use crate::error::{IndexError, Result};
 use crate::fastscan::{self, QuantizedLut};
 use crate::scan::ScanKernel;
-use crate::shard::Shard;
+use crate::shard::{InvList, Shard};
 use crate::spec::SearchParams;
 use crate::topk::{Neighbor, TopK};
 
@@ -210,18 +210,11 @@ impl Ctx<'_> {
             }
             s.dist.resize(list.len, 0.0);
             self.kernel.scan(&s.lut, base, list.codes.as_slice(), m, &mut s.dist);
-            let features = list.features.as_slice();
             let mut thr = top.threshold().min(bound);
             for (i, &d) in s.dist.iter().enumerate() {
-                if d > thr {
-                    continue;
+                if d <= thr {
+                    thr = offer(shard, list, i, d, bound, top);
                 }
-                let image = list.images.get(i, list.len);
-                if !shard.deleted.is_empty() && shard.deleted.contains(&image) {
-                    continue;
-                }
-                top.push(Neighbor { distance: d, image, feature: features[i] });
-                thr = top.threshold().min(bound);
             }
         }
     }
@@ -267,7 +260,6 @@ impl Ctx<'_> {
             let codes = list.codes.as_slice();
             s.sums.resize(list.len, 0);
             self.kernel.scan4(&s.qlut, codes, &mut s.sums);
-            let features = list.features.as_slice();
             let mut thr = top.threshold().min(bound);
             let mut limit = sum_limit(s.qlut.limit(thr));
             // Chunks of 16 sums with none under the limit are skipped by one (vectorised) comparison.
@@ -281,20 +273,25 @@ impl Ctx<'_> {
                     }
                     let i = c * 16 + j;
                     let d = fastscan::exact_distance(&s.lut, base, codes, m, i);
-                    if d > thr {
-                        continue;
+                    if d <= thr {
+                        thr = offer(shard, list, i, d, bound, top);
+                        limit = sum_limit(s.qlut.limit(thr));
                     }
-                    let image = list.images.get(i, list.len);
-                    if !shard.deleted.is_empty() && shard.deleted.contains(&image) {
-                        continue;
-                    }
-                    top.push(Neighbor { distance: d, image, feature: features[i] });
-                    thr = top.threshold().min(bound);
-                    limit = sum_limit(s.qlut.limit(thr));
                 }
             }
         }
     }
+}
+
+/// Offers entry `i` of `list` (at distance `d`, already within the threshold) to `top` unless its image is
+/// tombstoned; returns the threshold the next candidate must meet.
+#[inline]
+fn offer(shard: &Shard, list: &InvList, i: usize, d: f32, bound: f32, top: &mut TopK) -> f32 {
+    let image = list.images.get(i, list.len);
+    if shard.deleted.is_empty() || !shard.deleted.contains(&image) {
+        top.push(Neighbor { distance: d, image, feature: list.features.as_slice()[i] });
+    }
+    top.threshold().min(bound)
 }
 
 /// The largest `u16` sum at or under a float limit (`u16::MAX` when the limit is above every sum). A negative limit
