@@ -35,7 +35,7 @@ impl CodeLayout {
         }
     }
 
-    /// Writes the unpacked `code` (`m` values) as vector `pos`, growing the buffer when needed.
+    /// Appends the unpacked `code` (`m` values) as vector `pos`, the number of codes so far.
     pub fn put(&self, blocked: &mut Vec<u8>, pos: usize, code: &[u8]) {
         match self {
             Self::Bytes(_) => scan::put_code(blocked, pos, code),
@@ -43,11 +43,11 @@ impl CodeLayout {
         }
     }
 
-    /// Reads vector `pos` into `code` (`m` values).
-    pub fn get(&self, blocked: &[u8], pos: usize, code: &mut [u8]) {
+    /// Reads vector `pos` of a buffer of `n` codes into `code` (`m` values).
+    pub fn get(&self, blocked: &[u8], pos: usize, n: usize, code: &mut [u8]) {
         match *self {
             Self::Bytes(m) => scan::get_code(blocked, m, pos, code),
-            Self::Nibbles(m) => fastscan::get_code(blocked, m, pos, code),
+            Self::Nibbles(m) => fastscan::get_code(blocked, m, pos, n, code),
         }
     }
 }

@@ -4,7 +4,9 @@
 //! Layout: blocks of [`BLOCK`] = 32 vectors. Inside a block, sub-vector `j` takes 16 bytes; byte `i` holds the
 //! code of vector `i` in its low nibble and of vector `i + 16` in its high nibble. An odd `m` is padded with one
 //! sub-vector whose codes and table are zero. Two consecutive sub-vectors are 32 contiguous bytes, matching the two
-//! 128-bit lanes of a 256-bit register.
+//! 128-bit lanes of a 256-bit register. A list's last block with `t <= 16` vectors is stored short: sub-vector `j`
+//! takes `t` bytes (low nibbles only), so a list wastes no padding for its last 16 codes; the kernel copies that
+//! block into a full one before scanning it. Codes are only ever appended, as lists grow.
 //!
 //! Search quantizes each float lookup table to `u8` ([`quantize_lut`]: per sub-vector minimum subtracted, one scale
 //! for all) and sums `u16` approximations in the kernel. The approximation only prunes: a code is evaluated with the
@@ -28,46 +30,77 @@ pub fn padded(m: usize) -> usize {
     m + (m & 1)
 }
 
+/// Bytes of one full block.
+fn block_bytes(m: usize) -> usize {
+    KSUB * padded(m)
+}
+
 /// Bytes a blocked buffer of `n` codes of `m` sub-vectors occupies.
 pub fn blocked_len(n: usize, m: usize) -> usize {
-    n.div_ceil(BLOCK) * (KSUB * padded(m))
+    let tail = match n % BLOCK {
+        0 => 0,
+        t if t <= 16 => t * padded(m),
+        _ => block_bytes(m),
+    };
+    n / BLOCK * block_bytes(m) + tail
 }
 
-/// Writes `code` (one value below 16 per sub-vector) as vector number `pos` of a blocked buffer, growing it by a
-/// block when needed.
+/// Where vector `pos` of a list of `n` sits: sub-vector `j`'s byte is `start + j * stride`, in the high nibble when
+/// `high`.
+#[inline]
+fn locate(pos: usize, n: usize, m: usize) -> (usize, usize, bool) {
+    let (b, lane) = (pos / BLOCK, pos % BLOCK);
+    let tail = n - b * BLOCK;
+    if tail <= 16 {
+        (b * block_bytes(m) + lane, tail, false)
+    } else {
+        (b * block_bytes(m) + lane % 16, KSUB, lane >= 16)
+    }
+}
+
+/// Appends `code` (one value below 16 per sub-vector) as vector number `pos` (the count so far) of a blocked
+/// buffer: the short last block grows by one byte per sub-vector, and from its 17th vector on is a full block.
 pub fn put_code(blocked: &mut Vec<u8>, pos: usize, code: &[u8]) {
-    let block_bytes = KSUB * padded(code.len());
+    let (m, mp) = (code.len(), padded(code.len()));
     let (b, lane) = (pos / BLOCK, pos % BLOCK);
-    if blocked.len() < (b + 1) * block_bytes {
-        blocked.resize((b + 1) * block_bytes, 0);
-    }
-    for (j, &c) in code.iter().enumerate() {
-        debug_assert!(usize::from(c) < KSUB, "4-bit code {c}");
-        let byte = &mut blocked[b * block_bytes + j * KSUB + lane % 16];
-        *byte = if lane < 16 { (*byte & 0xF0) | (c & 0x0F) } else { (*byte & 0x0F) | (c << 4) };
+    let start = b * block_bytes(m);
+    debug_assert_eq!(blocked.len(), blocked_len(pos, m), "4-bit codes are appended in order");
+    debug_assert!(code.iter().all(|&c| usize::from(c) < KSUB), "4-bit code");
+    if lane < 16 {
+        // Short block of `lane` vectors, stride `lane`, becomes one of `lane + 1`.
+        let old = blocked[start..].to_vec();
+        blocked.resize(start + (lane + 1) * mp, 0);
+        for j in 0..mp {
+            let row = &mut blocked[start + j * (lane + 1)..][..lane + 1];
+            row[..lane].copy_from_slice(&old[j * lane..][..lane]);
+            row[lane] = code.get(j).copied().unwrap_or(0);
+        }
+    } else {
+        // Sixteen vectors in the short layout are the low nibbles of a full block.
+        blocked.resize(start + block_bytes(m), 0);
+        for (j, &c) in code.iter().enumerate() {
+            blocked[start + j * KSUB + lane - 16] |= c << 4;
+        }
     }
 }
 
-/// Reads vector number `pos` of a blocked buffer into `code` (`m` values).
-pub fn get_code(blocked: &[u8], m: usize, pos: usize, code: &mut [u8]) {
-    let block_bytes = KSUB * padded(m);
-    let (b, lane) = (pos / BLOCK, pos % BLOCK);
+/// Reads vector number `pos` of a blocked buffer of `n` codes into `code` (`m` values).
+pub fn get_code(blocked: &[u8], m: usize, pos: usize, n: usize, code: &mut [u8]) {
+    let (start, stride, high) = locate(pos, n, m);
     for (j, c) in code.iter_mut().enumerate().take(m) {
-        let byte = blocked[b * block_bytes + j * KSUB + lane % 16];
-        *c = if lane < 16 { byte & 0x0F } else { byte >> 4 };
+        let byte = blocked[start + j * stride];
+        *c = if high { byte >> 4 } else { byte & 0x0F };
     }
 }
 
-/// Float distance of vector `pos`: `sum_j lut[j][code_j]` in order of `j`, then `+ base` (the arithmetic of the
-/// 8-bit scan, so both code sizes rank the same way).
-pub fn exact_distance(lut: &[f32], base: f32, blocked: &[u8], m: usize, pos: usize) -> f32 {
-    let block_bytes = KSUB * padded(m);
-    let (b, lane) = (pos / BLOCK, pos % BLOCK);
-    let block = &blocked[b * block_bytes..][..block_bytes];
+/// Float distance of vector `pos` of a list of `n`: `sum_j lut[j][code_j]` in order of `j`, then `+ base` (the
+/// arithmetic of the 8-bit scan, so both code sizes rank the same way).
+pub fn exact_distance(lut: &[f32], base: f32, blocked: &[u8], m: usize, pos: usize, n: usize) -> f32 {
+    let (start, stride, high) = locate(pos, n, m);
     let mut acc = 0.0f32;
     for j in 0..m {
-        let byte = block[j * KSUB + lane % 16];
-        let c = if lane < 16 { byte & 0x0F } else { byte >> 4 };
+        let byte = blocked[start + j * stride];
+        let c = if high { byte >> 4 } else { byte & 0x0F };
         acc += lut[j * KSUB + usize::from(c)];
     }
     acc + base
@@ -141,11 +174,31 @@ fn quantize_entry(v: f32, min: f32, scale: f32) -> u8 {
 }
 
 impl ScanKernel {
-    /// Quantized sums of the first `out.len()` vectors of a 4-bit blocked buffer.
+    /// Quantized sums of the `out.len()` vectors of a 4-bit blocked buffer (a short last block is copied into a full
+    /// one first).
     pub fn scan4(&self, qlut: &QuantizedLut, codes: &[u8], out: &mut [u16]) {
-        let m = qlut.m;
+        let (m, n) = (qlut.m, out.len());
         assert!(m <= MAX_M, "m {m} above {MAX_M}");
-        assert!(codes.len() >= blocked_len(out.len(), m) && qlut.table.len() >= padded(m) * KSUB, "scan4 buffers");
+        assert!(codes.len() >= blocked_len(n, m) && qlut.table.len() >= padded(m) * KSUB, "scan4 buffers");
+        let tail = n % BLOCK;
+        if (1..=16).contains(&tail) {
+            let full = n - tail;
+            let start = full / BLOCK * block_bytes(m);
+            let mut block = vec![0u8; block_bytes(m)];
+            for j in 0..padded(m) {
+                block[j * KSUB..][..tail].copy_from_slice(&codes[start + j * tail..][..tail]);
+            }
+            let (head, last) = out.split_at_mut(full);
+            self.scan4_blocks(qlut, &codes[..start], head);
+            self.scan4_blocks(qlut, &block, last);
+        } else {
+            self.scan4_blocks(qlut, codes, out);
+        }
+    }
+
+    /// [`ScanKernel::scan4`] over full blocks (the last one may hold fewer than 32 vectors in the full layout).
+    fn scan4_blocks(&self, qlut: &QuantizedLut, codes: &[u8], out: &mut [u16]) {
+        let m = qlut.m;
         match self {
             Self::Scalar => scan4_scalar(&qlut.table, codes, m, out),
             #[cfg(target_arch = "x86_64")]
@@ -278,13 +331,15 @@ mod tests {
     #[test]
     fn kernels_agree_bit_for_bit_and_codes_round_trip() {
         let mut g = SplitMix64(4);
-        for &(n, m) in &[(1usize, 20usize), (31, 5), (32, 20), (33, 10), (100, 40), (1000, 20), (64, 255)] {
+        let cases =
+            [(1usize, 20usize), (16, 20), (17, 20), (31, 5), (32, 20), (33, 10), (100, 40), (1000, 20), (64, 255)];
+        for &(n, m) in &cases {
             let (blocked, raw) = random_codes(&mut g, n, m);
             assert_eq!(blocked.len(), blocked_len(n, m));
             let mut back = vec![0u8; m];
-            for i in [0, n / 2, n - 1] {
-                get_code(&blocked, m, i, &mut back);
-                assert_eq!(back, raw[i]);
+            for (i, want) in raw.iter().enumerate() {
+                get_code(&blocked, m, i, n, &mut back);
+                assert_eq!(&back, want);
             }
             let lut: Vec<f32> = (0..m * KSUB).map(|_| g.uniform() as f32).collect();
             let mut q = QuantizedLut::new(m);
@@ -330,7 +385,7 @@ mod tests {
         let mut sums = vec![0u16; n];
         ScanKernel::detect().scan4(&q, &blocked, &mut sums);
         for (i, &s) in sums.iter().enumerate() {
-            let d = exact_distance(&lut, base, &blocked, m, i);
+            let d = exact_distance(&lut, base, &blocked, m, i, n);
             // Every vector passes the limit at its own distance, and the approximation is within the bound.
             assert!(f32::from(s) <= q.limit(d), "vector {i}: sum {s}, limit {}", q.limit(d));
             let approx = f32::from(s) / q.scale + q.offset;

@@ -272,7 +272,7 @@ impl Ctx<'_> {
                         continue;
                     }
                     let i = c * 16 + j;
-                    let d = fastscan::exact_distance(&s.lut, base, codes, m, i);
+                    let d = fastscan::exact_distance(&s.lut, base, codes, m, i, list.len);
                     if d <= thr {
                         thr = offer(shard, list, i, d, bound, top);
                         limit = sum_limit(s.qlut.limit(thr));
@@ -394,7 +394,7 @@ mod tests {
                 let base = cb.list_base(x, l);
                 let list = &shard.lists[l];
                 for i in 0..list.len {
-                    let d = fastscan::exact_distance(&lut, base, list.codes.as_slice(), m, i);
+                    let d = fastscan::exact_distance(&lut, base, list.codes.as_slice(), m, i, list.len);
                     top.push(Neighbor {
                         distance: d,
                         image: list.images.get(i, list.len),

@@ -362,7 +362,7 @@ impl Shard {
                 if self.deleted.contains(&imgs[i]) {
                     continue;
                 }
-                layout.get(codes, i, &mut code);
+                layout.get(codes, i, list.len, &mut code);
                 layout.put(fresh.codes.make_mut(), fresh.len, &code);
                 fresh.images.push(fresh.len, imgs[i]);
                 fresh.features.make_mut().push(feats[i]);
