@@ -276,7 +276,8 @@ pub fn run(args: &BenchChaosArgs, config: &Config) -> Result<()> {
     // The fault schedule, with the version switch and a rebalance in the middle.
     let run = Duration::from_secs(args.seconds);
     let mut rng = SplitMix64(args.seed);
-    let mut faulted: Vec<(Target, usize, Instant)> = Vec::new();
+    // (target, index, fault ends, recovered): a fault counts until its process accepts connections again.
+    let mut faulted: Vec<(Target, usize, Instant, bool)> = Vec::new();
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
     let mut next_at = clock + chaos_schedule::next_gap(&mut rng);
     let mut last_index_recovery = clock;
@@ -285,13 +286,21 @@ pub fn run(args: &BenchChaosArgs, config: &Config) -> Result<()> {
     let mut background: Vec<tokio::task::JoinHandle<String>> = Vec::new();
     while clock.elapsed() < run {
         let now = Instant::now();
-        for (target, index, _) in faulted.iter().filter(|f| f.2 <= now) {
-            cluster.recover(*target, *index)?;
-            if *target == Target::IndexNode {
-                last_index_recovery = now;
+        let mut still = Vec::with_capacity(faulted.len());
+        for mut f in faulted.drain(..) {
+            if f.2 <= now && !f.3 {
+                cluster.recover(f.0, f.1)?;
+                f.3 = true;
+            }
+            if f.3 && cluster.listening(f.0, f.1)? {
+                if f.0 == Target::IndexNode {
+                    last_index_recovery = now;
+                }
+            } else {
+                still.push(f);
             }
         }
-        faulted.retain(|f| f.2 > now);
+        faulted = still;
         cluster.check_running()?;
         if switch_at.is_some_and(|at| clock.elapsed() >= at) {
             switch_at = None;
@@ -323,12 +332,12 @@ pub fn run(args: &BenchChaosArgs, config: &Config) -> Result<()> {
                 let (kind, name) = (f.kind.as_str(), cluster.name(f.target, f.index)?);
                 eprintln!("{:6.1} s  {kind} {name} for {} ms", clock.elapsed().as_secs_f64(), f.lasts.as_millis());
                 *faults.entry(format!("{kind} {}", f.target.as_str())).or_default() += 1;
-                faulted.push((f.target, f.index, Instant::now() + f.lasts));
+                faulted.push((f.target, f.index, Instant::now() + f.lasts, false));
             }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    for (target, index, _) in faulted.drain(..) {
+    for (target, index, _, _) in faulted.drain(..) {
         cluster.recover(target, index)?;
     }
     let elapsed = clock.elapsed().as_secs_f64();

@@ -48,6 +48,17 @@ impl Managed {
         Ok(())
     }
 
+    /// Whether the process accepts TCP connections on its `--listen` address: a restarted process counts as back
+    /// only once it does (under load a restart can take seconds, and the schedule must not count it as up before).
+    fn listening(&self) -> bool {
+        use std::net::ToSocketAddrs;
+        let Some(addr) = self.args.iter().position(|a| a == "--listen").and_then(|i| self.args.get(i + 1)) else {
+            return true;
+        };
+        let first = addr.to_socket_addrs().ok().and_then(|mut a| a.next());
+        first.is_some_and(|a| std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_millis(100)).is_ok())
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -169,6 +180,11 @@ impl ChaosCluster {
             p.spawn(&exe, &config, &logs)?;
         }
         Ok(())
+    }
+
+    /// Whether process `index` of `target` accepts connections (see [`Managed::listening`]).
+    pub fn listening(&mut self, target: Target, index: usize) -> Result<bool> {
+        Ok(self.process(target, index)?.listening())
     }
 
     /// An error naming a process that exited by itself (not killed by the schedule), with the end of its log.
