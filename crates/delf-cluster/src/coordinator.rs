@@ -28,7 +28,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::cells::CellAssigner;
@@ -37,11 +37,18 @@ use crate::error::ClusterError;
 use delf_rpc::BearerAuth;
 use delf_rpc::Security;
 use delf_rpc::client;
+use delf_rpc::failover::{self, Attempt, Event, Failure, Retry};
 use delf_rpc::metrics;
 
 struct Replica {
     addr: String,
     client: IndexNodeClient<Channel>,
+}
+
+impl failover::Endpoint for Replica {
+    fn addr(&self) -> &str {
+        &self.addr
+    }
 }
 
 struct ShardRoute {
@@ -55,6 +62,12 @@ struct WorkerEndpoint {
     addr: String,
     client: WorkerClient<Channel>,
     channel: Channel,
+}
+
+impl failover::Endpoint for WorkerEndpoint {
+    fn addr(&self) -> &str {
+        &self.addr
+    }
 }
 
 /// Which index version the coordinator serves and who serves it: from `[cluster]` (static membership) or from the
@@ -217,32 +230,7 @@ impl CoordinatorService {
     }
 }
 
-fn remaining(deadline: Instant) -> Result<Duration, Status> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() { Err(Status::deadline_exceeded("the query's deadline passed")) } else { Ok(left) }
-}
-
 const HEDGED: &str = "delf_hedged_requests_total";
-
-/// A status the next replica or worker would answer the same way: the request itself is wrong.
-fn is_callers_fault(s: &Status) -> bool {
-    matches!(
-        s.code(),
-        Code::InvalidArgument | Code::FailedPrecondition | Code::Unauthenticated | Code::PermissionDenied
-    )
-}
-
-/// What went wrong with a call that got `s` after waiting at most `t`. Tonic enforces the `grpc-timeout` it sends
-/// as a local CANCELLED, the server as DEADLINE_EXCEEDED: both mean the peer did not answer in time.
-fn describe(s: &Status, t: Duration) -> String {
-    let timed_out =
-        s.code() == Code::DeadlineExceeded || (s.code() == Code::Cancelled && s.message().contains("Timeout"));
-    if timed_out {
-        format!("no answer within {} ms", t.as_millis())
-    } else {
-        format!("{:?}: {}", s.code(), s.message())
-    }
-}
 
 fn decode_shard(r: pb::ShardSearchResponse, shard: u32, count: u32, nq: usize) -> Result<ShardAnswer, String> {
     if r.shard_id != shard {
@@ -396,20 +384,22 @@ impl Inner {
             match node.search(call).await {
                 Ok(r) => {
                     traffic("index_node", "received", r.get_ref());
-                    Ok(decode_shard(r.into_inner(), shard.id, shard_count, nq).map_err(|e| format!("bad answer: {e}")))
+                    match decode_shard(r.into_inner(), shard.id, shard_count, nq) {
+                        Ok(answer) => Attempt::Answer(answer),
+                        Err(e) => Attempt::Failed(format!("bad answer: {e}")),
+                    }
                 }
-                Err(s) if is_callers_fault(&s) => Err(s),
-                Err(s) => Ok(Err(describe(&s, t))),
+                Err(s) => Retry::Read.classify(s, t),
             }
         })
         .await
     }
 
     /// Calls one replica of `shard` after another (starting at a rotating one) until one answers within its time
-    /// (`cluster.shard_timeout_ms`, within the query's deadline). With `cluster.hedge_after_ms`, the next replica is
-    /// also asked when the current one is slower than that, and the first good answer wins. `call` gets a replica's
-    /// client and its time; it answers `Err` for a request no replica would accept (the query fails at once),
-    /// `Ok(Err)` for a replica that failed (the next one is tried).
+    /// (`cluster.shard_timeout_ms`, within the query's deadline); with `cluster.hedge_after_ms`, the next replica is
+    /// also asked when the current one is slower than that, and the first good answer wins (`delf_rpc::failover`,
+    /// [`Retry::Read`]). `call` gets a replica's client and its time and says how the try ended: an
+    /// [`Attempt::Stop`] (a request no replica would accept) fails the query at once.
     async fn on_replicas<T, F, Fut>(
         &self,
         shard: &ShardRoute,
@@ -419,86 +409,54 @@ impl Inner {
     ) -> Result<ShardOutcome<T>, Status>
     where
         F: Fn(IndexNodeClient<Channel>, Duration) -> Fut,
-        Fut: std::future::Future<Output = Result<Result<T, String>, Status>>,
+        Fut: std::future::Future<Output = Attempt<T>>,
     {
-        let n = shard.replicas.len();
-        if n == 0 {
+        if shard.replicas.is_empty() {
             return Ok(ShardOutcome::Down(vec!["no replica has it loaded (none ready in the routing)".into()]));
         }
+        let policy = failover::Policy {
+            hedge_after: self.config.hedge_after_ms.map(Duration::from_millis),
+            ..failover::Policy::once(Duration::from_millis(self.config.shard_timeout_ms), Retry::Read)
+        };
         let first = shard.next.fetch_add(1, Ordering::Relaxed);
-        let per_try = Duration::from_millis(self.config.shard_timeout_ms);
-        let hedge = self.config.hedge_after_ms.map(Duration::from_millis);
-        let call = &call;
-        let attempt = |i: usize, t: Duration| {
-            let node = shard.replicas[i].client.clone();
-            async move {
-                let outcome = match tokio::time::timeout(t, call(node, t)).await {
-                    Ok(r) => r,
-                    Err(_) => Ok(Err(format!("no answer within {} ms", t.as_millis()))),
-                };
-                (i, outcome)
+        let shard_label = shard.id.to_string();
+        let observe = |replica: &Replica, event: Event<'_>| match event {
+            Event::Failed(error) => {
+                tracing::warn!(
+                    %request_id, shard = shard.id, replica = %replica.addr, %error,
+                    "replica failed; trying the next one"
+                );
+                let labels = [("shard", shard_label.as_str()), ("replica", replica.addr.as_str())];
+                metrics::count(
+                    "delf_replica_failures_total",
+                    "Replica calls that failed or timed out (then the next replica was tried)",
+                    &labels,
+                    1.0,
+                );
+            }
+            Event::Hedged => {
+                let labels = [("shard", shard_label.as_str())];
+                metrics::count(HEDGED, "Second replicas asked because the first was slow", &labels, 1.0);
             }
         };
-        let mut errors = Vec::new();
-        let mut running = futures::stream::FuturesUnordered::new();
-        let mut next = 0;
-        loop {
-            // Start the next replica when none is running (first try, or after a failure).
-            while running.is_empty() && next < n {
-                let i = (first + next) % n;
-                next += 1;
-                match remaining(deadline) {
-                    Ok(left) => running.push(attempt(i, left.min(per_try))),
-                    Err(_) => errors.push(format!("{}: not tried, deadline passed", shard.replicas[i].addr)),
+        let answer =
+            failover::call(&shard.replicas, first, deadline, &policy, observe, |r, t| call(r.client.clone(), t)).await;
+        match answer {
+            Ok(answer) => Ok(ShardOutcome::Answer(answer)),
+            Err(Failure::Stopped(s)) => Err(s),
+            Err(Failure::Exhausted { mut errors, deadline_passed }) => {
+                let mut down: Vec<String> = errors.drain(..).map(|(addr, e)| format!("{addr}: {e}")).collect();
+                if deadline_passed {
+                    down.push("the others: not tried, the query's deadline passed".into());
                 }
-            }
-            if running.is_empty() {
-                break;
-            }
-            let hedge_now = async {
-                match hedge {
-                    Some(h) if next < n => tokio::time::sleep(h).await,
-                    _ => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                Some((i, outcome)) = futures::StreamExt::next(&mut running) => match outcome? {
-                    Ok(answer) => return Ok(ShardOutcome::Answer(answer)),
-                    Err(error) => {
-                        let replica = &shard.replicas[i];
-                        tracing::warn!(
-                            %request_id, shard = shard.id, replica = %replica.addr, %error,
-                            "replica failed; trying the next one"
-                        );
-                        let shard_label = shard.id.to_string();
-                        let labels = [("shard", shard_label.as_str()), ("replica", replica.addr.as_str())];
-                        metrics::count(
-                            "delf_replica_failures_total",
-                            "Replica calls that failed or timed out (then the next replica was tried)",
-                            &labels,
-                            1.0,
-                        );
-                        errors.push(format!("{}: {error}", replica.addr));
-                    }
-                },
-                () = hedge_now => {
-                    let i = (first + next) % n;
-                    next += 1;
-                    if let Ok(left) = remaining(deadline) {
-                        let t = left.min(per_try);
-                        let shard_label = shard.id.to_string();
-                        let labels = [("shard", shard_label.as_str())];
-                        metrics::count(HEDGED, "Second replicas asked because the first was slow", &labels, 1.0);
-                        running.push(attempt(i, t));
-                    }
-                }
+                Ok(ShardOutcome::Down(down))
             }
         }
-        Ok(ShardOutcome::Down(errors))
     }
 
-    /// Calls workers one after another (starting at the next in rotation) until one answers. `work` is how many
-    /// extractions' (or verification batches') worth the call is: each try may take `worker_timeout_ms` per unit.
+    /// Calls workers one after another (starting at the next in rotation) until one answers
+    /// (`delf_rpc::failover`, [`Retry::Read`]). `work` is how many extractions' (or verification batches') worth
+    /// the call is: each try may take `worker_timeout_ms` per unit.
     async fn on_workers<T, F, Fut>(
         &self,
         workers: &[WorkerEndpoint],
@@ -512,31 +470,39 @@ impl Inner {
         F: Fn(WorkerClient<Channel>, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<Response<T>, Status>>,
     {
-        let n = workers.len();
-        let first = self.next_worker.fetch_add(1, Ordering::Relaxed);
         let per_try = Duration::from_millis(self.config.worker_timeout_ms) * work.max(1);
-        let mut errors = Vec::new();
-        for i in 0..n {
-            let w = &workers[(first + i) % n];
-            let left = remaining(deadline)?;
-            let t = left.min(per_try);
-            let error = match tokio::time::timeout(t, call(w.client.clone(), t)).await {
-                Ok(Ok(r)) => return Ok(r.into_inner()),
-                Ok(Err(s)) if is_callers_fault(&s) => return Err(s),
-                Ok(Err(s)) => describe(&s, t),
-                Err(_) => format!("no answer within {} ms", t.as_millis()),
-            };
-            tracing::warn!(%request_id, worker = %w.addr, %error, "{what} failed on a worker; trying another");
-            let labels = [("worker", w.addr.as_str()), ("call", what)];
-            metrics::count(
-                "delf_worker_failures_total",
-                "Worker calls that failed or timed out (then another worker was tried)",
-                &labels,
-                1.0,
-            );
-            errors.push(format!("{}: {error}", w.addr));
+        let policy = failover::Policy::once(per_try, Retry::Read);
+        let first = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        let observe = |w: &WorkerEndpoint, event: Event<'_>| {
+            if let Event::Failed(error) = event {
+                tracing::warn!(%request_id, worker = %w.addr, %error, "{what} failed on a worker; trying another");
+                let labels = [("worker", w.addr.as_str()), ("call", what)];
+                metrics::count(
+                    "delf_worker_failures_total",
+                    "Worker calls that failed or timed out (then another worker was tried)",
+                    &labels,
+                    1.0,
+                );
+            }
+        };
+        let answer = failover::call(workers, first, deadline, &policy, observe, |w, t| {
+            let fut = call(w.client.clone(), t);
+            async move {
+                match fut.await {
+                    Ok(r) => Attempt::Answer(r.into_inner()),
+                    Err(s) => policy.retry.classify(s, t),
+                }
+            }
+        })
+        .await;
+        match answer {
+            Ok(answer) => Ok(answer),
+            Err(Failure::Stopped(s)) => Err(s),
+            Err(Failure::Exhausted { errors, deadline_passed: true }) if errors.is_empty() => {
+                Err(Status::deadline_exceeded("the query's deadline passed"))
+            }
+            Err(f) => Err(Status::unavailable(format!("{what} failed on every worker: {}", f.summary()))),
         }
-        Err(Status::unavailable(format!("{what} failed on every worker: {}", errors.join("; "))))
     }
 
     /// The query's features: as the client sent them, or extracted by a worker from its photo.
@@ -733,9 +699,10 @@ impl Inner {
                 match node.codebooks(call).await {
                     Ok(r) => {
                         traffic("index_node", "received", r.get_ref());
-                        Ok(crate::cells::decode(r.into_inner(), fingerprint))
+                        crate::cells::decode(r.into_inner(), fingerprint).map_or_else(Attempt::Failed, Attempt::Answer)
                     }
-                    Err(s) => Ok(Err(describe(&s, t))),
+                    // Any refusal here only means this shard's codebooks are not to be had: try the next one.
+                    Err(s) => Attempt::Failed(failover::describe(&s, t)),
                 }
             });
             match outcome.await {
@@ -819,10 +786,13 @@ impl Inner {
                 traffic("index_node", "received", r.get_ref());
             }
             match answer {
-                Ok(r) if r.get_ref().xy.len() == 2 * pairs.len() => Ok(Ok(r.into_inner())),
-                Ok(r) => Ok(Err(format!("bad answer: {} values for {} keypoints", r.get_ref().xy.len(), pairs.len()))),
-                Err(s) if is_callers_fault(&s) => Err(s),
-                Err(s) => Ok(Err(describe(&s, t))),
+                Ok(r) if r.get_ref().xy.len() == 2 * pairs.len() => Attempt::Answer(r.into_inner()),
+                Ok(r) => Attempt::Failed(format!(
+                    "bad answer: {} values for {} keypoints",
+                    r.get_ref().xy.len(),
+                    pairs.len()
+                )),
+                Err(s) => Retry::Read.classify(s, t),
             }
         })
         .await

@@ -8,8 +8,9 @@ use delf_proto::MAX_MESSAGE_BYTES;
 use delf_proto::v1 as pb;
 use delf_proto::v1::meta_client::MetaClient;
 use delf_rpc::Security;
+use delf_rpc::failover::{self, Attempt, Failure, Retry};
+use tonic::Status;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
 
 use crate::state::{Applied, Command, MetaState};
 
@@ -18,17 +19,25 @@ pub fn meta(channel: Channel) -> MetaClient<Channel> {
     MetaClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
+/// One coordinator's address and client.
+#[derive(Clone)]
+struct Endpoint {
+    addr: String,
+    client: MetaClient<Channel>,
+}
+
+impl failover::Endpoint for Endpoint {
+    fn addr(&self) -> &str {
+        &self.addr
+    }
+}
+
 /// The coordinators, tried in turn.
 #[derive(Clone)]
 pub struct Coordinators {
-    clients: Vec<(String, MetaClient<Channel>)>,
+    clients: Vec<Endpoint>,
     security: Security,
     timeout: Duration,
-}
-
-/// Whether another coordinator (or a later try) could answer differently.
-fn retryable(s: &Status) -> bool {
-    matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Internal)
 }
 
 impl Coordinators {
@@ -40,40 +49,49 @@ impl Coordinators {
         let connect = Duration::from_secs(1);
         let clients = addresses
             .iter()
-            .map(|a| Ok((a.clone(), meta(delf_rpc::client::channel(a, connect, security)?))))
+            .map(|a| Ok(Endpoint { addr: a.clone(), client: meta(delf_rpc::client::channel(a, connect, security)?) }))
             .collect::<Result<_, crate::MetaError>>()?;
         Ok(Self { clients, security: security.clone(), timeout })
     }
 
-    /// Calls `f` on one coordinator after another (retrying UNAVAILABLE and timeouts) until one answers or the
-    /// time is up; the error names what each said last.
-    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, Status>
+    /// Calls `f` on one coordinator after another, pass after pass (a pause of 100 ms times the pass number, at
+    /// most 500 ms, between passes), until one answers or the client's time is up (`delf_rpc::failover`; each try
+    /// at most 3 s). `retry` says which failures try again: state reads are [`Retry::Read`]s, and proposals
+    /// [`Retry::IdempotentWrite`]s: the state machine answers a repeated command "already" and changes nothing
+    /// (`apply.rs`), and a repeated membership change is a no-op in raft-rs (adding a voter twice, removing a
+    /// non-member). The error names what each coordinator said last.
+    pub async fn call<T, F, Fut>(&self, retry: Retry, f: F) -> Result<T, Status>
     where
         F: Fn(MetaClient<Channel>, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        let started = Instant::now();
-        let mut last = Status::unavailable("no coordinator tried");
-        let mut round = 0u32;
-        loop {
-            for (addr, c) in &self.clients {
-                let left = self.timeout.saturating_sub(started.elapsed());
-                if left.is_zero() {
-                    return Err(Status::new(last.code(), format!("{} (after {round} rounds)", last.message())));
-                }
-                let t = left.min(Duration::from_secs(3));
-                match tokio::time::timeout(t, f(c.clone(), t)).await {
-                    Ok(Ok(r)) => return Ok(r.into_inner()),
-                    Ok(Err(s)) if !retryable(&s) => return Err(s),
-                    Ok(Err(s)) => last = Status::new(s.code(), format!("{addr}: {}", s.message())),
-                    Err(_) => {
-                        last = Status::deadline_exceeded(format!("{addr}: no answer within {} ms", t.as_millis()))
+        let policy = failover::Policy {
+            rounds: u32::MAX,
+            backoff: Duration::from_millis(100),
+            ..failover::Policy::once(Duration::from_secs(3), retry)
+        };
+        let deadline = Instant::now() + self.timeout;
+        let answer = failover::call(
+            &self.clients,
+            0,
+            deadline,
+            &policy,
+            |_, _| {},
+            |c, t| {
+                let fut = f(c.client.clone(), t);
+                async move {
+                    match fut.await {
+                        Ok(r) => Attempt::Answer(r.into_inner()),
+                        Err(s) => retry.classify(s, t),
                     }
                 }
-            }
-            round += 1;
-            tokio::time::sleep(Duration::from_millis(100 * u64::from(round.min(5)))).await;
-        }
+            },
+        )
+        .await;
+        answer.map_err(|f| match f {
+            Failure::Stopped(s) => s,
+            f => Status::unavailable(format!("no coordinator answered: {}", f.summary())),
+        })
     }
 
     fn request<T>(&self, m: T, t: Duration) -> tonic::Request<T> {
@@ -84,7 +102,7 @@ impl Coordinators {
     pub async fn propose(&self, command: &Command) -> Result<(u64, Applied), Status> {
         let command_json = serde_json::to_string(command).map_err(|e| Status::internal(e.to_string()))?;
         let r = self
-            .call(|mut c, t| {
+            .call(Retry::IdempotentWrite, |mut c, t| {
                 let req = self.request(pb::ProposeRequest { command_json: command_json.clone(), forwarded: false }, t);
                 async move { c.propose(req).await }
             })
@@ -96,7 +114,7 @@ impl Coordinators {
     /// The replicated state (linearizable unless `stale`).
     pub async fn state(&self, stale: bool) -> Result<(MetaState, u64), Status> {
         let r = self
-            .call(|mut c, t| {
+            .call(Retry::Read, |mut c, t| {
                 let req = self.request(pb::ReadStateRequest { stale }, t);
                 async move { c.read_state(req).await }
             })
@@ -108,7 +126,7 @@ impl Coordinators {
     /// Adds or removes a coordinator; the voters after the change.
     pub async fn change_members(&self, id: u64, address: &str, remove: bool) -> Result<Vec<u64>, Status> {
         let r = self
-            .call(|mut c, t| {
+            .call(Retry::IdempotentWrite, |mut c, t| {
                 let m = pb::ChangeMembersRequest { id, address: address.to_string(), remove, forwarded: false };
                 let req = self.request(m, t);
                 async move { c.change_members(req).await }
@@ -120,8 +138,8 @@ impl Coordinators {
     /// Every coordinator's Raft status (None for one that did not answer), in the configured order.
     pub async fn raft_statuses(&self) -> Vec<(String, Result<pb::RaftStatusResponse, Status>)> {
         let t = Duration::from_secs(2);
-        let calls = self.clients.iter().map(|(addr, c)| {
-            let mut c = c.clone();
+        let calls = self.clients.iter().map(|Endpoint { addr, client }| {
+            let mut c = client.clone();
             let req = self.request(pb::RaftStatusRequest {}, t);
             async move {
                 let r = match tokio::time::timeout(t, c.raft_status(req)).await {
@@ -136,7 +154,7 @@ impl Coordinators {
 
     /// Sends one heartbeat (to the coordinators in turn).
     pub async fn heartbeat(&self, h: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse, Status> {
-        self.call(|mut c, t| {
+        self.call(Retry::Read, |mut c, t| {
             let req = self.request(h.clone(), t);
             async move { c.heartbeat(req).await }
         })
@@ -145,10 +163,10 @@ impl Coordinators {
 
     /// Sets a fail point on the coordinator at `addr` (test builds only).
     pub async fn set_fail_point(&self, addr: &str, name: &str, actions: &str) -> Result<(), Status> {
-        let (_, c) = self
+        let Endpoint { client: c, .. } = self
             .clients
             .iter()
-            .find(|(a, _)| a == addr)
+            .find(|e| e.addr == addr)
             .ok_or_else(|| Status::invalid_argument(format!("{addr} is not a configured coordinator")))?;
         let req = self.request(pb::SetFailPointRequest { name: name.into(), actions: actions.into() }, self.timeout);
         c.clone().set_fail_point(req).await.map(|_| ())

@@ -7,11 +7,14 @@
 //!   requests carrying the request id, the token and the deadline.
 //! - [`server`]: what every server has: TLS, health and reflection services, graceful shutdown.
 //! - [`addr`]: `host:port` checked and bound.
+//! - [`failover`]: calling one of several equivalent endpoints (replicas, workers, coordinators): per-try
+//!   times, hedging, passes and which failures are retried, written once.
 //! - [`metrics`]: the process's Prometheus registry and its `GET /metrics` endpoint.
 
 pub mod addr;
 pub mod client;
 pub mod error;
+pub mod failover;
 pub mod metrics;
 pub mod security;
 pub mod server;
