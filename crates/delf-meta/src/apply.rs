@@ -7,6 +7,10 @@ use std::collections::BTreeSet;
 
 use crate::state::{Applied, Command, IndexVersion, MetaState, NodeRecord, VersionState};
 
+/// How the state machine's refusal of an activation before every shard has a ready replica ends; clients that
+/// wait for readiness ([`crate::Coordinators::activate_when_ready`]) recognise it by this.
+pub const NOT_READY: &str = "has no ready replica yet";
+
 fn refused<T: Into<String>>(why: T) -> Applied {
     Applied::Refused(why.into())
 }
@@ -114,7 +118,7 @@ impl MetaState {
                     VersionState::Loading => {}
                 }
                 if let Some(shard) = (0..v.shards).find(|&s| self.ready_replicas(version, s).is_empty()) {
-                    return refused(format!("shard {shard} of version {version} has no ready replica yet"));
+                    return refused(format!("shard {shard} of version {version} {NOT_READY}"));
                 }
                 let name = v.index_name.clone();
                 if let Some(old) = self.active.insert(name.clone(), version.clone())

@@ -111,6 +111,26 @@ impl Coordinators {
         Ok((r.index, applied))
     }
 
+    /// Activates `version` as soon as every shard has a ready replica: the state machine refuses an activation
+    /// before then (FAILED_PRECONDITION, "... has no ready replica yet"), and that refusal is proposed again every
+    /// 500 ms until `wait` has passed. Any other error, or that refusal after `wait`, is returned.
+    pub async fn activate_when_ready(&self, version: &str, wait: Duration) -> Result<(u64, Applied), Status> {
+        let started = Instant::now();
+        let command = Command::Activate { version: version.into() };
+        loop {
+            match self.propose(&command).await {
+                Err(s)
+                    if s.code() == tonic::Code::FailedPrecondition
+                        && s.message().contains(crate::apply::NOT_READY)
+                        && started.elapsed() < wait =>
+                {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The replicated state (linearizable unless `stale`).
     pub async fn state(&self, stale: bool) -> Result<(MetaState, u64), Status> {
         let r = self

@@ -645,15 +645,10 @@ async fn switch(meta: &Coordinators, name: &str, dir: &Path) -> String {
         return format!("switch to {name}: registration failed: {}", s.message());
     }
     let started = Instant::now();
-    loop {
-        match meta.propose(&Command::Activate { version: name.into() }).await {
-            Ok((_, Applied::Ok(n))) => return format!("switch after {:.1} s: {n}", started.elapsed().as_secs_f64()),
-            Ok((_, Applied::Refused(n))) => return format!("switch to {name} refused: {n}"),
-            Err(_) if started.elapsed() < Duration::from_secs(60) => {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            Err(s) => return format!("switch to {name} failed: {}", s.message()),
-        }
+    match meta.activate_when_ready(name, Duration::from_secs(60)).await {
+        Ok((_, Applied::Ok(n))) => format!("switch after {:.1} s: {n}", started.elapsed().as_secs_f64()),
+        Ok((_, Applied::Refused(n))) => format!("switch to {name} refused: {n}"),
+        Err(s) => format!("switch to {name} failed: {}", s.message()),
     }
 }
 

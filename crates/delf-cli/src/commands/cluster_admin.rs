@@ -170,23 +170,12 @@ pub fn run(command: &ClusterCommand, config: &Config) -> Result<()> {
             Ok(())
         }
         ClusterCommand::Activate { version, wait_secs } => {
-            let started = Instant::now();
-            loop {
-                match rt.block_on(c.propose(&Command::Activate { version: version.clone() })) {
-                    Ok((at, applied)) => {
-                        print_applied(at, &applied);
-                        return Ok(());
-                    }
-                    Err(s)
-                        if s.code() == tonic::Code::FailedPrecondition
-                            && s.message().contains("no ready replica")
-                            && started.elapsed() < Duration::from_secs(*wait_secs) =>
-                    {
-                        std::thread::sleep(Duration::from_millis(500));
-                    }
-                    Err(s) => return Err(RemoteError::from(s)).context("activation"),
-                }
-            }
+            let (at, applied) = rt
+                .block_on(c.activate_when_ready(version, Duration::from_secs(*wait_secs)))
+                .map_err(RemoteError::from)
+                .context("activation")?;
+            print_applied(at, &applied);
+            Ok(())
         }
         ClusterCommand::Retire { version } => {
             let (at, applied) = propose(Command::Retire { version: version.clone() })?;
