@@ -33,7 +33,7 @@ pub struct Config {
     /// Extraction settings.
     pub extract: ExtractSettings,
     /// Matching and geometric verification.
-    pub verify: VerifySettings,
+    pub verify: delf_verify::VerifySettings,
     /// Index structure of new indexes.
     pub index: IndexSettings,
     /// Retrieval defaults of `delf search` (and of the cluster coordinator).
@@ -110,98 +110,6 @@ impl Default for SearchSettings {
             rotations_below: Self::DEFAULT_ROTATIONS_BELOW,
             rotation_max_side: 640,
             rotation_max_scale: 1.4143,
-        }
-    }
-}
-
-/// `[verify]` section: matching, RANSAC, model bounds and the match threshold (docs/verification.md).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct VerifySettings {
-    /// `affine` or `homography`.
-    pub model: delf_verify::ModelKind,
-    /// Largest descriptor distance of a putative match (reference 0.8).
-    pub max_distance: f64,
-    /// Lowe ratio test (unset = off).
-    pub ratio: Option<f64>,
-    /// Keep only mutual nearest neighbours.
-    pub mutual: bool,
-    /// Keep each keypoint and location at most once per side.
-    pub one_to_one: bool,
-    /// Inlier residual, pixels (reference 20).
-    pub residual_threshold: f64,
-    /// RANSAC trials at most (reference 1000).
-    pub max_trials: u32,
-    /// Early-stop confidence.
-    pub confidence: f64,
-    /// RANSAC seed.
-    pub seed: u64,
-    /// LO-RANSAC refinement.
-    pub local_optimization: bool,
-    /// Largest scale change either way.
-    pub max_scale: f64,
-    /// Largest singular-value ratio of the local linear map.
-    pub max_anisotropy: f64,
-    /// Accept mirrored models.
-    pub allow_reflection: bool,
-    /// Scale consistency of an inlier, octaves (0 = positions only).
-    pub scale_tolerance: f64,
-    /// Fewest inliers of a match; below it the answer is "no match".
-    pub min_inliers: usize,
-}
-
-impl Default for VerifySettings {
-    fn default() -> Self {
-        Self::from_config(&delf_verify::VerifyConfig::robust())
-    }
-}
-
-impl VerifySettings {
-    fn from_config(c: &delf_verify::VerifyConfig) -> Self {
-        Self {
-            model: c.model,
-            // Through the shortest decimal of the f32, so the TOML shows 0.8 and not 0.800000011920929.
-            max_distance: c.matching.max_distance.map_or(f64::INFINITY, f64_of),
-            ratio: c.matching.ratio.map(f64_of),
-            mutual: c.matching.mutual,
-            one_to_one: c.one_to_one,
-            residual_threshold: c.ransac.residual_threshold,
-            max_trials: c.ransac.max_trials,
-            confidence: c.ransac.confidence,
-            seed: c.ransac.seed,
-            local_optimization: c.ransac.local_optimization,
-            max_scale: c.ransac.bounds.max_scale,
-            max_anisotropy: c.ransac.bounds.max_anisotropy,
-            allow_reflection: c.ransac.bounds.allow_reflection,
-            scale_tolerance: c.ransac.scale_tolerance.unwrap_or(0.0),
-            min_inliers: c.policy.min_inliers,
-        }
-    }
-
-    /// As the verification crate's configuration.
-    pub fn to_config(&self) -> delf_verify::VerifyConfig {
-        delf_verify::VerifyConfig {
-            matching: delf_verify::MatchConfig {
-                max_distance: self.max_distance.is_finite().then_some(self.max_distance as f32),
-                ratio: self.ratio.map(|r| r as f32),
-                mutual: self.mutual,
-            },
-            one_to_one: self.one_to_one,
-            model: self.model,
-            ransac: delf_verify::RansacConfig {
-                residual_threshold: self.residual_threshold,
-                max_trials: self.max_trials,
-                confidence: self.confidence,
-                seed: self.seed,
-                local_optimization: self.local_optimization,
-                bounds: delf_verify::ModelBounds {
-                    max_scale: self.max_scale,
-                    max_anisotropy: self.max_anisotropy,
-                    allow_reflection: self.allow_reflection,
-                },
-                scale_tolerance: (self.scale_tolerance > 0.0).then_some(self.scale_tolerance),
-            },
-            policy: delf_verify::ScoringPolicy { min_inliers: self.min_inliers, ..Default::default() },
         }
     }
 }
@@ -336,7 +244,7 @@ impl Default for Config {
             log: LogConfig::default(),
             model: ModelConfig::default(),
             extract: ExtractSettings::default(),
-            verify: VerifySettings::default(),
+            verify: delf_verify::VerifySettings::default(),
             index: IndexSettings::default(),
             search: SearchSettings::default(),
             cluster: delf_cluster::ClusterConfig::default(),
@@ -372,10 +280,6 @@ impl Default for ModelConfig {
     }
 }
 
-fn f64_of(x: f32) -> f64 {
-    x.to_string().parse().unwrap_or(f64::from(x))
-}
-
 /// A configuration that could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -385,6 +289,9 @@ pub enum ConfigError {
     /// Parsing or merging failed.
     #[error("invalid configuration: {0}")]
     Invalid(#[from] Box<figment::Error>),
+    /// A `[verify]` value out of its range.
+    #[error("invalid configuration: verify.{0}")]
+    OutOfRange(String),
 }
 
 impl Config {
@@ -410,7 +317,9 @@ impl Config {
         }
         // `DELF_FEATURE_CACHE_BUILD` is read by the feature cache itself (delf-model `cache`), not a setting.
         figment = figment.merge(Env::prefixed("DELF_").split("__").ignore(&["config", "feature_cache_build"]));
-        figment.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
+        let config: Self = figment.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        config.verify.check().map_err(ConfigError::OutOfRange)?;
+        Ok(config)
     }
 
     /// The weights file of the configured backbone.

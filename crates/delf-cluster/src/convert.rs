@@ -4,7 +4,7 @@
 use delf_core::{FeatureSet, Fingerprint, Keypoint};
 use delf_index::IndexError;
 use delf_proto::v1 as pb;
-use delf_verify::{ModelBounds, ModelKind, RansacConfig, ScoringPolicy, VerifyConfig};
+use delf_verify::{ModelKind, VerifyConfig, VerifySettings};
 use tonic::Status;
 
 /// Largest descriptor dimension accepted from the network (DELF's raw 1024 channels fit, with room).
@@ -54,63 +54,56 @@ pub fn features_from_pb(f: pb::Features) -> Result<FeatureSet, Status> {
     Ok(set)
 }
 
-/// The verification settings a coordinator sends.
+/// The verification settings a coordinator sends: the flat [`VerifySettings`] of its configuration, field for
+/// field (matching settings do not travel: workers receive correspondences, already matched by the coordinator).
 pub fn verify_settings_to_pb(c: &VerifyConfig) -> pb::VerifySettings {
-    let r = &c.ransac;
+    let s = VerifySettings::from_config(c);
     pb::VerifySettings {
-        model: match c.model {
+        model: match s.model {
             ModelKind::Affine => "affine",
             ModelKind::Homography => "homography",
         }
         .into(),
-        residual_threshold: r.residual_threshold,
-        max_trials: r.max_trials,
-        confidence: r.confidence,
-        seed: r.seed,
-        local_optimization: r.local_optimization,
-        max_scale: r.bounds.max_scale,
-        max_anisotropy: r.bounds.max_anisotropy,
-        allow_reflection: r.bounds.allow_reflection,
-        min_putative: c.policy.min_putative as u32,
-        scale_tolerance: r.scale_tolerance,
+        residual_threshold: s.residual_threshold,
+        max_trials: s.max_trials,
+        confidence: s.confidence,
+        seed: s.seed,
+        local_optimization: s.local_optimization,
+        max_scale: s.max_scale,
+        max_anisotropy: s.max_anisotropy,
+        allow_reflection: s.allow_reflection,
+        min_putative: s.min_putative as u32,
+        scale_tolerance: (s.scale_tolerance > 0.0).then_some(s.scale_tolerance),
     }
 }
 
-/// The verification settings a worker receives, checked. Matching settings do not travel: workers receive
-/// correspondences, already matched by the coordinator.
+/// The verification settings a worker receives, checked by [`VerifySettings::check`] (an absent scale
+/// tolerance checks positions only; a present one must be positive).
 pub fn verify_settings_from_pb(s: &pb::VerifySettings) -> Result<VerifyConfig, Status> {
     let model = match s.model.as_str() {
         "affine" => ModelKind::Affine,
         "homography" => ModelKind::Homography,
         other => return Err(Status::invalid_argument(format!("settings.model {other:?} (affine or homography)"))),
     };
-    let positive = |name: &str, v: f64| {
-        if v.is_finite() && v > 0.0 { Ok(v) } else { Err(Status::invalid_argument(format!("settings.{name} {v}"))) }
-    };
-    if s.max_trials == 0 || s.max_trials > 1_000_000 {
-        return Err(Status::invalid_argument(format!("settings.max_trials {} is outside 1..=1000000", s.max_trials)));
+    if let Some(t) = s.scale_tolerance.filter(|t| !(t.is_finite() && *t > 0.0)) {
+        return Err(Status::invalid_argument(format!("settings.scale_tolerance {t} is not a positive number")));
     }
-    if !(s.confidence > 0.0 && s.confidence <= 1.0) {
-        return Err(Status::invalid_argument(format!("settings.confidence {} is outside (0, 1]", s.confidence)));
-    }
-    Ok(VerifyConfig {
+    let settings = VerifySettings {
         model,
-        ransac: RansacConfig {
-            residual_threshold: positive("residual_threshold", s.residual_threshold)?,
-            max_trials: s.max_trials,
-            confidence: s.confidence,
-            seed: s.seed,
-            local_optimization: s.local_optimization,
-            bounds: ModelBounds {
-                max_scale: positive("max_scale", s.max_scale)?,
-                max_anisotropy: positive("max_anisotropy", s.max_anisotropy)?,
-                allow_reflection: s.allow_reflection,
-            },
-            scale_tolerance: s.scale_tolerance.map(|t| positive("scale_tolerance", t)).transpose()?,
-        },
-        policy: ScoringPolicy { min_putative: s.min_putative as usize, ..ScoringPolicy::default() },
-        ..VerifyConfig::default()
-    })
+        residual_threshold: s.residual_threshold,
+        max_trials: s.max_trials,
+        confidence: s.confidence,
+        seed: s.seed,
+        local_optimization: s.local_optimization,
+        max_scale: s.max_scale,
+        max_anisotropy: s.max_anisotropy,
+        allow_reflection: s.allow_reflection,
+        scale_tolerance: s.scale_tolerance.unwrap_or(0.0),
+        min_putative: s.min_putative as usize,
+        ..VerifySettings::from_config(&VerifyConfig::default())
+    };
+    settings.check().map_err(|e| Status::invalid_argument(format!("settings.{e}")))?;
+    Ok(settings.to_config())
 }
 
 /// The status of an index error on a search: the caller's mistake, or the node's.

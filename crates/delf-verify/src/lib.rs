@@ -5,6 +5,7 @@
 //! - [`models`]: affine and homography estimation; [`bounds`]: rejection of implausible models.
 //! - [`ransac`]: seeded, adaptive, LO-RANSAC with a final least-squares refit.
 //! - [`pairwise`]: the whole pipeline for one pair; [`scoring`]: inliers as score, "no match" below a threshold.
+//! - [`settings`]: the same settings as one flat list (configuration files, the cluster's protocol).
 //! - [`draw`]: the side-by-side picture of inlier correspondences.
 //! - [`synthetic`]: correspondences from known maps, for tests and benchmarks.
 
@@ -18,6 +19,7 @@ mod point;
 pub mod ransac;
 pub use delf_core::rng;
 pub mod scoring;
+pub mod settings;
 pub mod synthetic;
 
 pub use bounds::ModelBounds;
@@ -29,3 +31,4 @@ pub use pairwise::{
 pub use point::Point;
 pub use ransac::{Estimate, RansacConfig, ransac, ransac_scaled};
 pub use scoring::ScoringPolicy;
+pub use settings::VerifySettings;
