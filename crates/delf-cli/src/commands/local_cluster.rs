@@ -5,21 +5,16 @@
 //! benchmark can take the difference over a measured run. Every process is killed when the cluster is dropped.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use delf_cluster::config::{ClusterConfig, ShardReplicas};
 
+use crate::commands::serve_process::ServeProcess;
+
 /// The coordinator's counter of protobuf bytes per peer and direction (`delf_cluster::coordinator`).
 const BYTES_METRIC: &str = "delf_coordinator_message_bytes_total";
-
-struct Process {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
 
 /// What the processes of a [`LocalCluster`] have used so far.
 #[derive(Debug, Clone, Copy, Default)]
@@ -60,9 +55,9 @@ pub struct LocalCluster {
     /// The cluster's configuration, as every process read it.
     pub config: ClusterConfig,
     metrics: String,
-    coordinator: Process,
-    index_nodes: Vec<Process>,
-    workers: Vec<Process>,
+    coordinator: ServeProcess,
+    index_nodes: Vec<ServeProcess>,
+    workers: Vec<ServeProcess>,
 }
 
 /// `n` distinct free `127.0.0.1:PORT` addresses below the kernel's ephemeral port range (32768 and up), so that the
@@ -113,20 +108,11 @@ impl LocalCluster {
             cluster: &'a ClusterConfig,
         }
         std::fs::write(&file, toml::to_string(&File { cluster: &config }).context("writing the configuration")?)?;
-        let spawn = |name: String, args: &[&str]| -> Result<Process> {
-            let log = work.join("logs").join(format!("{name}.log"));
-            let out = std::fs::File::create(&log)?;
-            let child = Command::new(std::env::current_exe()?)
-                .arg("--config")
-                .arg(&file)
-                .arg("serve")
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(out.try_clone()?)
-                .stderr(out)
-                .spawn()
-                .with_context(|| format!("starting {name}"))?;
-            Ok(Process { name, child, log })
+        let exe = std::env::current_exe()?;
+        let spawn = |name: String, args: &[&str]| -> Result<ServeProcess> {
+            let mut p = ServeProcess::new(name, args, Vec::new(), &work.join("logs"));
+            p.spawn(&exe, &file)?;
+            Ok(p)
         };
         let mut index_nodes = Vec::new();
         for s in &config.shards {
@@ -150,25 +136,18 @@ impl LocalCluster {
         Ok(Self { config, metrics, coordinator, index_nodes, workers })
     }
 
-    fn all(&mut self) -> impl Iterator<Item = &mut Process> {
-        std::iter::once(&mut self.coordinator).chain(&mut self.index_nodes).chain(&mut self.workers)
-    }
-
     /// An error naming the first process that has exited, with the end of its log.
     pub fn check_running(&mut self) -> Result<()> {
-        for p in self.all() {
-            if let Some(status) = p.child.try_wait()? {
-                let log = std::fs::read_to_string(&p.log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
-                bail!("{} exited ({status}); the end of its log:\n{}", p.name, tail.join("\n"));
-            }
-        }
-        Ok(())
+        std::iter::once(&mut self.coordinator)
+            .chain(&mut self.index_nodes)
+            .chain(&mut self.workers)
+            .try_for_each(ServeProcess::check_running)
     }
 
     /// CPU time and the coordinator's traffic so far.
     pub fn usage(&self) -> Result<Usage> {
-        let cpu = |procs: &[Process]| -> Result<f64> { procs.iter().map(|p| cpu_ms(p.child.id())).sum() };
+        let pid = |p: &ServeProcess| p.pid().with_context(|| format!("{} is not running", p.name));
+        let cpu = |procs: &[ServeProcess]| -> Result<f64> { procs.iter().map(|p| cpu_ms(pid(p)?)).sum() };
         let metrics = scrape(&self.metrics)?;
         let bytes = |direction: &str, peer: Option<&str>| {
             counter_sum(&metrics, BYTES_METRIC, |labels| {
@@ -177,7 +156,7 @@ impl LocalCluster {
             })
         };
         Ok(Usage {
-            coordinator_cpu_ms: cpu_ms(self.coordinator.child.id())?,
+            coordinator_cpu_ms: cpu_ms(pid(&self.coordinator)?)?,
             index_cpu_ms: cpu(&self.index_nodes)?,
             worker_cpu_ms: cpu(&self.workers)?,
             bytes_in: bytes("received", None),
@@ -185,15 +164,6 @@ impl LocalCluster {
             index_bytes_in: bytes("received", Some("index_node")),
             index_bytes_out: bytes("sent", Some("index_node")),
         })
-    }
-}
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        for p in self.all() {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-        }
     }
 }
 

@@ -25,6 +25,7 @@ pub mod query;
 pub mod search;
 pub mod search_report;
 pub mod serve;
+pub mod serve_process;
 pub mod train;
 
 use anyhow::Result;
