@@ -67,13 +67,13 @@ pub fn put_code(blocked: &mut Vec<u8>, pos: usize, code: &[u8]) {
     debug_assert_eq!(blocked.len(), blocked_len(pos, m), "4-bit codes are appended in order");
     debug_assert!(code.iter().all(|&c| usize::from(c) < KSUB), "4-bit code");
     if lane < 16 {
-        // Short block of `lane` vectors, stride `lane`, becomes one of `lane + 1`.
-        let old = blocked[start..].to_vec();
+        // Short block of `lane` vectors, stride `lane`, becomes one of `lane + 1`, in place: rows move right, so
+        // the last row goes first and no row is overwritten before it has moved.
         blocked.resize(start + (lane + 1) * mp, 0);
-        for j in 0..mp {
-            let row = &mut blocked[start + j * (lane + 1)..][..lane + 1];
-            row[..lane].copy_from_slice(&old[j * lane..][..lane]);
-            row[lane] = code.get(j).copied().unwrap_or(0);
+        for j in (0..mp).rev() {
+            let row = start + j * (lane + 1);
+            blocked.copy_within(start + j * lane..start + j * lane + lane, row);
+            blocked[row + lane] = code.get(j).copied().unwrap_or(0);
         }
     } else {
         // Sixteen vectors in the short layout are the low nibbles of a full block.
@@ -184,13 +184,15 @@ impl ScanKernel {
         if (1..=16).contains(&tail) {
             let full = n - tail;
             let start = full / BLOCK * block_bytes(m);
-            let mut block = vec![0u8; block_bytes(m)];
+            // On the stack: this runs once per scanned list, and MAX_M bounds the block at 4 KiB.
+            let mut buffer = [0u8; KSUB * MAX_M];
+            let block = &mut buffer[..block_bytes(m)];
             for j in 0..padded(m) {
                 block[j * KSUB..][..tail].copy_from_slice(&codes[start + j * tail..][..tail]);
             }
             let (head, last) = out.split_at_mut(full);
             self.scan4_blocks(qlut, &codes[..start], head);
-            self.scan4_blocks(qlut, &block, last);
+            self.scan4_blocks(qlut, block, last);
         } else {
             self.scan4_blocks(qlut, codes, out);
         }

@@ -67,8 +67,8 @@ impl PackedIds {
         (0..len).map(|i| self.get(i, len)).collect()
     }
 
-    /// Appends `id` as entry `len` (the list's length before the append), re-encoding the last block when its
-    /// base or width changes.
+    /// Appends `id` as entry `len` (the list's length before the append): one more difference in the last block,
+    /// or the block re-encoded when `id` lowers its base or needs a wider difference.
     pub(crate) fn push(&mut self, len: usize, id: u32) {
         let lane = len % BLOCK;
         if lane == 0 {
@@ -83,15 +83,31 @@ impl PackedIds {
             return;
         }
         let b = len / BLOCK;
-        let mut block: Vec<u32> = (b * BLOCK..len).map(|i| self.get(i, len)).collect();
-        block.push(id);
+        let (base, width) = {
+            let offsets = self.offsets.as_slice();
+            (self.bases.as_slice()[b], (offsets[b + 1] - offsets[b]) as usize / lane)
+        };
+        if id >= base && width_of(id - base) <= width {
+            // The usual case (lists fill in image order): the block's base and width stay, one difference is added.
+            let deltas = self.deltas.make_mut();
+            deltas.extend_from_slice(&(id - base).to_le_bytes()[..width]);
+            let end = deltas.len() as u32;
+            self.offsets.make_mut()[b + 1] = end;
+            return;
+        }
+        let mut block = [0u32; BLOCK];
+        for (i, v) in block[..lane].iter_mut().enumerate() {
+            *v = self.get(b * BLOCK + i, len);
+        }
+        block[lane] = id;
+        let block = &block[..=lane];
         let base = block.iter().copied().min().unwrap_or(id);
         let width = width_of(block.iter().map(|&v| v - base).max().unwrap_or(0));
         let offsets = self.offsets.make_mut();
         let start = offsets[b] as usize;
         let deltas = self.deltas.make_mut();
         deltas.truncate(start);
-        for &v in &block {
+        for &v in block {
             deltas.extend_from_slice(&(v - base).to_le_bytes()[..width]);
         }
         offsets[b + 1] = deltas.len() as u32;

@@ -184,11 +184,14 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Whether some shard holds entries in list `l`.
+    fn holds(&self, l: usize) -> bool {
+        self.shards.iter().any(|s| s.lists[l].len > 0)
+    }
+
     /// Lists that some query probes and some shard holds entries in.
     fn work(&self, by_list: &[Vec<u32>]) -> Vec<usize> {
-        (0..by_list.len())
-            .filter(|&l| !by_list[l].is_empty() && self.shards.iter().any(|s| s.lists[l].len > 0))
-            .collect()
+        (0..by_list.len()).filter(|&l| !by_list[l].is_empty() && self.holds(l)).collect()
     }
 
     /// Scans list `l` of every shard for query `q`, offering candidates within `bound` to `top`.
@@ -234,7 +237,7 @@ impl Ctx<'_> {
                     let mut top = TopK::new(k);
                     for &l in &probes[q * nprobe..][..nprobe] {
                         let l = l as usize;
-                        if self.shards.iter().all(|s| s.lists[l].len == 0) {
+                        if !self.holds(l) {
                             continue;
                         }
                         let term = self.cb.spec.residual.then(|| self.cb.list_term(l));
