@@ -419,24 +419,26 @@ impl Inner {
             ..failover::Policy::once(Duration::from_millis(self.config.shard_timeout_ms), Retry::Read)
         };
         let first = shard.next.fetch_add(1, Ordering::Relaxed);
-        let shard_label = shard.id.to_string();
-        let observe = |replica: &Replica, event: Event<'_>| match event {
-            Event::Failed(error) => {
-                tracing::warn!(
-                    %request_id, shard = shard.id, replica = %replica.addr, %error,
-                    "replica failed; trying the next one"
-                );
-                let labels = [("shard", shard_label.as_str()), ("replica", replica.addr.as_str())];
-                metrics::count(
-                    "delf_replica_failures_total",
-                    "Replica calls that failed or timed out (then the next replica was tried)",
-                    &labels,
-                    1.0,
-                );
-            }
-            Event::Hedged => {
-                let labels = [("shard", shard_label.as_str())];
-                metrics::count(HEDGED, "Second replicas asked because the first was slow", &labels, 1.0);
+        let observe = |replica: &Replica, event: Event<'_>| {
+            let shard_label = shard.id.to_string();
+            match event {
+                Event::Failed(error) => {
+                    tracing::warn!(
+                        %request_id, shard = shard.id, replica = %replica.addr, %error,
+                        "replica failed; trying the next one"
+                    );
+                    let labels = [("shard", shard_label.as_str()), ("replica", replica.addr.as_str())];
+                    metrics::count(
+                        "delf_replica_failures_total",
+                        "Replica calls that failed or timed out (then the next replica was tried)",
+                        &labels,
+                        1.0,
+                    );
+                }
+                Event::Hedged => {
+                    let labels = [("shard", shard_label.as_str())];
+                    metrics::count(HEDGED, "Second replicas asked because the first was slow", &labels, 1.0);
+                }
             }
         };
         let answer =
@@ -444,13 +446,7 @@ impl Inner {
         match answer {
             Ok(answer) => Ok(ShardOutcome::Answer(answer)),
             Err(Failure::Stopped(s)) => Err(s),
-            Err(Failure::Exhausted { mut errors, deadline_passed }) => {
-                let mut down: Vec<String> = errors.drain(..).map(|(addr, e)| format!("{addr}: {e}")).collect();
-                if deadline_passed {
-                    down.push("the others: not tried, the query's deadline passed".into());
-                }
-                Ok(ShardOutcome::Down(down))
-            }
+            Err(f) => Ok(ShardOutcome::Down(f.lines())),
         }
     }
 
@@ -487,12 +483,7 @@ impl Inner {
         };
         let answer = failover::call(workers, first, deadline, &policy, observe, |w, t| {
             let fut = call(w.client.clone(), t);
-            async move {
-                match fut.await {
-                    Ok(r) => Attempt::Answer(r.into_inner()),
-                    Err(s) => policy.retry.classify(s, t),
-                }
-            }
+            async move { policy.retry.judge(fut.await, t) }
         })
         .await;
         match answer {

@@ -8,7 +8,7 @@ use delf_proto::MAX_MESSAGE_BYTES;
 use delf_proto::v1 as pb;
 use delf_proto::v1::meta_client::MetaClient;
 use delf_rpc::Security;
-use delf_rpc::failover::{self, Attempt, Failure, Retry};
+use delf_rpc::failover::{self, Failure, Retry};
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -79,12 +79,7 @@ impl Coordinators {
             |_, _| {},
             |c, t| {
                 let fut = f(c.client.clone(), t);
-                async move {
-                    match fut.await {
-                        Ok(r) => Attempt::Answer(r.into_inner()),
-                        Err(s) => retry.classify(s, t),
-                    }
-                }
+                async move { retry.judge(fut.await, t) }
             },
         )
         .await;

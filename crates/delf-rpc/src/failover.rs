@@ -61,6 +61,14 @@ impl Retry {
             _ => Attempt::Failed(describe(&s, waited)),
         }
     }
+
+    /// How a plain gRPC call ended: its answer, or its status [`classified`](Self::classify).
+    pub fn judge<T>(self, result: Result<tonic::Response<T>, Status>, waited: Duration) -> Attempt<T> {
+        match result {
+            Ok(r) => Attempt::Answer(r.into_inner()),
+            Err(s) => self.classify(s, waited),
+        }
+    }
 }
 
 /// What went wrong with a call that got `s` after waiting at most `t`. Tonic enforces the `grpc-timeout` it sends
@@ -122,18 +130,23 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// The errors as one line: `addr: error; addr: error`.
-    pub fn summary(&self) -> String {
+    /// What went wrong, one line per endpoint (`addr: error`), and a last line when the deadline passed.
+    pub fn lines(&self) -> Vec<String> {
         match self {
-            Failure::Stopped(s) => s.message().to_string(),
+            Failure::Stopped(s) => vec![s.message().to_string()],
             Failure::Exhausted { errors, deadline_passed } => {
-                let mut parts: Vec<String> = errors.iter().map(|(a, e)| format!("{a}: {e}")).collect();
+                let mut lines: Vec<String> = errors.iter().map(|(a, e)| format!("{a}: {e}")).collect();
                 if *deadline_passed {
-                    parts.push("the deadline passed".into());
+                    lines.push("the others: not tried, the deadline passed".into());
                 }
-                parts.join("; ")
+                lines
             }
         }
+    }
+
+    /// [`Failure::lines`] as one line: `addr: error; addr: error`.
+    pub fn summary(&self) -> String {
+        self.lines().join("; ")
     }
 }
 
