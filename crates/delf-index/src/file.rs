@@ -19,7 +19,7 @@
 //! Every section's CRC-32 is checked at load, padding must be zero, and every length must agree with the others.
 
 use std::fs::File;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -99,10 +99,9 @@ impl<W: Write> Write for CrcWriter<W> {
     }
 }
 
-fn pad_to(w: &mut impl Write, pos: u64) -> std::io::Result<u64> {
-    let pad = (ALIGN as u64 - pos % ALIGN as u64) % ALIGN as u64;
-    w.write_all(&vec![0u8; pad as usize])?;
-    Ok(pos + pad)
+/// Zero bytes that bring `pos` to the next multiple of [`ALIGN`].
+fn padding(pos: u64) -> usize {
+    ((ALIGN as u64 - pos % ALIGN as u64) % ALIGN as u64) as usize
 }
 
 /// Writes a shard to `path` atomically and durably: a temporary file, fsynced, renamed into place, then the folder
@@ -117,11 +116,89 @@ pub fn save(shard: &Shard, path: &Path) -> Result<()> {
 pub fn save_as_version(shard: &Shard, path: &Path, version: u32) -> Result<()> {
     let tags = tags_of(version).ok_or_else(|| IndexError::invalid("format version", version, "1, 2 or 3"))?;
     let tmp = delf_core::durable::temporary_for(path);
-    write_to(shard, &tmp, version, tags).map_err(|e| IndexError::io(&tmp, e))?;
+    let write = || -> std::io::Result<()> {
+        let mut file = BufWriter::new(File::create(&tmp)?);
+        write_sections(shard, &mut file, version, tags)?;
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()
+    };
+    write().map_err(|e| IndexError::io(&tmp, e))?;
     delf_core::durable::commit(&tmp, path).map_err(|e| IndexError::io(path, e))
 }
 
-fn write_to(shard: &Shard, path: &Path, version: u32, tags: &[&str]) -> std::io::Result<()> {
+/// Writes `shard` as a shard file (the current format) to `out` in one forward pass, header first: what a
+/// multipart upload to object storage needs, since it cannot seek back. The bytes equal those [`save`] writes.
+/// Returns the number of bytes written.
+pub fn write(shard: &Shard, out: &mut impl Write) -> std::io::Result<u64> {
+    write_sections(shard, out, FORMAT_VERSION, &TAGS)
+}
+
+/// One section's bytes, streamed to `w`.
+fn write_section(shard: &Shard, meta_json: &[u8], tag: &str, w: &mut impl Write) -> std::io::Result<()> {
+    let cb = &shard.codebooks;
+    match tag {
+        "meta" => w.write_all(meta_json)?,
+        "coarse" => w.write_all(bytemuck::cast_slice(&cb.coarse))?,
+        "pq" => w.write_all(bytemuck::cast_slice(&cb.pq.centroids))?,
+        "lists" => {
+            for l in &shard.lists {
+                w.write_all(&(l.len as u64).to_le_bytes())?;
+            }
+        }
+        "codes" => {
+            for l in &shard.lists {
+                w.write_all(l.codes.as_slice())?;
+            }
+        }
+        "imgids" => {
+            for l in &shard.lists {
+                w.write_all(bytemuck::cast_slice(&l.images.unpack(l.len)))?;
+            }
+        }
+        "idbase" => {
+            for l in &shard.lists {
+                w.write_all(bytemuck::cast_slice(l.images.bases.as_slice()))?;
+            }
+        }
+        "idoffs" => {
+            for l in &shard.lists {
+                w.write_all(bytemuck::cast_slice(l.images.offsets.as_slice()))?;
+            }
+        }
+        "iddelta" => {
+            for l in &shard.lists {
+                w.write_all(l.images.deltas.as_slice())?;
+            }
+        }
+        "featids" => {
+            for l in &shard.lists {
+                w.write_all(bytemuck::cast_slice(l.features.as_slice()))?;
+            }
+        }
+        "images" => {
+            for e in &shard.images {
+                w.write_all(&e.number.to_le_bytes())?;
+                w.write_all(&u32::from(e.deleted).to_le_bytes())?;
+                w.write_all(&e.features.to_le_bytes())?;
+                w.write_all(&(e.name.len() as u32).to_le_bytes())?;
+                w.write_all(&e.keypoint_offset.to_le_bytes())?;
+            }
+        }
+        "names" => {
+            for e in &shard.images {
+                w.write_all(e.name.as_bytes())?;
+            }
+        }
+        "keypts" => w.write_all(bytemuck::cast_slice(shard.keypoints.as_slice()))?,
+        "kpscale" => w.write_all(shard.scales.as_slice())?,
+        _ => unreachable!("every tag is handled"),
+    }
+    Ok(())
+}
+
+/// Writes the file in two passes over the shard in memory: the first only checksums each section (its length and
+/// CRC-32 go into the header), the second writes the header and then the sections, so the output only moves
+/// forward.
+fn write_sections(shard: &Shard, out: &mut impl Write, version: u32, tags: &[&str]) -> std::io::Result<u64> {
     let cb = &shard.codebooks;
     let meta = Meta {
         format: version,
@@ -135,82 +212,25 @@ fn write_to(shard: &Shard, path: &Path, version: u32, tags: &[&str]) -> std::io:
         names_bytes: shard.images.iter().map(|e| e.name.len()).sum(),
     };
     let meta_json = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
-    let mut file = BufWriter::new(File::create(path)?);
-    let table_end = 16 + tags.len() * ENTRY + 4;
-    file.write_all(&vec![0u8; table_end])?;
-    let mut pos = pad_to(&mut file, table_end as u64)?;
+    let table_end = 16 + tags.len() * ENTRY;
+    let mut pos = (table_end + 4) as u64;
+    pos += padding(pos) as u64;
     let mut table = Vec::with_capacity(tags.len());
     for &tag in tags {
-        let mut w = CrcWriter { inner: &mut file, crc: crc32fast::Hasher::new(), written: 0 };
-        match tag {
-            "meta" => w.write_all(&meta_json)?,
-            "coarse" => w.write_all(bytemuck::cast_slice(&cb.coarse))?,
-            "pq" => w.write_all(bytemuck::cast_slice(&cb.pq.centroids))?,
-            "lists" => {
-                for l in &shard.lists {
-                    w.write_all(&(l.len as u64).to_le_bytes())?;
-                }
-            }
-            "codes" => {
-                for l in &shard.lists {
-                    w.write_all(l.codes.as_slice())?;
-                }
-            }
-            "imgids" => {
-                for l in &shard.lists {
-                    w.write_all(bytemuck::cast_slice(&l.images.unpack(l.len)))?;
-                }
-            }
-            "idbase" => {
-                for l in &shard.lists {
-                    w.write_all(bytemuck::cast_slice(l.images.bases.as_slice()))?;
-                }
-            }
-            "idoffs" => {
-                for l in &shard.lists {
-                    w.write_all(bytemuck::cast_slice(l.images.offsets.as_slice()))?;
-                }
-            }
-            "iddelta" => {
-                for l in &shard.lists {
-                    w.write_all(l.images.deltas.as_slice())?;
-                }
-            }
-            "featids" => {
-                for l in &shard.lists {
-                    w.write_all(bytemuck::cast_slice(l.features.as_slice()))?;
-                }
-            }
-            "images" => {
-                for e in &shard.images {
-                    w.write_all(&e.number.to_le_bytes())?;
-                    w.write_all(&u32::from(e.deleted).to_le_bytes())?;
-                    w.write_all(&e.features.to_le_bytes())?;
-                    w.write_all(&(e.name.len() as u32).to_le_bytes())?;
-                    w.write_all(&e.keypoint_offset.to_le_bytes())?;
-                }
-            }
-            "names" => {
-                for e in &shard.images {
-                    w.write_all(e.name.as_bytes())?;
-                }
-            }
-            "keypts" => w.write_all(bytemuck::cast_slice(shard.keypoints.as_slice()))?,
-            "kpscale" => w.write_all(shard.scales.as_slice())?,
-            _ => unreachable!("every tag is handled"),
-        }
+        let mut w = CrcWriter { inner: std::io::sink(), crc: crc32fast::Hasher::new(), written: 0 };
+        write_section(shard, &meta_json, tag, &mut w)?;
         let (len, crc) = (w.written, w.crc.finalize());
         table.push((tag, pos, len, crc));
         pos += len;
         if table.len() < tags.len() {
-            pos = pad_to(&mut file, pos)?;
+            pos += padding(pos) as u64;
         }
     }
-    let mut head = Vec::with_capacity(table_end);
+    let mut head = Vec::with_capacity(table_end + 4 + ALIGN);
     head.extend_from_slice(MAGIC);
     head.extend_from_slice(&version.to_le_bytes());
     head.extend_from_slice(&(tags.len() as u32).to_le_bytes());
-    for (tag, off, len, crc) in table {
+    for (tag, off, len, crc) in &table {
         head.extend_from_slice(&tag_bytes(tag));
         head.extend_from_slice(&off.to_le_bytes());
         head.extend_from_slice(&len.to_le_bytes());
@@ -219,10 +239,20 @@ fn write_to(shard: &Shard, path: &Path, version: u32, tags: &[&str]) -> std::io:
     }
     let crc = crc32fast::hash(&head);
     head.extend_from_slice(&crc.to_le_bytes());
-    let mut file = file.into_inner().map_err(|e| e.into_error())?;
-    file.seek(SeekFrom::Start(0))?;
-    file.write_all(&head)?;
-    file.sync_all()
+    head.resize(head.len() + padding(head.len() as u64), 0);
+    out.write_all(&head)?;
+    let mut at = head.len() as u64;
+    for (i, &(tag, off, len, _)) in table.iter().enumerate() {
+        debug_assert_eq!(at, off);
+        write_section(shard, &meta_json, tag, out)?;
+        at += len;
+        if i + 1 < table.len() {
+            let pad = padding(at);
+            out.write_all(&[0u8; ALIGN][..pad])?;
+            at += pad as u64;
+        }
+    }
+    Ok(at)
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
