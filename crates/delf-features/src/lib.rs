@@ -23,4 +23,7 @@ pub use job::{CommitRecord, FeatureStore, JobManifest, JobSpec};
 pub use plan::{Assignment, WorkPlan};
 pub use schema::{ErrorRow, FailureKind, FeatureRow};
 pub use shard_file::{FeatureFileReader, ShardOptions, ShardWriter};
-pub use worker::{BatchExtractor, DEFAULT_FETCH_CONCURRENCY, DEFAULT_LEASE_S, Worker, WorkerOptions, WorkerSummary};
+pub use worker::{
+    BatchExtractor, DEFAULT_FETCH_CONCURRENCY, DEFAULT_LEASE_S, Worker, WorkerOptions, WorkerSummary, attempt_id,
+    default_worker_id,
+};

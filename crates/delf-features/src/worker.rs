@@ -65,9 +65,8 @@ pub struct WorkerOptions {
 
 impl Default for WorkerOptions {
     fn default() -> Self {
-        let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "worker".into());
         Self {
-            worker_id: format!("{host}:{}", std::process::id()),
+            worker_id: default_worker_id(),
             fetch_concurrency: DEFAULT_FETCH_CONCURRENCY,
             decode_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             queue: 32,
@@ -131,8 +130,14 @@ async fn fetch_decode(stores: Arc<Stores>, entry: ListEntry, limits: DecodeLimit
     (entry, result)
 }
 
-/// A fresh attempt id (time, process, counter).
-fn attempt_id() -> String {
+/// A worker's name when none is given: the host name (a pod's name under Kubernetes) and the process id.
+pub fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "worker".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// A fresh attempt id (time, process, counter): what tells two attempts of one worker apart in commit records.
+pub fn attempt_id() -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
