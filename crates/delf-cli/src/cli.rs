@@ -443,6 +443,17 @@ pub enum IndexCommand {
     /// Build an index from a folder or an image list (extract, resumable; fit the PCA; train; shard; manifest), or
     /// from the Parquet feature shards of a batch extraction job (--features).
     Build(IndexBuildArgs),
+    /// Distributed build, step 1 of 3: train the PCA (if needed) and codebooks on a completed extraction job's
+    /// features and write them, with the build plan, under an index prefix (docs/operations.md, "Re-indexing").
+    Train(IndexTrainArgs),
+    /// Distributed build, step 2 of 3: one encode worker of an Indexed Job builds its shards from their own
+    /// feature units and uploads and commits each once; a rerun skips committed shards.
+    Encode(IndexEncodeArgs),
+    /// Distributed build, step 3 of 3: write the index manifest once every shard is committed.
+    Finalize {
+        /// The index prefix (path or URI).
+        index: String,
+    },
     /// Print an index's manifest, parameters and sizes.
     Inspect {
         /// Index directory.
@@ -491,6 +502,58 @@ pub struct IndexBuildArgs {
     #[arg(long, default_value_t = DEFAULT_NPROBE)]
     pub nprobe: usize,
     /// Device to run on: cpu, cuda, cuda:N or auto.
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+/// `delf index train`.
+#[derive(Debug, Clone, Args)]
+pub struct IndexTrainArgs {
+    /// The output prefix (path or URI) of a completed `delf extract --list` job.
+    #[arg(long, value_name = "PREFIX")]
+    pub features: String,
+    /// The index prefix to write (path or URI: s3://, gs://, az://).
+    #[arg(long, value_name = "PREFIX")]
+    pub index: String,
+    /// Number of shards (whole extraction units per shard: unit u goes to shard u % shards).
+    #[arg(long, default_value_t = 1)]
+    pub shards: u32,
+    /// Index structure, e.g. IVF4096,PQ20x8r (default: chosen from the number of descriptors).
+    #[arg(long)]
+    pub spec: Option<String>,
+    /// Use this fitted PCA instead of fitting one when the job holds raw descriptors (default: model.pca).
+    #[arg(long, value_name = "FILE")]
+    pub pca: Option<PathBuf>,
+    /// Images sampled evenly to fit the PCA.
+    #[arg(long, default_value_t = DEFAULT_PCA_SAMPLE)]
+    pub pca_sample: usize,
+    /// Descriptor dimensions after PCA.
+    #[arg(long, default_value_t = DEFAULT_PCA_DIM)]
+    pub dim: i64,
+    /// Cells probed per query descriptor, stored as the index's default.
+    #[arg(long, default_value_t = DEFAULT_NPROBE)]
+    pub nprobe: usize,
+    /// Device to run on (a job of raw descriptors is reduced by the model): cpu, cuda, cuda:N or auto.
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+/// `delf index encode`.
+#[derive(Debug, Clone, Args)]
+pub struct IndexEncodeArgs {
+    /// The index prefix the train step wrote (path or URI).
+    #[arg(long, value_name = "PREFIX")]
+    pub index: String,
+    /// This worker's index (Kubernetes Indexed Jobs: JOB_COMPLETION_INDEX); it builds shards i, i + workers, ...
+    #[arg(long, env = "JOB_COMPLETION_INDEX", default_value_t = 0)]
+    pub worker: u32,
+    /// Number of encode workers (the Job's completions).
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    /// Name of this worker in commit records (default: host name and process id).
+    #[arg(long, env = "DELFRS_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Device to run on (a job of raw descriptors is reduced by the model): cpu, cuda, cuda:N or auto.
     #[arg(long)]
     pub device: Option<String>,
 }

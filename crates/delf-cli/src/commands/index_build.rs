@@ -22,6 +22,15 @@ use crate::progress::StageBars;
 /// Images per work unit of an index build's extraction: what a killed build redoes at most.
 const UNIT_SIZE: usize = 64;
 
+/// Images per unit for `images` images in `shards` shards: [`UNIT_SIZE`], or fewer when that would leave a shard
+/// without a unit (shards take whole units, `delf_build::assignment`).
+fn unit_size(images: usize, shards: u32) -> usize {
+    match shards {
+        0 | 1 => UNIT_SIZE,
+        s => images.div_ceil(s as usize).clamp(1, UNIT_SIZE),
+    }
+}
+
 /// The build options these flags ask for (`--pca` falls back to `model.pca`).
 fn options(opts: &IndexBuildArgs, config: &Config) -> Result<BuildOptions> {
     let options = BuildOptions {
@@ -65,6 +74,22 @@ fn write_summary(
     Ok(())
 }
 
+/// What reduces a job's raw descriptors: the configured model, with the job's extraction settings and the
+/// build's PCA, on `device` (default: the `device` setting).
+pub(crate) fn reducer<'a>(
+    config: &'a Config,
+    device: Option<&'a str>,
+) -> impl Fn(&delf_features::JobSpec, &Path) -> Result<delf_model::Extractor, delf_build::BuildError> + 'a {
+    move |job, pca| {
+        let make = || -> Result<delf_model::Extractor> {
+            let settings = ExtractSettings::from_stored(&job.extract, "job", config)?;
+            let device = model::device(device, config)?;
+            model::extractor(config, settings.to_config(), Some(pca), device)
+        };
+        make().map_err(|e| delf_build::BuildError::Reducer(e.into()))
+    }
+}
+
 /// Runs the build, its summary on stdout.
 pub fn run(opts: &IndexBuildArgs, config: &Config) -> Result<()> {
     build(opts, config, &mut std::io::stdout())
@@ -76,15 +101,8 @@ pub fn build(opts: &IndexBuildArgs, config: &Config, report: &mut dyn std::io::W
     let rt = crate::commands::io_runtime()?;
     let stores = Arc::new(Stores::new());
     let options = options(opts, config)?;
-    // Raw descriptors of a job are reduced by the configured model with the build's PCA.
-    let reducer: &MakeReducer<'_> = &|job, pca| {
-        let make = || -> Result<delf_model::Extractor> {
-            let settings = ExtractSettings::from_stored(&job.extract, "job", config)?;
-            let device = model::device(opts.device.as_deref(), config)?;
-            model::extractor(config, settings.to_config(), Some(pca), device)
-        };
-        make().map_err(|e| delf_build::BuildError::Reducer(e.into()))
-    };
+    let reducer = reducer(config, opts.device.as_deref());
+    let reducer: &MakeReducer<'_> = &reducer;
     let build_from = |prefix: &str, root: Option<PathBuf>, source: &str| -> Result<Built> {
         let mut bars = StageBars::default();
         Ok(delf_build::build_from_features(&rt, &stores, prefix, &options, reducer, root, source, &mut bars)?)
@@ -108,7 +126,8 @@ pub fn build(opts: &IndexBuildArgs, config: &Config, report: &mut dyn std::io::W
     let device = model::device(opts.device.as_deref(), config)?;
     let settings = config.extract.to_config();
     let raw_extractor = model::extractor(config, settings.clone(), None, device)?;
-    let job_settings = JobSettings { unit_size: UNIT_SIZE, row_group: UNIT_SIZE, ..JobSettings::default() };
+    let unit_size = unit_size(list.len(), options.shards);
+    let job_settings = JobSettings { unit_size, row_group: unit_size, ..JobSettings::default() };
     let job = ExtractionJob {
         rt: &rt,
         stores: Arc::clone(&stores),

@@ -17,6 +17,7 @@ pub mod eval_views;
 pub mod extract;
 pub mod features;
 pub mod index_build;
+pub mod index_distributed;
 pub mod local_cluster;
 pub mod matching;
 pub mod model;
@@ -43,6 +44,9 @@ use crate::config::Config;
 pub fn index(command: &IndexCommand, config: &Config) -> Result<()> {
     match command {
         IndexCommand::Build(args) => index_build::run(args, config),
+        IndexCommand::Train(args) => index_distributed::train(args, config),
+        IndexCommand::Encode(args) => index_distributed::encode(args, config),
+        IndexCommand::Finalize { index } => index_distributed::finalize(index),
         IndexCommand::Inspect { index } => inspect(index),
         IndexCommand::Push { index, uri } => push(index, uri),
     }

@@ -1,0 +1,85 @@
+//! `delf index train | encode | finalize`: the index build as parallel jobs straight to object storage (the
+//! steps are `delf_build::distributed`'s; docs/operations.md, "Re-indexing"). These commands wire the model, the
+//! flags and the storage options to them and print what each step did.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use delf_build::{BuildOptions, EncodeWorker, MakeReducer};
+use delf_storage::Stores;
+
+use crate::cli::{IndexEncodeArgs, IndexTrainArgs};
+use crate::commands::index_build::reducer;
+use crate::config::Config;
+use crate::progress::StageBars;
+
+/// `delf index train`.
+pub fn train(args: &IndexTrainArgs, config: &Config) -> Result<()> {
+    let rt = crate::commands::io_runtime()?;
+    let stores = Arc::new(Stores::new());
+    let options = BuildOptions {
+        shards: args.shards,
+        spec: args
+            .spec
+            .as_deref()
+            .or(config.index.spec.as_deref().filter(|s| !s.is_empty()))
+            .map(str::parse)
+            .transpose()?,
+        pca: args.pca.clone().or_else(|| config.model.pca.clone()),
+        pca_sample: args.pca_sample,
+        dim: args.dim,
+        nprobe: args.nprobe,
+        ..BuildOptions::new("")
+    };
+    let reducer = reducer(config, args.device.as_deref());
+    let reducer: &MakeReducer<'_> = &reducer;
+    let mut bars = StageBars::default();
+    let plan = delf_build::distributed::train(&rt, &stores, &args.features, &args.index, &options, reducer, &mut bars)?;
+    println!(
+        "trained {}: {}, {} shard(s), {}-d descriptors of {}; run {} encode worker(s), then finalize",
+        args.index, plan.spec, plan.shards, plan.dim, plan.descriptor_fingerprint, plan.shards
+    );
+    Ok(())
+}
+
+/// `delf index encode`.
+pub fn encode(args: &IndexEncodeArgs, config: &Config) -> Result<()> {
+    delf_build::distributed::fail_points_from_env();
+    let rt = crate::commands::io_runtime()?;
+    let stores = Arc::new(Stores::new());
+    let worker = EncodeWorker {
+        worker: args.worker,
+        workers: args.workers,
+        worker_id: args.worker_id.clone().unwrap_or_else(delf_features::default_worker_id),
+        cache: config.home.join("build-cache"),
+    };
+    let reducer = reducer(config, args.device.as_deref());
+    let reducer: &MakeReducer<'_> = &reducer;
+    let mut bars = StageBars::default();
+    let done = delf_build::distributed::encode(&rt, &stores, &args.index, &worker, reducer, &mut bars)?;
+    let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+    println!(
+        "worker {} of {}: committed {} shard(s) [{}], skipped {} already committed [{}], lost {} race(s) [{}]",
+        args.worker,
+        args.workers,
+        done.committed.len(),
+        list(&done.committed),
+        done.skipped.len(),
+        list(&done.skipped),
+        done.lost.len(),
+        list(&done.lost)
+    );
+    Ok(())
+}
+
+/// `delf index finalize`.
+pub fn finalize(index: &str) -> Result<()> {
+    let rt = crate::commands::io_runtime()?;
+    let stores = Stores::new();
+    let m = delf_build::distributed::finalize(&rt, &stores, index)?;
+    println!(
+        "finalized {index}: {} images, {} descriptors, {}, {} shard(s); manifest written",
+        m.images, m.descriptors, m.spec, m.shards
+    );
+    Ok(())
+}
