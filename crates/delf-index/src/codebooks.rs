@@ -2,8 +2,9 @@
 //! codebook set is shared by every shard of an index, identified by its fingerprint, so distances from different
 //! shards are comparable and can be merged.
 
+use std::sync::OnceLock;
+
 use delf_core::Fingerprint;
-use rayon::prelude::*;
 
 use crate::error::{IndexError, Result};
 use crate::kmeans::{self, KMeansConfig};
@@ -26,8 +27,9 @@ pub struct Codebooks {
     fingerprint: Fingerprint,
     /// `||r_jk||^2` of every sub-centroid (`m x ksub`), the list-independent part of the residual table.
     pq_norms: Vec<f32>,
-    /// [`Codebooks::list_term`] of every list, when it fits in [`PRECOMPUTED_TABLE_BYTES`].
-    list_terms: Option<Vec<f32>>,
+    /// [`Codebooks::list_term`] of every list, when it fits in [`PRECOMPUTED_TABLE_BYTES`]: made at the first
+    /// search, so that what only encodes (an index build's workers) never holds it.
+    list_terms: OnceLock<Option<Vec<f32>>>,
 }
 
 /// Largest per-list table kept in memory (`nlist x m x ksub` floats); beyond it the terms are computed per scan.
@@ -77,12 +79,20 @@ impl Codebooks {
         let fingerprint = fingerprint_of(&spec, dim, &coarse, &pq.centroids);
         let coarse_norms = row_norms(&coarse, dim);
         let pq_norms = pq.distance_table(&vec![0.0f32; dim]);
-        let mut cb = Self { spec, dim, coarse, coarse_norms, pq, fingerprint, pq_norms, list_terms: None };
-        if spec.residual && spec.nlist * spec.m * spec.ksub() * 4 <= PRECOMPUTED_TABLE_BYTES {
-            let terms: Vec<Vec<f32>> = (0..spec.nlist).into_par_iter().map(|l| cb.compute_list_term(l)).collect();
-            cb.list_terms = Some(terms.concat());
-        }
-        cb
+        Self { spec, dim, coarse, coarse_norms, pq, fingerprint, pq_norms, list_terms: OnceLock::new() }
+    }
+
+    /// The precomputed per-list terms, made on first use; `None` where they would not fit.
+    fn list_terms(&self) -> Option<&[f32]> {
+        let spec = self.spec;
+        self.list_terms
+            .get_or_init(|| {
+                // Sequential on purpose: a parallel loop here could let this thread pick up another search task
+                // that asks for the same cell while it is being initialised.
+                (spec.residual && spec.nlist * spec.m * spec.ksub() * 4 <= PRECOMPUTED_TABLE_BYTES)
+                    .then(|| (0..spec.nlist).flat_map(|l| self.compute_list_term(l)).collect())
+            })
+            .as_deref()
     }
 
     /// Identity of these codebooks (spec, dimensionality and every centroid).
@@ -127,7 +137,7 @@ impl Codebooks {
     /// computed now (the same arithmetic either way).
     pub(crate) fn list_term(&self, l: usize) -> std::borrow::Cow<'_, [f32]> {
         let size = self.spec.m * self.spec.ksub();
-        match &self.list_terms {
+        match self.list_terms() {
             Some(t) => std::borrow::Cow::Borrowed(&t[l * size..][..size]),
             None => std::borrow::Cow::Owned(self.compute_list_term(l)),
         }
