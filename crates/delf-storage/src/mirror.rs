@@ -4,6 +4,7 @@
 //! fetched again.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
@@ -11,6 +12,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::StorageError;
 use crate::location::Stores;
+
+/// Fetches so far in this process (part of each temporary file's name).
+static FETCHES: AtomicU64 = AtomicU64::new(0);
 
 /// A local folder holding (at least) `files` of the location `uri`: the folder itself when `uri` is local, else
 /// a cache folder under `cache_root`.
@@ -38,7 +42,9 @@ pub async fn local_folder(
             tracing::info!(%uri, "index file already cached");
             continue;
         }
-        let tmp = dir.join(format!("{name}.part"));
+        // Named by process and call: processes sharing a cache folder (encode workers on one machine) fetch the
+        // same file at once, and each must rename only its own copy into place.
+        let tmp = dir.join(format!("{name}.{}-{}.part", std::process::id(), FETCHES.fetch_add(1, Ordering::Relaxed)));
         let io = |source| StorageError::Io { path: tmp.clone(), source };
         let mut out = tokio::fs::File::create(&tmp).await.map_err(io)?;
         let mut stream = location.store().get(&path).await.map_err(store_err)?.into_stream();
