@@ -152,7 +152,7 @@ impl Prefix {
 
     fn plan(&self, rt: &tokio::runtime::Runtime) -> Result<BuildPlan, BuildError> {
         let plan: BuildPlan = self.read(rt, PLAN_FILE)?.ok_or_else(|| {
-            BuildError::Input(format!("{} has no {PLAN_FILE}: run the train step first", self.loc.uri()))
+            BuildError::NotReady(format!("{} has no {PLAN_FILE}: run the train step first", self.loc.uri()))
         })?;
         if plan.format != PLAN_FORMAT {
             return Err(BuildError::Input(format!(
@@ -435,7 +435,7 @@ pub fn finalize(rt: &tokio::runtime::Runtime, stores: &Stores, index: &str) -> R
         seconds += record.seconds;
     }
     if !missing.is_empty() {
-        return Err(BuildError::Input(format!(
+        return Err(BuildError::NotReady(format!(
             "{} of {} shards are not committed yet ({}): run their encode workers, then finalize again",
             missing.len(),
             plan.shards,

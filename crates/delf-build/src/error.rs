@@ -8,6 +8,10 @@ pub enum BuildError {
     /// The build's options or input cannot give an index (no shards, too few descriptors, an incomplete job).
     #[error("{0}")]
     Input(String),
+    /// A step of a distributed build came before the step it needs (no plan yet, shards not committed yet); the
+    /// same call succeeds once that step is done.
+    #[error("{0}")]
+    NotReady(String),
     /// The extraction job's objects could not be read or do not hold what they promise.
     #[error(transparent)]
     Features(#[from] delf_features::StoreError),

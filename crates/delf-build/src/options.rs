@@ -16,7 +16,7 @@ pub const DEFAULT_PCA_DIM: i64 = 40;
 pub struct BuildOptions {
     /// Index folder to write.
     pub out: PathBuf,
-    /// Number of shards (image n goes to shard n % shards).
+    /// Number of shards (whole extraction units per shard: unit u goes to shard u % shards).
     pub shards: u32,
     /// Index structure (default: chosen from the number of descriptors, [`IndexSpec::auto`]).
     pub spec: Option<IndexSpec>,

@@ -126,6 +126,39 @@ pub enum BenchCommand {
     /// A bounded chaos run: real processes (3 Raft coordinators, 2 shards x 2 replicas, 2 workers) answer queries on
     /// real photos while a seeded schedule kills, stops and restarts them; counts wrong answers and lost writes.
     Chaos(BenchChaosArgs),
+    /// The distributed index build on real descriptors: train once, then 1, 2, 4 ... encode worker processes,
+    /// timed, with each worker's peak RSS.
+    Build(BenchBuildArgs),
+}
+
+/// `delf bench build`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchBuildArgs {
+    /// What `delf bench vectors` wrote (default `<home>/bench/vectors`).
+    #[arg(long)]
+    pub vectors: Option<PathBuf>,
+    /// Descriptors in the corpus: the real ones grown with their calibrated expansion (docs/benchmarks.md).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub descriptors: usize,
+    /// Pseudo-images (1000 descriptors each) per extraction unit.
+    #[arg(long, default_value_t = 25)]
+    pub unit_images: usize,
+    /// Shards of the index.
+    #[arg(long, default_value_t = 8)]
+    pub shards: u32,
+    /// Index structure (default: chosen from the number of descriptors).
+    #[arg(long)]
+    pub spec: Option<String>,
+    /// Encode worker counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub workers: Vec<u32>,
+    /// Threads per encode worker (its RAYON_NUM_THREADS): 1 shows how the build scales out with processes.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Folder for the features and the indexes (default: a temporary one, removed at the end); an earlier run's
+    /// features and trained prefix there are reused.
+    #[arg(long)]
+    pub work: Option<PathBuf>,
 }
 
 /// `delf bench chaos`.
@@ -453,6 +486,10 @@ pub enum IndexCommand {
     Finalize {
         /// The index prefix (path or URI).
         index: String,
+        /// Seconds to wait for the train step's plan and every shard's commit before giving up (0: do not wait),
+        /// so that all three steps can be started at once (the Helm chart does).
+        #[arg(long, default_value_t = 0)]
+        wait_s: u64,
     },
     /// Print an index's manifest, parameters and sizes.
     Inspect {
@@ -483,7 +520,7 @@ pub struct IndexBuildArgs {
     /// Index directory to write (also holds the extraction job, so a rerun resumes).
     #[arg(long)]
     pub out: PathBuf,
-    /// Number of shards (image n goes to shard n % shards).
+    /// Number of shards (whole extraction units per shard: unit u goes to shard u % shards).
     #[arg(long, default_value_t = 1)]
     pub shards: u32,
     /// Index structure, e.g. IVF256,PQ20x8r (default: chosen from the number of descriptors).
@@ -553,6 +590,9 @@ pub struct IndexEncodeArgs {
     /// Name of this worker in commit records (default: host name and process id).
     #[arg(long, env = "DELFRS_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// Seconds to wait for the train step's plan before giving up (0: do not wait).
+    #[arg(long, default_value_t = 0)]
+    pub wait_s: u64,
     /// Device to run on (a job of raw descriptors is reduced by the model): cpu, cuda, cuda:N or auto.
     #[arg(long)]
     pub device: Option<String>,

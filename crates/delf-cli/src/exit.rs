@@ -43,7 +43,7 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<delf_build::BuildError>() {
             use delf_build::BuildError as B;
             return match e {
-                B::Input(_) | B::Index(_) | B::Search(_) => BAD_INPUT,
+                B::Input(_) | B::NotReady(_) | B::Index(_) | B::Search(_) => BAD_INPUT,
                 B::Features(e) => features(e),
                 B::Storage(e) => storage(e),
                 B::Model(e) => model(e),

@@ -61,8 +61,9 @@ fn deployment_manifests_use_only_flags_and_keys_the_binary_accepts() {
         "serve worker",
         "health 127.0.0.1:7700",
         "extract",
-        "index build",
-        "index push",
+        "index train",
+        "index encode",
+        "index finalize",
         "cluster register",
         "cluster activate",
     ] {

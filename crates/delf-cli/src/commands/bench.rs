@@ -24,6 +24,7 @@ pub fn run(command: &BenchCommand, config: &Config) -> Result<()> {
         BenchCommand::Extract(args) => crate::commands::bench_extract::run(args, config),
         BenchCommand::Cluster(args) => crate::commands::bench_cluster::run(args, config),
         BenchCommand::Chaos(args) => crate::commands::bench_chaos::run(args, config),
+        BenchCommand::Build(args) => crate::commands::bench_build::run(args, config),
     }
 }
 

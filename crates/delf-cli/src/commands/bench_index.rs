@@ -33,35 +33,44 @@ fn recall(found: &[Vec<Neighbor>], exact: &[Vec<Neighbor>], r: usize) -> f64 {
     found.iter().zip(exact).filter(|p| hit(*p)).count() as f64 / found.len().max(1) as f64
 }
 
-fn load(args: &BenchIndexArgs, config: &Config) -> Result<(Vec<f32>, Vec<f32>, usize, String)> {
-    let path = args.vectors.clone().unwrap_or_else(|| crate::commands::bench_vectors::default_dir(config));
+/// The benchmark vectors: base, `query_rows` held-out query rows, dimension, and a label saying what they are. `vectors`
+/// is what `delf bench vectors` wrote (default: its folder under the home) or one .npy array; the base is grown to
+/// `expand_to` rows (0 = as it is) with the calibrated expansion.
+pub(crate) fn load_vectors(
+    vectors: Option<&std::path::Path>,
+    expand_to: usize,
+    query_rows: usize,
+    config: &Config,
+) -> Result<(Vec<f32>, Vec<f32>, usize, String)> {
+    let path =
+        vectors.map_or_else(|| crate::commands::bench_vectors::default_dir(config), std::path::Path::to_path_buf);
     if path.is_file() {
-        if args.expand_to > 0 {
+        if expand_to > 0 {
             bail!("--expand-to needs what `delf bench vectors` wrote (a folder), not one array");
         }
         let (all, dim) = npy::read_f32(&path)?;
         let n = all.len() / dim;
-        if n <= args.queries {
-            bail!("{} holds {n} vectors: need more than the {} held-out queries", path.display(), args.queries);
+        if n <= query_rows {
+            bail!("{} holds {n} vectors: need more than the {} held-out queries", path.display(), query_rows);
         }
-        let split = (n - args.queries) * dim;
+        let split = (n - query_rows) * dim;
         return Ok((all[..split].to_vec(), all[split..].to_vec(), dim, path.display().to_string()));
     }
     let (base, mut queries, dim, record) = crate::commands::bench_vectors::load(&path)?;
-    queries.truncate(args.queries * dim);
+    queries.truncate(query_rows * dim);
     let n = base.len() / dim;
     let label = format!("real descriptors of {} photos and their views ({})", record["photos"], path.display());
-    if args.expand_to <= n {
+    if expand_to <= n {
         return Ok((base, queries, dim, label));
     }
     let stored = &record["expanded"];
     let expansion = match serde_json::from_value::<Expansion>(stored["expansion"].clone()) {
-        Ok(e) if e.total == args.expand_to => e,
+        Ok(e) if e.total == expand_to => e,
         _ => {
             let law: PowerLaw = serde_json::from_value(record["power_law"].clone())
                 .context("vectors.json holds no distance curve: run `delf bench vectors` again")?;
             let seed = record["seed"].as_u64().unwrap_or(1);
-            Expansion::calibrate(&base, &queries, dim, args.expand_to, law.at(args.expand_to), seed)?
+            Expansion::calibrate(&base, &queries, dim, expand_to, law.at(expand_to), seed)?
         }
     };
     let grown = expansion.expand(&base, dim)?;
@@ -80,7 +89,7 @@ pub fn run(args: &BenchIndexArgs, config: &Config) -> Result<()> {
 }
 
 fn run_in_pool(args: &BenchIndexArgs, config: &Config) -> Result<()> {
-    let (base, queries, dim, label) = load(args, config)?;
+    let (base, queries, dim, label) = load_vectors(args.vectors.as_deref(), args.expand_to, args.queries, config)?;
     let nq = queries.len() / dim;
     let n = base.len() / dim;
     let mut specs = args.spec.iter().map(|s| s.parse::<IndexSpec>()).collect::<Result<Vec<_>, _>>()?;

@@ -3,9 +3,10 @@
 //! flags and the storage options to them and print what each step did.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use delf_build::{BuildOptions, EncodeWorker, MakeReducer};
+use delf_build::{BuildError, BuildOptions, EncodeWorker, MakeReducer};
 use delf_storage::Stores;
 
 use crate::cli::{IndexEncodeArgs, IndexTrainArgs};
@@ -56,7 +57,9 @@ pub fn encode(args: &IndexEncodeArgs, config: &Config) -> Result<()> {
     let reducer = reducer(config, args.device.as_deref());
     let reducer: &MakeReducer<'_> = &reducer;
     let mut bars = StageBars::default();
-    let done = delf_build::distributed::encode(&rt, &stores, &args.index, &worker, reducer, &mut bars)?;
+    let done = waiting(args.wait_s, || {
+        delf_build::distributed::encode(&rt, &stores, &args.index, &worker, reducer, &mut bars)
+    })?;
     let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
     println!(
         "worker {} of {}: committed {} shard(s) [{}], skipped {} already committed [{}], lost {} race(s) [{}]",
@@ -73,13 +76,30 @@ pub fn encode(args: &IndexEncodeArgs, config: &Config) -> Result<()> {
 }
 
 /// `delf index finalize`.
-pub fn finalize(index: &str) -> Result<()> {
+pub fn finalize(index: &str, wait_s: u64) -> Result<()> {
     let rt = crate::commands::io_runtime()?;
     let stores = Stores::new();
-    let m = delf_build::distributed::finalize(&rt, &stores, index)?;
+    let m = waiting(wait_s, || delf_build::distributed::finalize(&rt, &stores, index))?;
     println!(
         "finalized {index}: {} images, {} descriptors, {}, {} shard(s); manifest written",
         m.images, m.descriptors, m.spec, m.shards
     );
     Ok(())
+}
+
+/// Runs `step` until it is no longer waiting for an earlier step ([`BuildError::NotReady`]), for at most `wait_s`
+/// seconds, polling every few seconds (at most 15).
+fn waiting<T>(wait_s: u64, mut step: impl FnMut() -> Result<T, BuildError>) -> Result<T, BuildError> {
+    let deadline = Instant::now() + Duration::from_secs(wait_s);
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match step() {
+            Err(BuildError::NotReady(why)) if Instant::now() + pause < deadline => {
+                tracing::info!(reason = %why, secs = pause.as_secs(), "waiting for an earlier step");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(15));
+            }
+            other => return other,
+        }
+    }
 }

@@ -2,6 +2,7 @@
 
 pub mod batch_extract;
 pub mod bench;
+pub mod bench_build;
 pub mod bench_chaos;
 pub mod bench_cluster;
 pub mod bench_extract;
@@ -46,7 +47,7 @@ pub fn index(command: &IndexCommand, config: &Config) -> Result<()> {
         IndexCommand::Build(args) => index_build::run(args, config),
         IndexCommand::Train(args) => index_distributed::train(args, config),
         IndexCommand::Encode(args) => index_distributed::encode(args, config),
-        IndexCommand::Finalize { index } => index_distributed::finalize(index),
+        IndexCommand::Finalize { index, wait_s } => index_distributed::finalize(index, *wait_s),
         IndexCommand::Inspect { index } => inspect(index),
         IndexCommand::Push { index, uri } => push(index, uri),
     }
