@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The docker-compose topology of deploy/ as plain processes on loopback (no container engine needed):
 # an S3-compatible store (moto), 3 coordinators keeping the metadata under Raft, 4 index nodes and 2 workers.
-# It builds an index of the photos, puts it in the store, registers and activates it, queries, prints the status.
+# It builds an index of the photos in the store (extraction, train, encode workers, finalize), registers and activates
+# it, queries, prints the status.
 #
 #   deploy/local-cluster/run.sh [--keep] [DELF_BINARY]
 #
@@ -41,14 +42,24 @@ PIDS+=($!)
 for _ in $(seq 100); do curl -sf "http://$S3/" >/dev/null && break; sleep 0.2; done
 curl -sf -X PUT "http://$S3/delf" >/dev/null
 
-# Index v1: built locally, then pushed to the store (the index nodes and workers read it from there).
+# Index v1, built as the Helm chart's jobs build it, straight into the store: an extraction job (2 units), then
+# train, two encode workers in parallel (one shard each), finalize (docs/operations.md, "Re-indexing").
 if [[ -z ${PHOTO_LIST:-} ]]; then
   PHOTO_LIST=$WORK/photos.txt
   quickstart_database >"$PHOTO_LIST"
 fi
-echo "== indexing $(wc -l <"$PHOTO_LIST") photos (2 shards) and storing the index in s3://delf/index-v1"
-"$DELF" -q index build "$PHOTO_LIST" --out "$WORK/index-v1" --shards 2
-"$DELF" -q index push "$WORK/index-v1" s3://delf/index-v1
+PHOTOS_N=$(grep -c . "$PHOTO_LIST")
+echo "== extracting $PHOTOS_N photos into s3://delf/features-v1"
+"$DELF" -q extract --list "$PHOTO_LIST" --out s3://delf/features-v1 --unit-size $(((PHOTOS_N + 1) / 2)) >/dev/null
+echo "== building s3://delf/index-v1 as parallel jobs: train, 2 encode workers, finalize"
+"$DELF" -q index train --features s3://delf/features-v1 --index s3://delf/index-v1 --shards 2 >/dev/null
+ENCODERS=()
+for i in 0 1; do
+  "$DELF" -q index encode --index s3://delf/index-v1 --worker $i --workers 2 &
+  ENCODERS+=($!)
+done
+for pid in "${ENCODERS[@]}"; do wait "$pid"; done
+"$DELF" -q index finalize s3://delf/index-v1
 
 # One configuration for every process; each gets its id, name and folders from the environment and flags.
 TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
