@@ -24,6 +24,10 @@ use crate::config::Config;
 /// Descriptors per pseudo-image (about what a real photo gives).
 const PER_IMAGE: usize = 1000;
 
+/// Held-out query descriptors that calibrate the expansion when the corpus is grown to a size `delf bench vectors`
+/// did not calibrate (as many as `delf bench index` uses).
+const CALIBRATION_QUERIES: usize = 1000;
+
 /// One worker count's measurement.
 struct Row {
     workers: u32,
@@ -104,8 +108,12 @@ pub fn run(args: &BenchBuildArgs, config: &Config) -> Result<()> {
 
     // The features: real descriptors as a completed job of pseudo-images.
     let t = Instant::now();
-    let (base, _, dim, label) =
-        crate::commands::bench_index::load_vectors(args.vectors.as_deref(), args.descriptors, 1, config)?;
+    let (base, _, dim, label) = crate::commands::bench_index::load_vectors(
+        args.vectors.as_deref(),
+        args.descriptors,
+        CALIBRATION_QUERIES,
+        config,
+    )?;
     let dir = args.vectors.clone().unwrap_or_else(|| crate::commands::bench_vectors::default_dir(config));
     let pca = std::fs::read(dir.join(PCA_FILE)).with_context(|| format!("{}: the vectors' PCA", dir.display()))?;
     let n = base.len() / dim;
