@@ -3,7 +3,7 @@
 //! same commit records and Parquet feature shards as a job the extraction workers wrote.
 
 use bytes::Bytes;
-use delf_core::{FeatureSet, Fingerprint};
+use delf_core::{FeatureSet, Fingerprint, Keypoint};
 use delf_features::job::{JOB_FORMAT, PCA_FILE, unix_now};
 use delf_features::{
     CommitRecord, FeatureRow, FeatureStore, JobManifest, JobSpec, ShardOptions, ShardWriter, WorkPlan, attempt_id,
@@ -11,6 +11,35 @@ use delf_features::{
 use delf_storage::Stores;
 
 use crate::error::BuildError;
+
+/// Pseudo-images of `per_image` descriptors each (the last one shorter) from flat `dim`-wide `descriptors`, with
+/// keypoints on a 16-pixel grid of 40 columns, named `pseudo/0000000`, `pseudo/0000001`, ...
+pub fn pseudo_images(
+    descriptors: &[f32],
+    dim: usize,
+    per_image: usize,
+    fingerprint: &str,
+) -> Vec<(String, FeatureSet)> {
+    descriptors
+        .chunks(per_image.max(1) * dim)
+        .enumerate()
+        .map(|(i, d)| {
+            let n = d.len() / dim;
+            let keypoints = (0..n)
+                .map(|k| Keypoint { x: (k % 40) as f32 * 16.0, y: (k / 40) as f32 * 16.0, scale: 1.0, score: 1.0 })
+                .collect();
+            let f = FeatureSet {
+                width: 640,
+                height: (n.div_ceil(40) * 16).max(16) as u32,
+                dim,
+                keypoints,
+                descriptors: d.to_vec(),
+                fingerprint: Fingerprint(fingerprint.to_string()),
+            };
+            (format!("pseudo/{i:07}"), f)
+        })
+        .collect()
+}
 
 /// The job to write.
 pub struct VectorsJob<'a> {

@@ -520,6 +520,13 @@ pub struct IndexBuildArgs {
     /// Index directory to write (also holds the extraction job, so a rerun resumes).
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub params: IndexParamsArgs,
+}
+
+/// What an index is built with: the flags `delf index build` and `delf index train` share.
+#[derive(Debug, Clone, Args)]
+pub struct IndexParamsArgs {
     /// Number of shards (whole extraction units per shard: unit u goes to shard u % shards).
     #[arg(long, default_value_t = 1)]
     pub shards: u32,
@@ -552,27 +559,8 @@ pub struct IndexTrainArgs {
     /// The index prefix to write (path or URI: s3://, gs://, az://).
     #[arg(long, value_name = "PREFIX")]
     pub index: String,
-    /// Number of shards (whole extraction units per shard: unit u goes to shard u % shards).
-    #[arg(long, default_value_t = 1)]
-    pub shards: u32,
-    /// Index structure, e.g. IVF4096,PQ20x8r (default: chosen from the number of descriptors).
-    #[arg(long)]
-    pub spec: Option<String>,
-    /// Use this fitted PCA instead of fitting one when the job holds raw descriptors (default: model.pca).
-    #[arg(long, value_name = "FILE")]
-    pub pca: Option<PathBuf>,
-    /// Images sampled evenly to fit the PCA.
-    #[arg(long, default_value_t = DEFAULT_PCA_SAMPLE)]
-    pub pca_sample: usize,
-    /// Descriptor dimensions after PCA.
-    #[arg(long, default_value_t = DEFAULT_PCA_DIM)]
-    pub dim: i64,
-    /// Cells probed per query descriptor, stored as the index's default.
-    #[arg(long, default_value_t = DEFAULT_NPROBE)]
-    pub nprobe: usize,
-    /// Device to run on (a job of raw descriptors is reduced by the model): cpu, cuda, cuda:N or auto.
-    #[arg(long)]
-    pub device: Option<String>,
+    #[command(flatten)]
+    pub params: IndexParamsArgs,
 }
 
 /// `delf index encode`.

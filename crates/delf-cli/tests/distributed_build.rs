@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use delf_build::distributed::{BEFORE_COMMIT, COMMITS_DIR};
-use delf_build::vectors_job::{VectorsJob, write_vectors_job};
-use delf_core::{FeatureSet, Fingerprint, Keypoint};
+use delf_build::vectors_job::{VectorsJob, pseudo_images, write_vectors_job};
+use delf_core::FeatureSet;
 use delf_index::SyntheticDescriptors;
 use delf_storage::{Location, Stores};
 use delf_testkit::S3Server;
@@ -38,26 +38,9 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-/// 48 images of 150 synthetic 40-d descriptors each, with keypoints on a grid.
+/// 48 pseudo-images of 150 synthetic 40-d descriptors each.
 fn images() -> Vec<(String, FeatureSet)> {
-    let blobs = SyntheticDescriptors::new(DIM, 64, 0.3, 7);
-    (0..48)
-        .map(|i| {
-            let n = 150;
-            let keypoints = (0..n)
-                .map(|k| Keypoint { x: (k % 15) as f32 * 20.0, y: (k / 15) as f32 * 20.0, scale: 1.0, score: 1.0 })
-                .collect();
-            let f = FeatureSet {
-                width: 320,
-                height: 240,
-                dim: DIM,
-                keypoints,
-                descriptors: blobs.sample(n, 100 + i),
-                fingerprint: Fingerprint("test/vectors".into()),
-            };
-            (format!("img/{i:03}.jpg"), f)
-        })
-        .collect()
+    pseudo_images(&SyntheticDescriptors::new(DIM, 64, 0.3, 7).sample(48 * 150, 100), DIM, 150, "test/vectors")
 }
 
 /// A PCA file, as a job that applied one records it (fitted on random 64-d data to 40-d).

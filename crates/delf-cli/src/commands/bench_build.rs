@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use delf_build::distributed::{CODEBOOKS_FILE, PLAN_FILE};
-use delf_build::vectors_job::{VectorsJob, write_vectors_job};
+use delf_build::vectors_job::{VectorsJob, pseudo_images, write_vectors_job};
 use delf_build::{BuildOptions, ShardCommit};
-use delf_core::{FeatureSet, Fingerprint, Keypoint};
 use delf_search::manifest::PCA_FILE;
 use delf_storage::Stores;
 
@@ -66,29 +65,6 @@ fn wait_all(children: &mut [Child]) -> Result<Vec<f64>> {
     Ok(peaks)
 }
 
-/// The pseudo-images of `vectors` (`dim` wide): [`PER_IMAGE`] descriptors each, keypoints on a grid.
-fn images(vectors: &[f32], dim: usize, fingerprint: &str) -> Vec<(String, FeatureSet)> {
-    vectors
-        .chunks(PER_IMAGE * dim)
-        .enumerate()
-        .map(|(i, d)| {
-            let n = d.len() / dim;
-            let keypoints = (0..n)
-                .map(|k| Keypoint { x: (k % 40) as f32 * 16.0, y: (k / 40) as f32 * 16.0, scale: 1.0, score: 1.0 })
-                .collect();
-            let f = FeatureSet {
-                width: 640,
-                height: 480,
-                dim,
-                keypoints,
-                descriptors: d.to_vec(),
-                fingerprint: Fingerprint(fingerprint.to_string()),
-            };
-            (format!("pseudo/{i:07}"), f)
-        })
-        .collect()
-}
-
 /// Runs the benchmark and prints a table.
 pub fn run(args: &BenchBuildArgs, config: &Config) -> Result<()> {
     if args.workers.is_empty() || args.workers.contains(&0) || args.shards == 0 || args.threads == 0 {
@@ -130,7 +106,7 @@ pub fn run(args: &BenchBuildArgs, config: &Config) -> Result<()> {
     let existing = rt.block_on(delf_features::FeatureStore::new(stores.location(&features_s)?).manifest()).ok();
     let written = match existing {
         Some(m) if m.complete && m.descriptors as usize == n => m,
-        _ => write_vectors_job(&rt, &stores, &job, &images(&base, dim, job.fingerprint))?,
+        _ => write_vectors_job(&rt, &stores, &job, &pseudo_images(&base, dim, PER_IMAGE, job.fingerprint))?,
     };
     drop(base);
     let features_bytes = written.features_bytes;

@@ -14,7 +14,7 @@ use delf_features::{Assignment, StoreError};
 use delf_search::manifest::EXTRACTION_DIR;
 use delf_storage::Stores;
 
-use crate::cli::IndexBuildArgs;
+use crate::cli::{IndexBuildArgs, IndexParamsArgs};
 use crate::commands::model;
 use crate::config::{Config, ExtractSettings};
 use crate::progress::StageBars;
@@ -31,24 +31,27 @@ fn unit_size(images: usize, shards: u32) -> usize {
     }
 }
 
-/// The build options these flags ask for (`--pca` falls back to `model.pca`).
-fn options(opts: &IndexBuildArgs, config: &Config) -> Result<BuildOptions> {
-    let options = BuildOptions {
-        out: opts.out.clone(),
-        shards: opts.shards,
-        spec: opts
-            .spec
-            .as_deref()
-            .or(config.index.spec.as_deref().filter(|s| !s.is_empty()))
-            .map(str::parse)
-            .transpose()?,
-        pca: opts.pca.clone().or_else(|| config.model.pca.clone()),
-        pca_sample: opts.pca_sample,
-        dim: opts.dim,
-        nprobe: opts.nprobe,
-    };
-    options.validate()?;
-    Ok(options)
+impl IndexParamsArgs {
+    /// The build options these flags ask for, writing to `out` (`--spec` falls back to `index.spec`, `--pca` to
+    /// `model.pca`).
+    pub(crate) fn options(&self, out: PathBuf, config: &Config) -> Result<BuildOptions> {
+        let options = BuildOptions {
+            out,
+            shards: self.shards,
+            spec: self
+                .spec
+                .as_deref()
+                .or(config.index.spec.as_deref().filter(|s| !s.is_empty()))
+                .map(str::parse)
+                .transpose()?,
+            pca: self.pca.clone().or_else(|| config.model.pca.clone()),
+            pca_sample: self.pca_sample,
+            dim: self.dim,
+            nprobe: self.nprobe,
+        };
+        options.validate()?;
+        Ok(options)
+    }
 }
 
 /// Writes what a build made: `what` completes the descriptor count's parenthesis.
@@ -100,8 +103,8 @@ pub fn build(opts: &IndexBuildArgs, config: &Config, report: &mut dyn std::io::W
     let started = Instant::now();
     let rt = crate::commands::io_runtime()?;
     let stores = Arc::new(Stores::new());
-    let options = options(opts, config)?;
-    let reducer = reducer(config, opts.device.as_deref());
+    let options = opts.params.options(opts.out.clone(), config)?;
+    let reducer = reducer(config, opts.params.device.as_deref());
     let reducer: &MakeReducer<'_> = &reducer;
     let build_from = |prefix: &str, root: Option<PathBuf>, source: &str| -> Result<Built> {
         let mut bars = StageBars::default();
@@ -123,7 +126,7 @@ pub fn build(opts: &IndexBuildArgs, config: &Config, report: &mut dyn std::io::W
     std::fs::create_dir_all(&job_dir).with_context(|| format!("creating {}", job_dir.display()))?;
     let job_uri = job_dir.to_string_lossy().into_owned();
 
-    let device = model::device(opts.device.as_deref(), config)?;
+    let device = model::device(opts.params.device.as_deref(), config)?;
     let settings = config.extract.to_config();
     let raw_extractor = model::extractor(config, settings.clone(), None, device)?;
     let unit_size = unit_size(list.len(), options.shards);
@@ -184,13 +187,15 @@ pub fn build_index_of(paths: &[PathBuf], dir: &Path, device: Option<&str>, confi
         source: Some(list.display().to_string()),
         features: None,
         out: dir.to_path_buf(),
-        shards: 1,
-        spec: None,
-        pca: None,
-        pca_sample: delf_build::options::DEFAULT_PCA_SAMPLE,
-        dim: delf_build::options::DEFAULT_PCA_DIM,
-        nprobe: delf_index::DEFAULT_NPROBE,
-        device: device.map(str::to_string),
+        params: crate::cli::IndexParamsArgs {
+            shards: 1,
+            spec: None,
+            pca: None,
+            pca_sample: delf_build::options::DEFAULT_PCA_SAMPLE,
+            dim: delf_build::options::DEFAULT_PCA_DIM,
+            nprobe: delf_index::DEFAULT_NPROBE,
+            device: device.map(str::to_string),
+        },
     };
     build(&args, config, &mut std::io::stderr())
 }

@@ -2,11 +2,12 @@
 //! steps are `delf_build::distributed`'s; docs/operations.md, "Re-indexing"). These commands wire the model, the
 //! flags and the storage options to them and print what each step did.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use delf_build::{BuildError, BuildOptions, EncodeWorker, MakeReducer};
+use delf_build::{BuildError, EncodeWorker, MakeReducer};
 use delf_storage::Stores;
 
 use crate::cli::{IndexEncodeArgs, IndexTrainArgs};
@@ -18,26 +19,13 @@ use crate::progress::StageBars;
 pub fn train(args: &IndexTrainArgs, config: &Config) -> Result<()> {
     let rt = crate::commands::io_runtime()?;
     let stores = Arc::new(Stores::new());
-    let options = BuildOptions {
-        shards: args.shards,
-        spec: args
-            .spec
-            .as_deref()
-            .or(config.index.spec.as_deref().filter(|s| !s.is_empty()))
-            .map(str::parse)
-            .transpose()?,
-        pca: args.pca.clone().or_else(|| config.model.pca.clone()),
-        pca_sample: args.pca_sample,
-        dim: args.dim,
-        nprobe: args.nprobe,
-        ..BuildOptions::new("")
-    };
-    let reducer = reducer(config, args.device.as_deref());
+    let options = args.params.options(PathBuf::new(), config)?;
+    let reducer = reducer(config, args.params.device.as_deref());
     let reducer: &MakeReducer<'_> = &reducer;
     let mut bars = StageBars::default();
     let plan = delf_build::distributed::train(&rt, &stores, &args.features, &args.index, &options, reducer, &mut bars)?;
     println!(
-        "trained {}: {}, {} shard(s), {}-d descriptors of {}; run {} encode worker(s), then finalize",
+        "trained {}: {}, {} shard(s), {}-d descriptors of {}; run up to {} encode worker(s), then finalize",
         args.index, plan.spec, plan.shards, plan.dim, plan.descriptor_fingerprint, plan.shards
     );
     Ok(())
