@@ -254,8 +254,9 @@ fn train_into(
         timings_s: trained.timings,
         created_unix_s: unix_now(),
     };
-    // The plan last, created once: a second trainer racing this one keeps the first plan (and its codebooks are
-    // the same: training is seeded).
+    // The plan last, created once: a second trainer racing this one keeps the first plan. Training is seeded, so
+    // both write the same codebooks on machines with the same thread count; if not, encode workers refuse the
+    // codebooks object, whose fingerprint then differs from the plan's (run one trainer: the chart does).
     if !rt.block_on(loc.put_if_absent(&loc.child(PLAN_FILE), Prefix::json(&plan)))? {
         tracing::info!("another trainer wrote the plan first");
         return prefix.plan(rt);
