@@ -53,9 +53,19 @@ fn the_python_client_answers_like_delf_query() {
     let _node = Role::start(&config, logs, "node", &["index-node", "--listen", &node, "--shard", "0"]);
     let _worker = Role::start(&config, logs, "worker", &["worker", "--listen", &worker]);
     let _coordinator = Role::start(&config, logs, "coordinator", &["coordinator"]);
+    // Ready: the shard loaded and the worker serving, as `delf cluster status` reports (the coordinator answers
+    // status before the worker has loaded its model; a query then would find no worker).
     let started = Instant::now();
-    while !delf(&config).args(["cluster", "status"]).output().unwrap().status.success() {
-        assert!(started.elapsed() < Duration::from_secs(120), "the cluster did not come up");
+    loop {
+        let out = delf(&config).args(["cluster", "status", "--json"]).output().unwrap();
+        if out.status.success() {
+            let s: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+            let all = |v: &serde_json::Value| v.as_array().unwrap().iter().all(|h| h.as_bool().unwrap());
+            if s["shards"].as_array().unwrap().iter().all(|sh| all(&sh["healthy"])) && all(&s["workers_healthy"]) {
+                break;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "the cluster did not come up: {}", text(&out.stderr));
         std::thread::sleep(Duration::from_millis(300));
     }
 
