@@ -81,8 +81,10 @@ fn the_local_cluster_script_runs_the_compose_topology_on_loopback() {
         .unwrap();
     let queries: Vec<String> =
         ["graf3.png", "leuvenB.jpg", "squirrel_cls.jpg"].iter().map(|q| photos.join(q).display().to_string()).collect();
-    // Ports BASE..BASE+43 must be free; spread runs over a range.
-    let base = 20_000 + (std::process::id() % 400) * 100;
+    // Ports BASE..BASE+43 must be free, and below the kernel's ephemeral range (32768 and up): there, another
+    // test's outgoing connection or `bind(0)` can take one before the script's process binds it (a CI run lost
+    // coordinator 1 that way at BASE 38900).
+    let base = free_port_block(44);
     let out = Command::new("bash")
         .arg(repo().join("deploy/local-cluster/run.sh"))
         .arg(env!("CARGO_BIN_EXE_delf"))
@@ -106,4 +108,15 @@ fn the_local_cluster_script_runs_the_compose_topology_on_loopback() {
     assert!(top(&answers[1]).is_some_and(|id| id.ends_with("leuvenA.jpg")), "{stdout}");
     assert_eq!(top(&answers[2]), None, "the distractor matched: {stdout}");
     assert!(answers.iter().all(|a| a["degraded"] == false), "{stdout}");
+}
+
+/// The first of `n` consecutive loopback ports, all free now, between 20000 and 32767; searched from a start that
+/// depends on the process id, so that concurrent runs look in different places.
+fn free_port_block(n: u16) -> u16 {
+    let slots = (32_768 - 20_000) / n;
+    let first = (std::process::id() % u32::from(slots)) as u16;
+    (0..slots)
+        .map(|i| 20_000 + ((first + i) % slots) * n)
+        .find(|&base| (base..base + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()))
+        .expect("no block of free ports below 32768")
 }
