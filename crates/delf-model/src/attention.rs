@@ -51,10 +51,13 @@ impl Attention {
     }
 }
 
-/// The trained attention head; variables `attention.conv1`, `attention.bn`, `attention.conv2`.
+/// The trained attention head; variables `attention.conv1`, `attention.bn`, `attention.conv2`, and for DELG
+/// `attention.decoder`: the autoencoder's expanding 1x1 convolution + ReLU, through which DELG's head sees its
+/// reduced local features (the backbone then yields the reduced features, and the head scores their expansion).
 #[derive(Debug)]
 pub struct AttentionHead {
     vs: Option<nn::VarStore>,
+    decoder: Option<nn::Conv2D>,
     conv1: nn::Conv2D,
     bn: nn::BatchNorm,
     conv2: nn::Conv2D,
@@ -67,10 +70,17 @@ impl AttentionHead {
 
     /// Declares the head's variables under `vs` (for training).
     pub fn new(vs: &nn::Path, channels: i64) -> Self {
+        Self::with_decoder(vs, channels, None)
+    }
+
+    /// As [`AttentionHead::new`], with a decoder from `channels` to `expanded` channels first when `expanded` is set.
+    fn with_decoder(vs: &nn::Path, channels: i64, expanded: Option<i64>) -> Self {
         let vs = vs / "attention";
+        let decoder = expanded.map(|e| nn::conv2d(&vs / "decoder", channels, e, 1, Default::default()));
         Self {
             vs: None,
-            conv1: nn::conv2d(&vs / "conv1", channels, Self::HIDDEN, 1, Default::default()),
+            conv1: nn::conv2d(&vs / "conv1", expanded.unwrap_or(channels), Self::HIDDEN, 1, Default::default()),
+            decoder,
             bn: nn::batch_norm2d(&vs / "bn", Self::HIDDEN, Default::default()),
             conv2: nn::conv2d(&vs / "conv2", Self::HIDDEN, 1, 1, Default::default()),
             digest: b"untrained".to_vec(),
@@ -89,7 +99,8 @@ impl AttentionHead {
     pub fn from_bytes(bytes: &[u8], what: &str, channels: i64, device: Device) -> Result<Self, ModelError> {
         let file = TensorFile::from_bytes(bytes, what)?;
         let mut vs = nn::VarStore::new(device);
-        let mut head = Self::new(&vs.root(), channels);
+        let expanded = file.get("attention.decoder.weight").map(|w| w.size()[0]);
+        let mut head = Self::with_decoder(&vs.root(), channels, expanded);
         file.copy_into(&vs, "", what)?;
         vs.freeze();
         head.digest = delf_core::Fingerprint::of("file", &[bytes]).0.into_bytes();
@@ -118,6 +129,10 @@ impl AttentionHead {
 
     /// Scores `[N, h, w]`, with BatchNorm in training mode when `train`.
     pub fn forward_t(&self, features: &Tensor, train: bool) -> Tensor {
+        let features = match &self.decoder {
+            Some(d) => features.apply(d).relu(),
+            None => features.shallow_clone(),
+        };
         features.apply(&self.conv1).apply_t(&self.bn, train).relu().apply(&self.conv2).softplus().squeeze_dim(1)
     }
 }

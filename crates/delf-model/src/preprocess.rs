@@ -16,6 +16,8 @@ pub struct Normalization {
 impl Normalization {
     /// What the EfficientNet-Lite ImageNet weights were trained with: `(x - 127) / 128`.
     pub const EFFICIENTNET_LITE: Self = Self { mean: [127.0; 3], std: [128.0; 3] };
+    /// The DELF and DELG TensorFlow releases: `(x - 128) / 128`.
+    pub const DELF_RELEASE: Self = Self { mean: [128.0; 3], std: [128.0; 3] };
     /// torchvision's ImageNet statistics (ResNet50 weights from torchvision).
     pub const TORCHVISION_IMAGENET: Self = Self {
         mean: [0.485 * 255.0, 0.456 * 255.0, 0.406 * 255.0],

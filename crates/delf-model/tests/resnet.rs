@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use delf_model::geometry::AxisGeometry;
-use delf_model::{Backbone, ModelError, ResNet50Conv4};
+use delf_model::{Backbone, ModelError, ResNet};
 use tch::{Device, Kind, Tensor};
 
 fn tmp(name: &str) -> std::path::PathBuf {
@@ -12,7 +12,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 #[test]
 fn torchvision_names_round_trip_through_safetensors() {
     tch::manual_seed(1);
-    let net = ResNet50Conv4::untrained(Device::Cpu);
+    let net = ResNet::untrained(Device::Cpu);
     let names: Vec<String> = net.var_store().variables().into_keys().collect();
     for expected in ["conv1.weight", "bn1.running_var", "layer1.0.downsample.0.weight", "layer3.5.conv3.weight"] {
         assert!(names.iter().any(|n| n == expected), "missing {expected}");
@@ -20,7 +20,7 @@ fn torchvision_names_round_trip_through_safetensors() {
     assert!(!names.iter().any(|n| n.starts_with("layer4") || n.starts_with("fc")));
     let path = tmp("weights.safetensors");
     net.var_store().save(&path).unwrap();
-    let loaded = ResNet50Conv4::load(&path, Device::Cpu).unwrap();
+    let loaded = ResNet::load_torchvision(&path, Device::Cpu).unwrap();
     let x = Tensor::randn([1, 3, 64, 80], (Kind::Float, Device::Cpu));
     let (a, b) = tch::no_grad(|| (net.features(&x), loaded.features(&x)));
     assert_eq!(a.size(), [1, 1024, 4, 5]);
@@ -31,7 +31,7 @@ fn torchvision_names_round_trip_through_safetensors() {
         net.var_store().variables().into_iter().filter(|(n, _)| n != "layer2.1.bn2.weight").collect();
     let partial_path = tmp("partial.safetensors");
     Tensor::write_safetensors(&partial, &partial_path).unwrap();
-    let err = ResNet50Conv4::load(&partial_path, Device::Cpu).unwrap_err();
+    let err = ResNet::load_torchvision(&partial_path, Device::Cpu).unwrap_err();
     assert!(matches!(err, ModelError::Weights { .. }));
     assert!(format!("{:?}", err).contains("layer2.1.bn2.weight"), "{err:?}");
     std::fs::remove_file(&path).ok();
@@ -41,7 +41,7 @@ fn torchvision_names_round_trip_through_safetensors() {
 #[test]
 fn receptive_field_matches_back_propagation() {
     tch::manual_seed(3);
-    let net = ResNet50Conv4::untrained(Device::Cpu);
+    let net = ResNet::untrained(Device::Cpu);
     let (h, w) = (401i64, 416i64);
     let x = (Tensor::rand([1, 3, h, w], (Kind::Float, Device::Cpu)) * 2.0 - 1.0).set_requires_grad(true);
     let f = net.features(&x);
@@ -64,7 +64,7 @@ fn receptive_field_matches_back_propagation() {
 #[test]
 fn conv4_geometry_numbers() {
     // The figures quoted in docs/models.md.
-    let net = ResNet50Conv4::untrained(Device::Cpu);
+    let net = ResNet::untrained(Device::Cpu);
     let g = AxisGeometry::compute(&net.layers(), 512);
     assert_eq!((g.stride, g.receptive_field), (16, 267));
 }

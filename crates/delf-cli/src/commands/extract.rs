@@ -1,4 +1,5 @@
-//! `delf extract IMAGE...`: DELF features of each image, as a table, JSON lines on stdout, or a JSON-lines file.
+//! `delf extract IMAGE...`: DELF features of each image (and a DELG checkpoint's global descriptor), as a table,
+//! JSON lines on stdout, or a JSON-lines file.
 //! With `--list`, a batch job into Parquet feature shards instead (`commands::batch_extract`).
 
 use std::io::Write;
@@ -33,10 +34,14 @@ pub fn run(args: &ExtractArgs, config: &Config) -> Result<()> {
     for path in &args.images {
         let start = Instant::now();
         match extract_one(&extractor, path) {
-            Ok(features) => {
+            Ok((features, global)) => {
                 let ms = start.elapsed().as_secs_f64() * 1e3;
                 if json {
-                    serde_json::to_writer(&mut out, &serde_json::json!({ "path": path, "features": features }))?;
+                    let mut line = serde_json::json!({ "path": path, "features": features });
+                    if let Some(global) = global {
+                        line["global_descriptor"] = serde_json::json!(global);
+                    }
+                    serde_json::to_writer(&mut out, &line)?;
                     writeln!(out)?;
                 } else {
                     let size = format!("{}x{}", features.width, features.height);
@@ -60,7 +65,11 @@ pub fn run(args: &ExtractArgs, config: &Config) -> Result<()> {
     }
 }
 
-fn extract_one(extractor: &delf_model::Extractor, path: &Path) -> Result<FeatureSet> {
+/// The image's local features, and its global descriptor where the backbone has one (DELG).
+fn extract_one(extractor: &delf_model::Extractor, path: &Path) -> Result<(FeatureSet, Option<Vec<f32>>)> {
     let img = model::read_image(path)?;
-    extractor.extract(&img.rgb).with_context(|| format!("extracting {}", path.display()))
+    let features = extractor.extract(&img.rgb).with_context(|| format!("extracting {}", path.display()))?;
+    let global =
+        extractor.global_descriptor(&img.rgb).with_context(|| format!("global descriptor of {}", path.display()))?;
+    Ok((features, global))
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use delf_image::{DecodeLimits, DecodedImage, decode_file};
 use delf_model::{
     Attention, AttentionHead, Backbone, DeviceSpec, ExtractConfig, Extractor, FeatureCache, FeatureTap, LiteBackbone,
-    LiteVariant, Pca, ResNet50Conv4,
+    LiteVariant, Pca, ResNet,
 };
 
 use crate::config::Config;
@@ -17,7 +17,8 @@ pub fn lite_variant(config: &Config) -> Result<LiteVariant> {
     match LiteVariant::named(name) {
         Some(variant) => Ok(variant),
         None => bail!(delf_model::ModelError::Config(format!(
-            "{name:?} is not an EfficientNet-Lite backbone (available: efficientnet-lite0, -lite1, -lite2, resnet50)"
+            "{name:?} is not an EfficientNet-Lite backbone (available: efficientnet-lite0, -lite1, -lite2, resnet50, \
+             resnet50-delf, resnet50-delg, resnet101-delg)"
         ))),
     }
 }
@@ -35,7 +36,17 @@ pub fn device(flag: Option<&str>, config: &Config) -> Result<tch::Device> {
 
 /// The configured backbone, cut at its feature layer.
 pub fn backbone(config: &Config, device: tch::Device) -> Result<Box<dyn Backbone>> {
-    if config.model.backbone == "resnet50" {
+    let name = config.model.backbone.as_str();
+    if ResNet::CONVERTED.contains(&name) {
+        let weights = config.model.weights.as_deref().ok_or_else(|| {
+            delf_model::ModelError::Config(format!(
+                "{name} needs model.weights: a file converted from the published TensorFlow release by \
+                 scripts/python/convert_tf_delf.py (docs/models.md)"
+            ))
+        })?;
+        return Ok(Box::new(ResNet::load_converted(weights, name, device)?));
+    }
+    if name == "resnet50" {
         if config.model.layer.as_deref().is_some_and(|l| l != "conv4") {
             bail!(delf_model::ModelError::Config("resnet50 offers only the conv4 feature layer".into()));
         }
@@ -45,7 +56,7 @@ pub fn backbone(config: &Config, device: tch::Device) -> Result<Box<dyn Backbone
                     .into(),
             )
         })?;
-        return Ok(Box::new(ResNet50Conv4::load(weights, device)?));
+        return Ok(Box::new(ResNet::load_torchvision(weights, device)?));
     }
     let tap = match &config.model.layer {
         Some(layer) => layer.parse::<FeatureTap>().map_err(delf_model::ModelError::Config)?,
@@ -90,6 +101,11 @@ pub fn attention(config: &Config, backbone: &dyn Backbone, device: tch::Device) 
     Ok(match config.model.attention.as_deref() {
         Some(path) if path == Path::new(FEATURE_NORM) => Attention::FeatureNorm,
         Some(path) => Attention::Head(Box::new(AttentionHead::load(path, backbone.channels(), device)?)),
+        // A converted DELF/DELG release carries its trained head in the same file.
+        None if ResNet::CONVERTED.contains(&config.model.backbone.as_str()) => {
+            let weights = config.model.weights.as_deref().unwrap_or(Path::new(""));
+            Attention::Head(Box::new(AttentionHead::load(weights, backbone.channels(), device)?))
+        }
         None => match AttentionHead::shipped_for(backbone, device)? {
             Some(head) => Attention::Head(Box::new(head)),
             None => {
