@@ -12,13 +12,13 @@ Tensors named `*.num_batches_tracked` (BatchNorm step counters, unused at infere
 """
 import argparse
 import collections
-import json
-import os
 import pickle
 import struct
 import sys
 
 import numpy as np
+
+import safetensors_np
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 STORAGE_DTYPES = {
@@ -31,17 +31,6 @@ STORAGE_DTYPES = {
     "CharStorage": np.int8,
     "ByteStorage": np.uint8,
     "BoolStorage": np.bool_,
-}
-SAFETENSORS_DTYPES = {
-    np.dtype(np.float32): "F32",
-    np.dtype(np.float64): "F64",
-    np.dtype(np.float16): "F16",
-    np.dtype(np.int64): "I64",
-    np.dtype(np.int32): "I32",
-    np.dtype(np.int16): "I16",
-    np.dtype(np.int8): "I8",
-    np.dtype(np.uint8): "U8",
-    np.dtype(np.bool_): "BOOL",
 }
 
 
@@ -133,28 +122,6 @@ def load_legacy(path):
     return {name: t.materialize() for name, t in obj.items() if isinstance(t, LazyTensor)}
 
 
-def save_safetensors(tensors, path, metadata):
-    header = {"__metadata__": metadata} if metadata else {}
-    offset = 0
-    names = sorted(tensors)
-    for name in names:
-        arr = tensors[name]
-        header[name] = {
-            "dtype": SAFETENSORS_DTYPES[arr.dtype],
-            "shape": list(arr.shape),
-            "data_offsets": [offset, offset + arr.nbytes],
-        }
-        offset += arr.nbytes
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
-        for name in names:
-            f.write(tensors[name].astype(tensors[name].dtype.newbyteorder("<"), copy=False).tobytes())
-    os.replace(path + ".tmp", path)
-
-
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("input")
@@ -164,7 +131,7 @@ def main(argv):
     tensors = load_legacy(args.input)
     tensors = {k: v for k, v in tensors.items() if not k.endswith("num_batches_tracked")}
     meta = dict(kv.split("=", 1) for kv in args.meta)
-    save_safetensors(tensors, args.output, meta)
+    safetensors_np.save(args.output, tensors, meta)
     total = sum(t.size for t in tensors.values())
     print(f"converted {len(tensors)} tensors ({total} parameters) -> {args.output}")
 

@@ -28,7 +28,8 @@ import sys
 
 import numpy as np
 
-from delf_tf_io import read_datum, save_safetensors
+import safetensors_np
+from datum_io import read_datum
 
 TARGET_EPS = 1e-5
 SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -221,7 +222,7 @@ def convert(source, out, pca_out=None, pca_dim=128, bn_eps=None, quiet=False):
         "source": os.path.basename(os.path.normpath(source)),
         "global": "true" if "whiten.weight" in w.out else "false",
     }
-    save_safetensors(out, w.out, meta)
+    safetensors_np.save(out, {k: np.asarray(v, np.float32) for k, v in w.out.items()}, meta)
     if not quiet:
         print(f"{out}: {arch} ({layout}), {len(w.out)} tensors from {len(w.used)} variables", file=sys.stderr)
         if skipped:
@@ -233,9 +234,9 @@ def convert(source, out, pca_out=None, pca_dim=128, bn_eps=None, quiet=False):
         if proj.ndim != 2 or proj.shape[1] != mean.size or not 0 < pca_dim <= proj.shape[0]:
             raise ConversionError(f"PCA shapes: mean {mean.shape}, projection {proj.shape}, {pca_dim} dimensions asked")
         feature = "conv4.autoencoder" if "autoencoder.encoder.weight" in w.out else "conv4"
-        save_safetensors(
+        safetensors_np.save(
             pca_out,
-            {"mean": mean, "components": proj[:pca_dim], "eigenvalues": np.ones(pca_dim, np.float32)},
+            {"mean": mean, "components": np.ascontiguousarray(proj[:pca_dim]), "eigenvalues": np.ones(pca_dim, np.float32)},
             {"format": "delf-pca/1", "whiten": "false", "source": f"{arch}:{feature}"},
         )
         if not quiet:

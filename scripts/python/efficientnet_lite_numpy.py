@@ -7,30 +7,19 @@ views + tensordot), its own TF "SAME" padding and BatchNorm. Input and output ar
 Usage: efficientnet_lite_numpy.py WEIGHTS.safetensors INPUT.f32 H W OUTPUT.f32
        (INPUT is one normalised image, 3 x H x W; OUTPUT receives the 1000 logits)
 """
-import json
-import struct
 import sys
 
 import numpy as np
 
-DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I64": np.int64}
+import safetensors_np
+
 # Lite0 stages: repeats, kernel, stride, expand, c_in, c_out.
 STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
           (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
 
 
 def read_safetensors(path):
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = info["data_offsets"]
-        out[name] = np.frombuffer(data[a:b], dtype=DTYPES[info["dtype"]]).reshape(info["shape"]).astype(np.float64)
-    return out
+    return {k: v.astype(np.float64) for k, v in safetensors_np.load(path)[0].items()}
 
 
 def same_pad(x, k, s):

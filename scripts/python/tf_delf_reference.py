@@ -28,7 +28,8 @@ import os
 
 import numpy as np
 
-from delf_tf_io import load_safetensors, save_safetensors, write_datum
+import safetensors_np
+from datum_io import write_datum
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
@@ -266,7 +267,7 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args()
-    tensors, _ = load_safetensors(a.input)
+    tensors, _ = safetensors_np.load(a.input)
     x = np.ascontiguousarray(np.transpose(tensors["image"], (0, 2, 3, 1)))
     os.makedirs(a.out, exist_ok=True)
     w = Weights(a.seed)
@@ -274,7 +275,8 @@ def main():
         ref = build_delf(w, x, a.out)
     else:
         ref = build_delg(w, x, a.out, 50 if a.arch == "resnet50-delg" else 101)
-    save_safetensors(os.path.join(a.out, "reference.safetensors"), ref, {"architecture": a.arch})
+    ref = {k: np.asarray(v, np.float32) for k, v in ref.items()}
+    safetensors_np.save(os.path.join(a.out, "reference.safetensors"), ref, {"architecture": a.arch})
 
 
 if __name__ == "__main__":

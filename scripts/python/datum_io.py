@@ -1,50 +1,8 @@
-"""File formats shared by the DELF/DELG TensorFlow converter and its parity reference (numpy only).
-
-- safetensors (f32 tensors + string metadata), the format every delf-rs weights, head and PCA file uses;
-- DELF's `DatumProto` (`delf/protos/datum.proto`: a packed int64 shape, field 1, and a packed float list, field 2),
-  the format of the DELF release's PCA (`pca/mean.datum`, `pca/pca_proj_mat.datum`).
+"""DELF's `DatumProto` files (`delf/protos/datum.proto`: a packed int64 shape, field 1, and a packed float list,
+field 2), the format of the DELF release's PCA (`pca/mean.datum`, `pca/pca_proj_mat.datum`), in numpy only.
 """
 
-import json
-import struct
-
 import numpy as np
-
-
-def save_safetensors(path, tensors, metadata=None):
-    """Writes `tensors` (name -> array, stored as little-endian f32) with string `metadata`."""
-    header = {"__metadata__": {k: str(v) for k, v in sorted((metadata or {}).items())}}
-    blobs, offset = [], 0
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(np.asarray(tensors[name], dtype="<f4"))
-        b = a.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + len(b)]}
-        blobs.append(b)
-        offset += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
-
-def load_safetensors(path):
-    """(name -> f32 array, metadata) of a safetensors file of f32 tensors."""
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + n])
-    meta = header.pop("__metadata__", {}) or {}
-    base = 8 + n
-    out = {}
-    for name, e in header.items():
-        if e["dtype"] != "F32":
-            raise ValueError(f"{path}: {name} is {e['dtype']}, not F32")
-        a, b = e["data_offsets"]
-        out[name] = np.frombuffer(data[base + a : base + b], dtype="<f4").reshape(e["shape"])
-    return out, meta
 
 
 def _varint(data, i):
