@@ -203,7 +203,7 @@ def convert_keras(variables, bn_eps):
     return w, f"resnet{depth}-delg", "keras"
 
 
-def convert(source, out, pca_out=None, pca_dim=128, bn_eps=None, quiet=False):
+def convert(source, out, pca_out=None, pca_dim=128, bn_eps=None, whiten=False, quiet=False):
     variables = read_variables(checkpoint_prefix(source))
     if any(re.search(r"(^|/)resnet_v1_(50|101)/conv1/weights$", k) for k in variables):
         w, arch, layout = convert_slim(variables, 1e-5 if bn_eps is None else bn_eps)
@@ -234,10 +234,15 @@ def convert(source, out, pca_out=None, pca_dim=128, bn_eps=None, quiet=False):
         if proj.ndim != 2 or proj.shape[1] != mean.size or not 0 < pca_dim <= proj.shape[0]:
             raise ConversionError(f"PCA shapes: mean {mean.shape}, projection {proj.shape}, {pca_dim} dimensions asked")
         feature = "conv4.autoencoder" if "autoencoder.encoder.weight" in w.out else "conv4"
+        # DELF's optional whitening divides by the square roots of pca_variances (`pca/pca_vars.datum`).
+        vars_path = os.path.join(pca_dir, "pca_vars.datum")
+        if whiten and not os.path.exists(vars_path):
+            raise ConversionError(f"--pca-whiten needs {vars_path}")
+        variances = read_datum(vars_path).reshape(-1)[:pca_dim] if whiten else np.ones(pca_dim, np.float32)
         safetensors_np.save(
             pca_out,
-            {"mean": mean, "components": np.ascontiguousarray(proj[:pca_dim]), "eigenvalues": np.ones(pca_dim, np.float32)},
-            {"format": "delf-pca/1", "whiten": "false", "source": f"{arch}:{feature}"},
+            {"mean": mean, "components": np.ascontiguousarray(proj[:pca_dim]), "eigenvalues": variances},
+            {"format": "delf-pca/1", "whiten": "true" if whiten else "false", "source": f"{arch}:{feature}"},
         )
         if not quiet:
             print(f"{pca_out}: PCA {mean.size} -> {pca_dim}", file=sys.stderr)
@@ -250,10 +255,11 @@ def main():
     p.add_argument("--out", required=True, help="weights file to write (safetensors)")
     p.add_argument("--pca-out", help="also convert the release's pca/*.datum to a delf-rs PCA file")
     p.add_argument("--pca-dim", type=int, default=128, help="PCA dimensions kept (the DELF release config: 128)")
+    p.add_argument("--pca-whiten", action="store_true", help="whiten with pca/pca_vars.datum (the release: no)")
     p.add_argument("--bn-epsilon", type=float, help="BatchNorm epsilon of the source (default 1e-5 slim, 1e-3 Keras)")
     a = p.parse_args()
     try:
-        arch = convert(a.source, a.out, a.pca_out, a.pca_dim, a.bn_epsilon)
+        arch = convert(a.source, a.out, a.pca_out, a.pca_dim, a.bn_epsilon, a.pca_whiten)
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
