@@ -260,7 +260,7 @@ def main():
     a = p.parse_args()
     try:
         arch = convert(a.source, a.out, a.pca_out, a.pca_dim, a.bn_epsilon, a.pca_whiten)
-    except ConversionError as e:
+    except (ConversionError, ValueError, OSError) as e:  # bad input: a clear line, exit 2, nothing written over
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(arch)

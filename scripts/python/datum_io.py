@@ -31,9 +31,16 @@ def _encode_varint(value):
 
 
 def read_datum(path):
-    """A DELF `.datum` file as a float32 array of its shape."""
+    """A DELF `.datum` file as a float32 array of its shape; a damaged file is a ValueError naming it."""
     with open(path, "rb") as f:
         data = f.read()
+    try:
+        return _parse(data, path)
+    except ValueError as e:
+        raise ValueError(e if str(path) in str(e) else f"{path}: {e}") from None
+
+
+def _parse(data, path):
     shape, values, i = [], None, 0
     while i < len(data):
         key, i = _varint(data, i)

@@ -25,16 +25,20 @@ fn scripts() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/python")
 }
 
-fn python(args: &[&std::ffi::OsStr]) {
+fn run_python(args: &[&std::ffi::OsStr]) -> std::process::Output {
     let python = std::env::var("DELFRS_PYTHON").expect("DELFRS_PYTHON is set by .cargo/config.toml");
-    let out = Command::new(&python)
+    Command::new(&python)
         .args(args)
         .env("TF_CPP_MIN_LOG_LEVEL", "2")
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e} (run scripts/setup.sh)"));
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e} (run scripts/setup.sh)"))
+}
+
+fn python(args: &[&std::ffi::OsStr]) {
+    let out = run_python(args);
     assert!(
         out.status.success(),
-        "{python} {args:?} failed (TensorFlow comes from scripts/setup.sh):\n{}",
+        "{args:?} failed (TensorFlow comes from scripts/setup.sh):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -137,7 +141,8 @@ fn cell_descriptors(features: &Tensor) -> Tensor {
     l2_normalize(&features.get(0).permute([1, 2, 0]).reshape([-1, c]))
 }
 
-fn check(arch: &str, photo_name: &str, w: u32, h: u32) {
+/// Runs one architecture's parity check; returns the case (its folder holds the release and the converted files).
+fn check(arch: &str, photo_name: &str, w: u32, h: u32) -> Case {
     let case = case(arch, photo_name, w, h);
     let delf = arch.ends_with("-delf");
     let (model, pca) = convert(&case, delf);
@@ -174,6 +179,7 @@ fn check(arch: &str, photo_name: &str, w: u32, h: u32) {
         // DELF.md: TF-slim block3 has receptive field 291 and padding 145.
         assert_eq!(gy.receptive_field, 291);
     }
+    case
 }
 
 // Even and odd sides both: TF's "SAME" pads one pixel more after than before on even inputs with stride 2 (the
@@ -181,7 +187,32 @@ fn check(arch: &str, photo_name: &str, w: u32, h: u32) {
 
 #[test]
 fn delf_release_converts_to_the_same_network() {
-    check("resnet50-delf", "building.jpg", 512, 384);
+    let case = check("resnet50-delf", "building.jpg", 512, 384);
+    // Bad input is a clear error (exit 2), and the weights written before stay as they were.
+    let release = case.dir.path().join("release");
+    let model = case.dir.path().join("model.safetensors");
+    let before = std::fs::read(&model).unwrap();
+    let mean = release.join("pca/mean.datum");
+    let bytes = std::fs::read(&mean).unwrap();
+    std::fs::write(&mean, &bytes[..bytes.len() / 2]).unwrap();
+    let script = scripts().join("convert_tf_delf.py");
+    let other = case.dir.path().join("other.safetensors");
+    let out = run_python(&[
+        script.as_os_str(),
+        release.as_os_str(),
+        "--out".as_ref(),
+        other.as_os_str(),
+        "--pca-out".as_ref(),
+        case.dir.path().join("pca2.safetensors").as_os_str(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("mean.datum"), "{stderr}");
+    let out = run_python(&[script.as_os_str(), case.dir.path().as_os_str(), "--out".as_ref(), model.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no TensorFlow checkpoint"), "{stderr}");
+    assert_eq!(std::fs::read(&model).unwrap(), before);
 }
 
 #[test]
