@@ -12,7 +12,9 @@ is run. Two families of names are understood:
 - TF-slim `resnet_v1_{50,101}/...` with DELF's attention (`attention_block/attention/compute/conv{1,2}`): the DELF
   release `delf_gld_20190411`, written as `resnet50-delf` (layout `tf-slim`, BatchNorm epsilon 1e-5).
 - Keras object paths of DELG's TF2 code (`.../backbone/l4a/conv2a/kernel`, `attention/...`, `autoencoder/...`,
-  `backbone/embedding_layer`), written as `resnet50-delg` or `resnet101-delg` (layout `keras`, epsilon 1e-3).
+  `backbone/embedding_layer`), written as `resnet50-delg` or `resnet101-delg` (layout `keras`, epsilon 1e-3);
+  or the same network under its Keras *layer* names, as a TF1 graph built from that code names its variables
+  (`.../res4a_branch2a/kernel`, `bn4a_branch1/gamma`, `attn_conv1`, `autoenc_conv1`, ...).
 
 Kernels go from TF's `[kh, kw, in, out]` to `[out, in, kh, kw]`; every BatchNorm is rewritten for epsilon 1e-5 (the
 difference is added to the moving variance) and a convolution bias before a BatchNorm is subtracted from its moving
@@ -203,10 +205,54 @@ def convert_keras(variables, bn_eps):
     return w, f"resnet{depth}-delg", "keras"
 
 
+HEAD_LAYERS = {
+    "attn_conv1": "attention/conv1/",
+    "attn_conv2": "attention/conv2/",
+    "autoenc_conv1": "autoencoder/conv1/",
+    "autoenc_conv2": "autoencoder/conv2/",
+}
+
+
+def keras_layer_names_to_paths(variables):
+    """Keras *layer* names (a TF1 graph built from DELG's Keras code names variables by layer:
+    `res4a_branch2a`, `bn4a_branch1`, `attn_conv1`, `autoenc_conv1`, ...) rewritten as the attribute paths
+    `convert_keras` reads (`backbone/l4a/conv2a`, `backbone/l4a/bn_shortcut`, `attention/conv1`, ...).
+    Returns None when the names are not of that form."""
+    roots = {m.group(1) for k in variables if (m := re.match(r"^(.*?)res2a_branch2a/kernel$", k))}
+    att = {m.group(1) for k in variables if (m := re.match(r"^(.*?)attn_conv1/kernel$", k))}
+    if len(roots) != 1:
+        return None
+    bb = next(iter(roots))
+    out = {}
+    for k, v in variables.items():
+        name = None
+        if k.startswith(bb):
+            rest = k[len(bb) :]
+            m = re.match(r"^(res|bn)(\d)([a-z])_branch(2[abc]|1)/(.*)$", rest)
+            if m:
+                kind, stage, block, branch, var = m.groups()
+                layer = {"res": {"1": "conv_shortcut"}, "bn": {"1": "bn_shortcut"}}[kind].get(branch)
+                layer = layer or ("conv" if kind == "res" else "bn") + branch
+                name = f"backbone/l{stage}{block}/{layer}/{var}"
+            elif re.match(r"^(conv1|bn_conv1|embedding_layer)/", rest):
+                name = "backbone/" + rest
+        if name is None:
+            m = re.match(r"^.*?(attn_conv1|attn_conv2|autoenc_conv1|autoenc_conv2)/(.*)$", k)
+            if m:
+                name = HEAD_LAYERS[m.group(1)] + m.group(2)
+            elif any(a != bb and k.startswith(a + "bn_conv1/") for a in att):
+                name = "attention/bn_conv1/" + k.rsplit("bn_conv1/", 1)[1]
+        out[name or k] = v
+    return out
+
+
 def convert(source, out, pca_out=None, pca_dim=128, bn_eps=None, whiten=False, quiet=False):
     variables = read_variables(checkpoint_prefix(source))
     if any(re.search(r"(^|/)resnet_v1_(50|101)/conv1/weights$", k) for k in variables):
         w, arch, layout = convert_slim(variables, 1e-5 if bn_eps is None else bn_eps)
+    elif (renamed := keras_layer_names_to_paths(variables)) is not None:
+        w, arch, layout = convert_keras(renamed, 1e-3 if bn_eps is None else bn_eps)
+        variables = renamed
     elif any(re.search(r"(^|/)backbone/conv1/kernel$", k) for k in variables):
         w, arch, layout = convert_keras(variables, 1e-3 if bn_eps is None else bn_eps)
     else:

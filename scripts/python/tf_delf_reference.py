@@ -14,7 +14,8 @@ it in the release's format, runs TensorFlow's own forward pass on a given input,
   convolution, "SAME" stem convolution, `block3_strides`; BatchNorm epsilon 1e-3, convolution biases), its
   attention, autoencoder (128-d) and global branch (GeM p = 3, `embedding_layer`), under the object paths
   `export_local_and_global_model.py` saves (`_model/backbone/l4a/conv2a/kernel`, ...), saved with
-  `tf.saved_model.save` (`DIR/model`). ResNet101 continues the stage-4 letters (`l4a` .. `l4w`).
+  `tf.saved_model.save` (`DIR/model`), and the same variables under Keras layer names (`res4a_branch2a`, ...)
+  in a TF1 checkpoint (`DIR/model-layer-names`). ResNet101 continues the stage-4 letters (`l4a` .. `l4w`).
 
 The input is a `[1, 3, H, W]` normalised image (`image`, written by the Rust test). `DIR/reference.safetensors`
 holds NCHW `conv4` (the conv4 / `block3` map local features come from), `features` (the backbone's output: conv4,
@@ -250,11 +251,50 @@ def delg_forward(model, x, depth):
     return block3, reduced, prob, tf.nn.l2_normalize(emb, axis=1)
 
 
+def layer_name(path):
+    """The Keras layer name of an attribute path of `delg_model` (`backbone/l4a/conv2a/kernel` ->
+    `DELG/backbone/res4a_branch2a/kernel`), as a TF1 graph built from DELG's Keras code scopes its variables."""
+    parts = path.split("/")
+    if parts[0] == "backbone" and len(parts) == 4:
+        unit, layer, var = parts[1:]
+        stage, block = unit[1], unit[2]
+        branch = {"conv2a": ("res", "2a"), "conv2b": ("res", "2b"), "conv2c": ("res", "2c"), "conv_shortcut": ("res", "1"),
+                  "bn2a": ("bn", "2a"), "bn2b": ("bn", "2b"), "bn2c": ("bn", "2c"), "bn_shortcut": ("bn", "1")}[layer]
+        return f"DELG/backbone/{branch[0]}{stage}{block}_branch{branch[1]}/{var}"
+    renames = {"attention/conv1": "attention/attn_conv1", "attention/conv2": "attention/attn_conv2",
+               "autoencoder/conv1": "autoencoder/autoenc_conv1", "autoencoder/conv2": "autoencoder/autoenc_conv2"}
+    head = "/".join(parts[:2])
+    return "DELG/" + (renames[head] + "/" + "/".join(parts[2:]) if head in renames else path)
+
+
+def save_with_layer_names(module, out):
+    """The same variables in a TF1 checkpoint under Keras layer names (`out/variables/variables`)."""
+    values = {}
+    stack = [("", module._model)]
+    while stack:
+        prefix, node = stack.pop()
+        for attr, child in vars(node).items():
+            if attr.startswith("_"):
+                continue
+            if isinstance(child, tf.Variable):
+                values[layer_name(prefix + attr)] = child.numpy()
+            elif isinstance(child, tf.Module):
+                stack.append((prefix + attr + "/", child))
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = [tf.compat.v1.Variable(a, name=n) for n, a in values.items()]
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            os.makedirs(os.path.join(out, "variables"), exist_ok=True)
+            tf.compat.v1.train.Saver(variables).save(sess, os.path.join(out, "variables", "variables"), write_meta_graph=False)
+
+
 def build_delg(w, x, out, depth):
     module = tf.Module()
     module._model = delg_model(w, depth)
     block3, reduced, prob, emb = (t.numpy() for t in delg_forward(module._model, tf.constant(x), depth))
     tf.saved_model.save(module, os.path.join(out, "model"))
+    save_with_layer_names(module, os.path.join(out, "model-layer-names"))
     d = reduced.reshape(-1, reduced.shape[-1])
     d = d / np.linalg.norm(d, axis=1, keepdims=True)
     return {"conv4": nchw(block3), "features": nchw(reduced), "scores": prob[..., 0], "descriptors": d, "global": emb}

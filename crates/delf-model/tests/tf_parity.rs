@@ -217,7 +217,24 @@ fn delf_release_converts_to_the_same_network() {
 
 #[test]
 fn delg_r50_release_converts_to_the_same_network() {
-    check("resnet50-delg", "leuvenA.jpg", 448, 320);
+    let case = check("resnet50-delg", "leuvenA.jpg", 448, 320);
+    // The same variables under Keras layer names (`res4a_branch2a`, `attn_conv1`, ...), as a TF1 graph built from
+    // DELG's code would name them, convert to the very same tensors.
+    let layer_names = case.dir.path().join("release/model-layer-names");
+    let converted = case.dir.path().join("layer-names.safetensors");
+    python(&[
+        scripts().join("convert_tf_delf.py").as_os_str(),
+        layer_names.as_os_str(),
+        "--out".as_ref(),
+        converted.as_os_str(),
+    ]);
+    let a = TensorFile::load(&case.dir.path().join("model.safetensors")).unwrap();
+    let b = TensorFile::load(&converted).unwrap();
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for ((na, ta), (nb, tb)) in a.tensors.iter().zip(&b.tensors) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "{na} differs");
+    }
 }
 
 #[test]
