@@ -12,7 +12,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Role, answers, delf, free_port, json_lines, ok, scrape, text};
+use common::{Role, answers, delf, free_port, json_lines, ok, scrape, text, wait_until_ready};
 use delf_testkit::photos_dir as photos;
 
 #[test]
@@ -101,21 +101,8 @@ fn a_cluster_answers_like_one_process_through_failures() {
     let _coordinator =
         Role::start(&config, logs, "coordinator", &["coordinator", "--metrics-listen", &coordinator_metrics]);
 
-    // Ready: every replica loaded and every worker serving, as `delf cluster status` reports.
-    let started = Instant::now();
-    loop {
-        let out = delf(&config).args(["cluster", "status", "--json"]).output().unwrap();
-        if out.status.success() {
-            let s: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
-            let all = |v: &serde_json::Value| v.as_array().unwrap().iter().all(|h| h.as_bool().unwrap());
-            if s["shards"].as_array().unwrap().iter().all(|sh| all(&sh["healthy"])) && all(&s["workers_healthy"]) {
-                assert_eq!(s["shard_count"], 2);
-                break;
-            }
-        }
-        assert!(started.elapsed() < Duration::from_secs(180), "cluster not ready: {}", text(&out.stderr));
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let status = wait_until_ready(&config, Duration::from_secs(180));
+    assert_eq!(status["shard_count"], 2);
 
     let queries: Vec<String> =
         ["graf3.png", "leuvenB.jpg", "squirrel_cls.jpg"].iter().map(|q| p.join(q).display().to_string()).collect();

@@ -8,9 +8,9 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Role, TOKEN, answers, delf, free_port, json_lines, ok, python, repo, text};
+use common::{Role, TOKEN, answers, delf, free_port, json_lines, ok, python, repo, text, wait_until_ready};
 use delf_testkit::photos_dir as photos;
 
 #[test]
@@ -53,21 +53,7 @@ fn the_python_client_answers_like_delf_query() {
     let _node = Role::start(&config, logs, "node", &["index-node", "--listen", &node, "--shard", "0"]);
     let _worker = Role::start(&config, logs, "worker", &["worker", "--listen", &worker]);
     let _coordinator = Role::start(&config, logs, "coordinator", &["coordinator"]);
-    // Ready: the shard loaded and the worker serving, as `delf cluster status` reports (the coordinator answers
-    // status before the worker has loaded its model; a query then would find no worker).
-    let started = Instant::now();
-    loop {
-        let out = delf(&config).args(["cluster", "status", "--json"]).output().unwrap();
-        if out.status.success() {
-            let s: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
-            let all = |v: &serde_json::Value| v.as_array().unwrap().iter().all(|h| h.as_bool().unwrap());
-            if s["shards"].as_array().unwrap().iter().all(|sh| all(&sh["healthy"])) && all(&s["workers_healthy"]) {
-                break;
-            }
-        }
-        assert!(started.elapsed() < Duration::from_secs(120), "the cluster did not come up: {}", text(&out.stderr));
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_until_ready(&config, Duration::from_secs(120));
 
     let queries: Vec<String> =
         ["graf3.png", "leuvenB.jpg", "squirrel_cls.jpg"].iter().map(|q| p.join(q).display().to_string()).collect();

@@ -122,3 +122,22 @@ pub fn scrape(addr: &str) -> String {
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// Waits until `delf cluster status` reports every shard replica loaded and every worker serving (the coordinator
+/// answers status before a worker has loaded its model: a query then would find no worker); returns that status.
+/// Panics after `timeout` with the last error.
+pub fn wait_until_ready(config: &Path, timeout: std::time::Duration) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    loop {
+        let out = delf(config).args(["cluster", "status", "--json"]).output().unwrap();
+        if out.status.success() {
+            let s: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+            let all = |v: &serde_json::Value| v.as_array().unwrap().iter().all(|h| h.as_bool().unwrap());
+            if s["shards"].as_array().unwrap().iter().all(|sh| all(&sh["healthy"])) && all(&s["workers_healthy"]) {
+                return s;
+            }
+        }
+        assert!(started.elapsed() < timeout, "the cluster did not come up: {}", text(&out.stderr));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
