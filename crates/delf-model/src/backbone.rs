@@ -25,6 +25,10 @@ pub trait Backbone: Send {
     fn weights_digest(&self) -> &[u8];
     /// Converts the weights (and BatchNorm statistics) to `kind`; inputs must then be of that kind.
     fn set_kind(&mut self, kind: Kind);
+    /// Whether [`Backbone::global_descriptor`] gives one (so that callers skip the work otherwise).
+    fn has_global_descriptor(&self) -> bool {
+        false
+    }
     /// A global (whole-image) descriptor `[N, D]`, L2-normalised, for networks trained with one (DELG); `None`
     /// for the others.
     fn global_descriptor(&self, _x: &Tensor) -> Option<Tensor> {

@@ -290,30 +290,33 @@ impl Extractor {
     /// (within `max_side`) at DELG's global scales 0.7071, 1 and 1.4142, each scale's descriptor L2-normalised,
     /// summed and L2-normalised again, as DELG's extraction does.
     pub fn global_descriptor(&self, rgb: &RgbImage) -> Result<Option<Vec<f32>>, ModelError> {
+        if !self.backbone.has_global_descriptor() {
+            return Ok(None);
+        }
         let (w, h) = (f64::from(rgb.width()), f64::from(rgb.height()));
-        let base = match self.config.max_side {
-            Some(m) if w.max(h) > f64::from(m) => f64::from(m) / w.max(h),
-            _ => 1.0,
-        };
+        let base = self.base_scale(w, h);
         let x = to_tensor(rgb, self.backbone.normalization(), self.device);
         tch::no_grad(|| {
-            let mut sum: Option<Tensor> = None;
+            let mut per_scale = Vec::with_capacity(GLOBAL_SCALES.len());
             for s in GLOBAL_SCALES {
-                let (sh, sw) = ((h * base * s).round().max(1.0) as i64, (w * base * s).round().max(1.0) as i64);
-                let scaled = if (sh, sw) == (h as i64, w as i64) {
-                    x.shallow_clone()
-                } else {
-                    x.f_upsample_bilinear2d([sh, sw], false, None, None)?
-                };
-                let Some(d) = self.backbone.global_descriptor(&scaled) else { return Ok(None) };
-                sum = Some(match sum {
-                    Some(acc) => acc + d.to_kind(Kind::Float),
-                    None => d.to_kind(Kind::Float),
-                });
+                let scaled =
+                    resized(&x, (h * base * s).round().max(1.0) as i64, (w * base * s).round().max(1.0) as i64)?;
+                let input =
+                    if self.config.precision == Precision::Bf16 { scaled.to_kind(Kind::BFloat16) } else { scaled };
+                let Some(d) = self.backbone.global_descriptor(&input) else { return Ok(None) };
+                per_scale.push(d.to_kind(Kind::Float));
             }
-            let Some(sum) = sum else { return Ok(None) };
+            let sum = Tensor::stack(&per_scale, 0).sum_dim_intlist([0i64].as_slice(), false, Kind::Float);
             Ok(Some(l2_normalize(&sum).to_device(Device::Cpu).flatten(0, -1).try_into()?))
         })
+    }
+
+    /// The factor that brings an image of `w x h` within `max_side` (1 when it already is).
+    fn base_scale(&self, w: f64, h: f64) -> f64 {
+        match self.config.max_side {
+            Some(m) if w.max(h) > f64::from(m) => f64::from(m) / w.max(h),
+            _ => 1.0,
+        }
     }
 
     /// Raw (un-reduced) L2-normalised descriptors of a sample of images, for fitting a PCA: `[N, C]`.
@@ -487,10 +490,7 @@ impl Extractor {
             return Err(ModelError::Config("a batch must hold images of one size".into()));
         }
         let (w, h) = (f64::from(first.width()), f64::from(first.height()));
-        let base = match self.config.max_side {
-            Some(m) if w.max(h) > f64::from(m) => f64::from(m) / w.max(h),
-            _ => 1.0,
-        };
+        let base = self.base_scale(w, h);
         let norm = self.backbone.normalization();
         let batch = Tensor::cat(&images.iter().map(|im| to_tensor(im, norm, self.device)).collect::<Vec<_>>(), 0);
         let layers = self.backbone.layers();
@@ -511,11 +511,7 @@ impl Extractor {
                 if sh < i64::from(self.config.min_side) || sw < i64::from(self.config.min_side) {
                     continue;
                 }
-                let x = if (sh, sw) == (h as i64, w as i64) {
-                    batch.shallow_clone()
-                } else {
-                    batch.f_upsample_bilinear2d([sh, sw], false, None, None)?
-                };
+                let x = resized(&batch, sh, sw)?;
                 let forward = || {
                     let feats = match self.config.precision {
                         Precision::Bf16 => self.backbone.features(&x.to_kind(Kind::BFloat16)),
@@ -586,6 +582,16 @@ impl Extractor {
         }
         Ok(candidates)
     }
+}
+
+/// `x` (`[N, C, H, W]`) resized bilinearly to `h x w`; itself when it already has that size.
+fn resized(x: &Tensor, h: i64, w: i64) -> Result<Tensor, ModelError> {
+    let size = x.size();
+    Ok(if (size[2], size[3]) == (h, w) {
+        x.shallow_clone()
+    } else {
+        x.f_upsample_bilinear2d([h, w], false, None, None)?
+    })
 }
 
 /// Image scales of DELG's global descriptor (its release configs' `image_scales_ind` 3, 4, 5).

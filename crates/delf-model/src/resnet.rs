@@ -98,7 +98,7 @@ impl ResNetSpec {
         }
     }
 
-    /// Stride of unit `i` of layer `l` and whether that unit has it on its first (1x1) or its 3x3 convolution.
+    /// Stride of unit `i` of layer `l` (of `units`): the layer's stride on the unit that carries it, else 1.
     fn unit_stride(&self, l: usize, i: usize, units: usize) -> i64 {
         let s = self.layer_stride(l);
         let carrier = match self.layout {
@@ -196,6 +196,7 @@ struct GlobalBranch {
 }
 
 /// The layers [`ResNet::build`] declares.
+#[derive(Debug)]
 struct Layers {
     conv1: nn::Conv2D,
     bn1: nn::BatchNorm,
@@ -211,11 +212,7 @@ pub struct ResNet {
     spec: ResNetSpec,
     name: String,
     normalization: Normalization,
-    conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
-    units: Vec<Bottleneck>,
-    encoder: Option<nn::Conv2D>,
-    global: Option<GlobalBranch>,
+    layers: Layers,
     digest: Vec<u8>,
 }
 
@@ -273,28 +270,21 @@ impl ResNet {
         norm: Normalization,
         parts: Parts,
     ) -> Result<Self, ModelError> {
-        let Layers { conv1, bn1, units, encoder, global } = Self::build(&vs.root(), spec, parts)?;
-        Ok(Self {
-            vs,
-            spec,
-            name,
-            normalization: norm,
-            conv1,
-            bn1,
-            units,
-            encoder,
-            global,
-            digest: b"untrained".to_vec(),
-        })
+        let layers = Self::build(&vs.root(), spec, parts)?;
+        Ok(Self { vs, spec, name, normalization: norm, layers, digest: b"untrained".to_vec() })
     }
 
     /// An untrained torchvision ResNet50 to conv4 (for tests, and to write a template file with every name).
     pub fn untrained(device: Device) -> Self {
+        #[allow(clippy::expect_used)]
+        Self::torchvision(device).expect("depth 50 is supported")
+    }
+
+    /// ResNet50 to conv4 in torchvision's layout and normalisation, its variables declared, untrained.
+    fn torchvision(device: Device) -> Result<Self, ModelError> {
         let spec = ResNetSpec { depth: 50, layout: Layout::Torchvision };
         let vs = nn::VarStore::new(device);
-        #[allow(clippy::expect_used)]
         Self::assemble(vs, spec, "resnet50:conv4".into(), Normalization::TORCHVISION_IMAGENET, Parts::default())
-            .expect("depth 50 is supported")
     }
 
     /// The variables, under their torchvision names.
@@ -310,10 +300,7 @@ impl ResNet {
     /// Loads torchvision-named ResNet50 weights (conv4 features, torchvision normalisation) from safetensors;
     /// tensors beyond conv4 (`layer4`, `fc`) are ignored.
     pub fn load_torchvision(path: &Path, device: Device) -> Result<Self, ModelError> {
-        let spec = ResNetSpec { depth: 50, layout: Layout::Torchvision };
-        let vs = nn::VarStore::new(device);
-        let mut net =
-            Self::assemble(vs, spec, "resnet50:conv4".into(), Normalization::TORCHVISION_IMAGENET, Parts::default())?;
+        let mut net = Self::torchvision(device)?;
         net.vs.load(path).map_err(|source| ModelError::Weights { path: path.to_path_buf(), source })?;
         net.vs.freeze();
         net.digest = file_digest(path)?;
@@ -364,8 +351,8 @@ impl ResNet {
             }
             _ => x.shallow_clone(),
         }
-        .apply(&self.conv1)
-        .apply_t(&self.bn1, false)
+        .apply(&self.layers.conv1)
+        .apply_t(&self.layers.bn1, false)
         .relu();
         x = match self.spec.layout {
             Layout::Torchvision => x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false),
@@ -377,24 +364,10 @@ impl ResNet {
             }
             Layout::Keras => x.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false),
         };
-        for unit in &self.units {
+        for unit in &self.layers.units {
             x = unit.forward(&x);
         }
         if self.spec.layout == Layout::Keras { subsample(&x, 2) } else { x }
-    }
-
-    /// DELG's global branch for `[N, 3, H, W]` normalised images: conv5, GeM, whitening, L2-normalised (`[N, D]`);
-    /// `None` without one.
-    fn global_branch(&self, x: &Tensor) -> Option<Tensor> {
-        let global = self.global.as_ref()?;
-        let mut f = self.conv4(x);
-        for unit in &global.units {
-            f = unit.forward(&f);
-        }
-        let pooled =
-            f.clamp_min(GEM_EPS).pow_tensor_scalar(GEM_POWER).mean_dim([2i64, 3].as_slice(), false, Kind::Float);
-        let gem = pooled.pow_tensor_scalar(1.0 / GEM_POWER);
-        Some(crate::extractor::l2_normalize(&gem.apply(&global.whiten)))
     }
 }
 
@@ -404,7 +377,7 @@ impl Backbone for ResNet {
     }
 
     fn channels(&self) -> i64 {
-        self.encoder.as_ref().map_or(Self::CONV4_CHANNELS, |e| e.ws.size()[0])
+        self.layers.encoder.as_ref().map_or(Self::CONV4_CHANNELS, |e| e.ws.size()[0])
     }
 
     fn normalization(&self) -> Normalization {
@@ -439,7 +412,7 @@ impl Backbone for ResNet {
 
     fn features(&self, x: &Tensor) -> Tensor {
         let f = self.conv4(x);
-        match &self.encoder {
+        match &self.layers.encoder {
             Some(e) => f.apply(e),
             None => f,
         }
@@ -453,7 +426,20 @@ impl Backbone for ResNet {
         self.vs.set_kind(kind);
     }
 
+    fn has_global_descriptor(&self) -> bool {
+        self.layers.global.is_some()
+    }
+
+    /// DELG's global branch: conv5, GeM, whitening, L2-normalised (`[N, D]`); `None` without one.
     fn global_descriptor(&self, x: &Tensor) -> Option<Tensor> {
-        self.global_branch(x)
+        let global = self.layers.global.as_ref()?;
+        let mut f = self.conv4(x);
+        for unit in &global.units {
+            f = unit.forward(&f);
+        }
+        let pooled =
+            f.clamp_min(GEM_EPS).pow_tensor_scalar(GEM_POWER).mean_dim([2i64, 3].as_slice(), false, Kind::Float);
+        let gem = pooled.pow_tensor_scalar(1.0 / GEM_POWER);
+        Some(crate::extractor::l2_normalize(&gem.apply(&global.whiten)))
     }
 }
