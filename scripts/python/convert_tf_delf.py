@@ -115,6 +115,8 @@ def convert_slim(variables, bn_eps):
     if len(roots) != 1:
         raise ConversionError(f"expected one resnet_v1 network, found {sorted(roots.values()) or 'none'}")
     prefix, net = next(iter(roots.items()))
+    if net != "resnet_v1_50":
+        raise ConversionError(f"{net}: DELF releases are ResNet50; a TF-slim {net} has no delf-rs architecture")
     root = prefix + net
     w = Writer(variables, bn_eps)
     w.conv(f"{root}/conv1/weights", "conv1")
@@ -125,7 +127,7 @@ def convert_slim(variables, bn_eps):
         if m:
             b, u = int(m.group(1)), int(m.group(2))
             units[b] = max(units.get(b, 0), u)
-    expected = {"resnet_v1_50": [3, 4, 6], "resnet_v1_101": [3, 4, 23]}[net]
+    expected = [3, 4, 6]
     if [units.get(b, 0) for b in (1, 2, 3)] != expected:
         raise ConversionError(f"{root}: units per block {units}, expected {expected} in blocks 1-3")
     for b in (1, 2, 3):
@@ -143,9 +145,6 @@ def convert_slim(variables, bn_eps):
         w.conv(f"{att}/conv1/weights", "attention.conv1", bias=True)
         w.bn(f"{att}/conv1/BatchNorm", "attention.bn")
         w.conv(f"{att}/conv2/weights", "attention.conv2", src_bias=f"{att}/conv2/biases", bias=True)
-    depth = 50 if net.endswith("50") else 101
-    if depth != 50:
-        raise ConversionError(f"{net}: DELF releases are ResNet50; a TF-slim {net} has no delf-rs architecture")
     leftover_backbone = [k for k in variables if k.startswith(root + "/block") and k not in w.used]
     block4 = [k for k in leftover_backbone if k.startswith(root + "/block4")]
     unknown = [k for k in leftover_backbone if k not in block4]
