@@ -34,10 +34,11 @@ use serde::{Deserialize, Serialize};
 use crate::assignment::UnitAssignment;
 use crate::encode::{EncodeInputs, encode_shard};
 use crate::error::BuildError;
-use crate::from_features::{MakeReducer, ManifestParts, index_manifest};
+use crate::from_features::{ManifestParts, index_manifest};
 use crate::job_rows::JobRows;
 use crate::options::BuildOptions;
 use crate::progress::Progress;
+use crate::train::MakeReducer;
 
 /// Format of `build.json` and the shard commit records.
 pub const PLAN_FORMAT: u32 = 1;

@@ -12,7 +12,6 @@ use delf_features::JobManifest;
 use delf_features::shard_file::read_errors;
 use delf_index::sharded::shard_file_name;
 use delf_index::{IndexSpec, SearchParams};
-use delf_model::Extractor;
 use delf_search::IndexManifest;
 use delf_search::manifest::{MANIFEST_FORMAT, PCA_FILE};
 use delf_storage::{Location, Stores};
@@ -23,10 +22,7 @@ use crate::error::BuildError;
 use crate::job_rows::JobRows;
 use crate::options::BuildOptions;
 use crate::progress::Progress;
-
-/// Makes the extractor that reduces a raw job's descriptors: the job's backbone and extraction settings (as the
-/// job stored them) with the PCA at the given path. The caller owns the model configuration (weights, device).
-pub type MakeReducer<'a> = dyn Fn(&delf_features::JobSpec, &Path) -> Result<Extractor, BuildError> + 'a;
+use crate::train::MakeReducer;
 
 /// What a build from features produced.
 #[derive(Debug)]

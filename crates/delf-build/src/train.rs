@@ -8,13 +8,16 @@ use std::time::Instant;
 use delf_features::JobSpec;
 use delf_features::job::PCA_FILE as JOB_PCA_FILE;
 use delf_index::{Codebooks, IndexSpec, TrainConfig};
-use delf_model::Pca;
+use delf_model::{Extractor, Pca};
 
 use crate::error::BuildError;
-use crate::from_features::MakeReducer;
 use crate::job_rows::{JobRows, Reduction};
 use crate::options::BuildOptions;
 use crate::progress::Progress;
+
+/// Makes the extractor that reduces a raw job's descriptors: the job's backbone and extraction settings (as the
+/// job stored them) with the PCA at the given path. The caller owns the model configuration (weights, device).
+pub type MakeReducer<'a> = dyn Fn(&delf_features::JobSpec, &Path) -> Result<Extractor, BuildError> + 'a;
 
 /// What training gives the encode step.
 pub(crate) struct Trained {

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use delf_build::options::{DEFAULT_PCA_DIM, DEFAULT_PCA_SAMPLE};
-use delf_index::{DEFAULT_K, DEFAULT_NPROBE};
+use delf_engine::LogFormat;
+use delf_index::DEFAULT_NPROBE;
 
 const AFTER_HELP: &str = "\
 Configuration: defaults < config file (--config / DELF_CONFIG) < environment (DELF_HOME, DELF_DEVICE,
@@ -38,16 +39,6 @@ pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Readable lines for a terminal.
-    Human,
-    /// One JSON object per line, for log collectors.
-    Json,
 }
 
 /// The subcommands.
@@ -90,232 +81,7 @@ pub enum Command {
     Train(TrainCommand),
     /// Benchmarks that print a table (speed targets live here, never in tests).
     #[command(subcommand)]
-    Bench(BenchCommand),
-}
-
-/// `delf bench ...`.
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// RANSAC (affine) verifications per second on synthetic correspondences, beside OpenCV's estimateAffine2D.
-    Verify {
-        /// Correspondences per verification.
-        #[arg(long, default_value_t = 1000)]
-        matches: usize,
-        /// Fraction of outliers.
-        #[arg(long, default_value_t = 0.7)]
-        outliers: f64,
-        /// Distinct synthetic scenes (each a different affine map).
-        #[arg(long, default_value_t = 50)]
-        scenes: usize,
-        /// Passes over all scenes.
-        #[arg(long, default_value_t = 10)]
-        runs: usize,
-        /// Python with OpenCV for the baseline (scripts/setup.sh installs one); `none` skips it.
-        #[arg(long, env = "DELFRS_PYTHON", default_value = ".cache/venv/bin/python")]
-        python: String,
-    },
-    /// IVF-PQ training, encoding, batched search and recall against exact search, beside FAISS IndexIVFPQ.
-    Index(BenchIndexArgs),
-    /// Extraction images/s and peak memory per maximum image side, on real photos.
-    Extract(BenchExtractArgs),
-    /// Cluster queries/s and latency against shards and replicas: real gRPC on loopback, a synthetic index.
-    Cluster(BenchClusterArgs),
-    /// The real descriptor set of the index benchmarks: the setup's photos and seeded hard views of them, extracted,
-    /// reduced, queries held out, the nearest-neighbour distance curve and its calibrated expansion.
-    Vectors(BenchVectorsArgs),
-    /// A bounded chaos run: real processes (3 Raft coordinators, 2 shards x 2 replicas, 2 workers) answer queries on
-    /// real photos while a seeded schedule kills, stops and restarts them; counts wrong answers and lost writes.
-    Chaos(BenchChaosArgs),
-    /// The distributed index build on real descriptors: train once, then 1, 2, 4 ... encode worker processes,
-    /// timed, with each worker's peak RSS.
-    Build(BenchBuildArgs),
-}
-
-/// `delf bench build`.
-#[derive(Debug, Clone, Args)]
-pub struct BenchBuildArgs {
-    /// What `delf bench vectors` wrote (default `<home>/bench/vectors`).
-    #[arg(long)]
-    pub vectors: Option<PathBuf>,
-    /// Descriptors in the corpus: the real ones grown with their calibrated expansion (docs/benchmarks.md).
-    #[arg(long, default_value_t = 2_000_000)]
-    pub descriptors: usize,
-    /// Pseudo-images (1000 descriptors each) per extraction unit.
-    #[arg(long, default_value_t = 25)]
-    pub unit_images: usize,
-    /// Shards of the index.
-    #[arg(long, default_value_t = 8)]
-    pub shards: u32,
-    /// Index structure (default: chosen from the number of descriptors).
-    #[arg(long)]
-    pub spec: Option<String>,
-    /// Encode worker counts to measure.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
-    pub workers: Vec<u32>,
-    /// Threads per encode worker (its RAYON_NUM_THREADS): 1 shows how the build scales out with processes.
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
-    /// Folder for the features and the indexes (default: a temporary one, removed at the end); an earlier run's
-    /// features and trained prefix there are reused.
-    #[arg(long)]
-    pub work: Option<PathBuf>,
-}
-
-/// `delf bench chaos`.
-#[derive(Debug, Clone, Args)]
-pub struct BenchChaosArgs {
-    /// Seconds of queries, writes and faults (the setup before and the checks after are not counted).
-    #[arg(long, default_value_t = 60)]
-    pub seconds: u64,
-    /// Seed of the fault schedule.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Queries in flight at once.
-    #[arg(long, default_value_t = 2)]
-    pub concurrency: usize,
-    /// Folder for the indexes, configuration, Raft folders and every process's log (default: a temporary one,
-    /// removed at the end).
-    #[arg(long)]
-    pub work: Option<PathBuf>,
-    /// One JSON object on stdout instead of the summary.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `delf bench cluster`.
-#[derive(Debug, Clone, Args)]
-pub struct BenchClusterArgs {
-    /// Synthetic database images.
-    #[arg(long, default_value_t = 2000)]
-    pub images: u32,
-    /// Descriptors per image (and per query).
-    #[arg(long, default_value_t = 1000)]
-    pub per_image: usize,
-    /// Shard counts to measure.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
-    pub shards: Vec<u32>,
-    /// Replicas per shard.
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
-    pub replicas: Vec<u32>,
-    /// Workers (verification).
-    #[arg(long, default_value_t = 1)]
-    pub workers: u32,
-    /// Timed queries per configuration (after 3 warm-up queries).
-    #[arg(long, default_value_t = 60)]
-    pub queries: usize,
-    /// Queries in flight at once.
-    #[arg(long, default_value_t = 1)]
-    pub concurrency: usize,
-    /// Index structure.
-    #[arg(long, default_value = "IVF1024,PQ20x8r")]
-    pub spec: String,
-    /// Cells probed per query descriptor.
-    #[arg(long, default_value_t = DEFAULT_NPROBE)]
-    pub nprobe: usize,
-    /// Neighbours per query descriptor.
-    #[arg(long, default_value_t = DEFAULT_K)]
-    pub k: usize,
-    /// One JSON object per configuration and line on stdout instead of the table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `delf bench index`.
-#[derive(Debug, Clone, Args)]
-pub struct BenchIndexArgs {
-    /// What `delf bench vectors` wrote (a folder; default `<home>/bench/vectors`), or one .npy float32 array whose
-    /// last --queries rows are held out as queries.
-    #[arg(long)]
-    pub vectors: Option<PathBuf>,
-    /// Grow the base to this many vectors with the expansion `delf bench vectors` calibrated (0 = as it is).
-    #[arg(long, default_value_t = 0)]
-    pub expand_to: usize,
-    /// Index structure, e.g. IVF4096,PQ20x8r or IVF4096,PQ20x4fsr; repeat for one row each (default: chosen from
-    /// the database size). FAISS IndexIVFPQ takes the first one's parameters.
-    #[arg(long)]
-    pub spec: Vec<String>,
-    /// Cells probed per query descriptor.
-    #[arg(long, default_value_t = DEFAULT_NPROBE)]
-    pub nprobe: usize,
-    /// Neighbours per query descriptor.
-    #[arg(long, default_value_t = DEFAULT_K)]
-    pub k: usize,
-    /// Query descriptors, searched as one batch (a query image has about 1000).
-    #[arg(long, default_value_t = 1000)]
-    pub queries: usize,
-    /// Threads for every stage, ours and FAISS's.
-    #[arg(long, default_value_t = 2)]
-    pub threads: usize,
-    /// Database size to project the measured per-code cost to.
-    #[arg(long, default_value_t = 100_000_000)]
-    pub project: usize,
-    /// k-means iterations of the coarse quantizer, for both libraries (default: each its own, 20 ours and 10
-    /// FAISS's): training time is compared at equal work only when this is set.
-    #[arg(long)]
-    pub coarse_iterations: Option<usize>,
-    /// Sub-quantizer counts of FAISS 4-bit fast-scan rows (IVFn,PQmx4fsr) beside IndexIVFPQ; empty = none.
-    #[arg(long, value_delimiter = ',', default_value = "20,10")]
-    pub fastscan: Vec<usize>,
-    /// Python with faiss-cpu for the baseline (scripts/setup.sh installs one); `none` skips it.
-    #[arg(long, env = "DELFRS_PYTHON", default_value = ".cache/venv/bin/python")]
-    pub python: String,
-}
-
-/// `delf bench vectors`.
-#[derive(Debug, Clone, Args)]
-pub struct BenchVectorsArgs {
-    /// Output folder (default `<home>/bench/vectors`).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Seeded hard views per photo in the base, besides the photo itself.
-    #[arg(long, default_value_t = 1)]
-    pub views: usize,
-    /// Every this many photos gives one more view whose descriptors are queries (not in the base).
-    #[arg(long, default_value_t = 4)]
-    pub query_every: usize,
-    /// Query descriptors kept (a seeded sample of the query views' descriptors).
-    #[arg(long, default_value_t = 1000)]
-    pub queries: usize,
-    /// Dimensions after the PCA.
-    #[arg(long, default_value_t = 40)]
-    pub dim: usize,
-    /// Base descriptors the PCA is fitted on.
-    #[arg(long, default_value_t = 100_000)]
-    pub pca_sample: usize,
-    /// Size to extrapolate the distance curve to and calibrate the expansion for (0 = none).
-    #[arg(long, default_value_t = 10_000_000)]
-    pub expand_to: usize,
-    /// Seed of the views, the PCA sample, the row order and the expansion.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Device to run on: cpu, cuda, cuda:N or auto.
-    #[arg(long)]
-    pub device: Option<String>,
-}
-
-/// `delf bench extract`.
-#[derive(Debug, Clone, Args)]
-pub struct BenchExtractArgs {
-    /// Photos to extract (default: the 12 largest opencv-doc photos in the data folder).
-    pub images: Vec<PathBuf>,
-    /// Maximum image sides to measure.
-    #[arg(long, value_delimiter = ',', default_value = "512,1024")]
-    pub sizes: Vec<u32>,
-    /// Passes over the photos per size (after one warm-up image).
-    #[arg(long, default_value_t = 1)]
-    pub runs: usize,
-    /// Device to run on: cpu, cuda, cuda:N or auto.
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Network arithmetic: fp32, fp16 (CUDA autocast; CUDA only) or bf16 (default: extract.precision).
-    #[arg(long)]
-    pub precision: Option<delf_model::Precision>,
-    /// CPU threads decoding files for the "from files" column.
-    #[arg(long, default_value_t = 4)]
-    pub decode_threads: usize,
-    /// Also compare 1 against this many images per forward pass, on the photos resized to one size.
-    #[arg(long, default_value_t = 1)]
-    pub batch: usize,
+    Bench(delf_bench::BenchCommand),
 }
 
 /// `delf doctor`.
@@ -916,35 +682,7 @@ pub enum EvalCommand {
     /// The robustness benchmark: hard views (rotation over the whole circle, scale, perspective, blur, JPEG, tone,
     /// noise, occlusion) of real photos, other real views and unrelated distractors, searched in an index of the
     /// originals and unrelated photos; R@1, mAP and TPR at FPR 0 per transformation, beside RootSIFT + RANSAC.
-    Views(EvalViewsArgs),
-}
-
-/// `delf eval views`.
-#[derive(Debug, Args)]
-pub struct EvalViewsArgs {
-    /// Photo list (roles and paths relative to DELF_HOME/data); default DELF_HOME/data/views-photos/list.tsv,
-    /// installed by scripts/setup.sh from tests/fixtures/views_photos.tsv.
-    #[arg(long)]
-    pub photos: Option<PathBuf>,
-    /// Seed of the views.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// A quarter of the photos (every 4th of each role), for development.
-    #[arg(long)]
-    pub quick: bool,
-    /// Working folder: the views, the index, the answers; default DELF_HOME/eval/views-sSEED[-quick]. Views and
-    /// the index's extraction are reused by later runs.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Python with OpenCV and FAISS for the RootSIFT baseline, or `none` to skip it.
-    #[arg(long, env = "DELFRS_PYTHON", default_value = ".cache/venv/bin/python")]
-    pub python: String,
-    /// Device for extraction.
-    #[arg(long)]
-    pub device: Option<String>,
-    /// One JSON object per system instead of the table.
-    #[arg(long)]
-    pub json: bool,
+    Views(delf_bench::views::EvalViewsArgs),
 }
 
 /// `delf train ...`.

@@ -28,7 +28,7 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if cause.is::<Usage>() {
             return USAGE;
         }
-        if cause.is::<crate::config::ConfigError>() {
+        if cause.is::<delf_engine::config::ConfigError>() {
             return CONFIG;
         }
         if cause.is::<delf_search::SearchError>() || cause.is::<delf_index::IndexError>() {

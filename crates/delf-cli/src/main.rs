@@ -3,7 +3,6 @@
 
 mod cli;
 mod commands;
-mod config;
 mod exit;
 mod logging;
 mod progress;
@@ -13,7 +12,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
-use crate::config::Config;
+use delf_engine::Config;
 
 fn main() -> ExitCode {
     // Before any thread starts: libtorch's tensors reuse heap memory instead of fresh zero-filled pages.
@@ -85,7 +84,7 @@ fn run(cli: &Cli, config: &Config) -> anyhow::Result<()> {
         Command::Query(args) => commands::query::run(args, config),
         Command::Cluster(command) => commands::cluster_admin::run(command, config),
         Command::Train(command) => commands::train::run(command, config),
-        Command::Bench(command) => commands::bench::run(command, config),
+        Command::Bench(command) => delf_bench::run(command, config, &mut progress::StageBars::default()),
         Command::Eval(command) => commands::eval::run(command, config),
     }
 }

@@ -20,7 +20,7 @@ use delf_core::Keypoint;
 use sha2::{Digest, Sha256};
 
 use crate::ModelError;
-use crate::extractor::Candidate as Entry;
+use crate::cells::Candidate as Entry;
 
 /// First bytes of every entry (the format's version).
 const MAGIC: &[u8; 8] = b"DELFFC01";

@@ -2,7 +2,14 @@
 //! image answer, for any square, how much of it is inside the image and covered (not the fill of a rotated view)
 //! and how much its grey levels vary.
 
+use delf_core::Keypoint;
 use delf_image::RgbImage;
+
+/// One candidate cell before the global top-N.
+pub(crate) struct Candidate {
+    pub keypoint: Keypoint,
+    pub descriptor: Vec<f32>,
+}
 
 /// Summed-area tables of one input image.
 pub(crate) struct CoreStats {

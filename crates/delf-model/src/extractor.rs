@@ -10,7 +10,7 @@ use crate::ModelError;
 use crate::attention::Attention;
 use crate::backbone::Backbone;
 use crate::cache::FeatureCache;
-use crate::cells::CoreStats;
+use crate::cells::{Candidate, CoreStats};
 use crate::geometry::AxisGeometry;
 use crate::pca::Pca;
 use crate::preprocess::to_tensor;
@@ -144,12 +144,6 @@ impl std::fmt::Debug for Extractor {
             .field("fingerprint", &self.fingerprint)
             .finish()
     }
-}
-
-/// One candidate cell before the global top-N.
-pub(crate) struct Candidate {
-    pub keypoint: Keypoint,
-    pub descriptor: Vec<f32>,
 }
 
 impl Extractor {

@@ -12,15 +12,15 @@ use delf_features::{Assignment, ImageList};
 use delf_storage::Stores;
 
 use crate::cli::ExtractArgs;
-use crate::commands::model;
-use crate::config::{Config, ExtractSettings};
 use crate::progress::StageBars;
+use delf_engine::config::{Config, ExtractSettings};
+use delf_engine::model;
 
 /// Runs one worker of the job (`delf extract --list`).
 pub fn run(list_uri: &str, args: &ExtractArgs, config: &Config) -> Result<()> {
     let out = args.out.as_deref().context("--list needs --out PREFIX")?;
     let assignment = Assignment::from_flags(args.shard_index, args.num_shards)?;
-    let rt = crate::commands::io_runtime()?;
+    let rt = delf_engine::io_runtime()?;
     let stores = Arc::new(Stores::new());
     let list = Arc::new(rt.block_on(ImageList::load(&stores, list_uri))?);
     let settings = args.overrides(config.extract.to_config());

@@ -15,7 +15,7 @@ use delf_search::manifest::MANIFEST_FILE;
 
 use crate::cli::{ClusterCommand, MembersCommand};
 use crate::commands::query::{RemoteError, connect};
-use crate::config::Config;
+use delf_engine::Config;
 
 /// How long an administrative command keeps retrying while no coordinator can take it (a leader election after the
 /// leader died, a coordinator restarting): many election timeouts, so that an operator's command issued during a

@@ -11,8 +11,8 @@ use delf_model::preprocess::{Normalization, center_crop_resize, to_tensor};
 use delf_model::{EfficientNetLite, device};
 
 use crate::cli::DoctorArgs;
-use crate::commands::model;
-use crate::config::Config;
+use delf_engine::Config;
+use delf_engine::model;
 
 /// Timed forward passes after one warm-up run.
 const TIMED_RUNS: u32 = 5;

@@ -12,9 +12,10 @@ use delf_eval::revisitop::{GroundTruth, Setup};
 use delf_search::Retrieval;
 
 use crate::cli::EvalCommand;
-use crate::commands::model;
-use crate::commands::search::Searcher;
-use crate::config::Config;
+use crate::progress::StageBars;
+use delf_engine::Config;
+use delf_engine::Searcher;
+use delf_engine::model;
 
 /// Runs an evaluation.
 pub fn run(command: &EvalCommand, config: &Config) -> Result<()> {
@@ -35,7 +36,7 @@ pub fn run(command: &EvalCommand, config: &Config) -> Result<()> {
         EvalCommand::Revisitop { gnd, images, index, device, json, html } => {
             revisitop_eval(gnd, images, index.as_deref(), device.as_deref(), *json, html.as_deref(), config)
         }
-        EvalCommand::Views(args) => crate::commands::eval_views::run(args, config),
+        EvalCommand::Views(args) => delf_bench::views::run(args, config, &mut StageBars::default()),
     }
 }
 
@@ -229,7 +230,7 @@ fn revisitop_index(
         });
     }
     eprintln!("building the index of {} database images in {} (reruns reuse it)", paths.len(), dir.display());
-    crate::commands::index_build::build_index_of(&paths, &dir, device, config)?;
+    delf_engine::index_build::build_index_of(&paths, &dir, device, config, &mut StageBars::default())?;
     Ok(dir)
 }
 

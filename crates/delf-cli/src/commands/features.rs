@@ -18,7 +18,7 @@ pub fn run(command: &FeaturesCommand) -> Result<()> {
 }
 
 fn inspect(args: &FeaturesInspectArgs) -> Result<()> {
-    let rt = crate::commands::io_runtime()?;
+    let rt = delf_engine::io_runtime()?;
     let stores = Stores::new();
     let store = FeatureStore::new(stores.location(&args.prefix)?);
     let loc = store.location().clone();

@@ -11,13 +11,13 @@ use delf_build::{BuildError, EncodeWorker, MakeReducer};
 use delf_storage::Stores;
 
 use crate::cli::{IndexEncodeArgs, IndexTrainArgs};
-use crate::commands::index_build::reducer;
-use crate::config::Config;
 use crate::progress::StageBars;
+use delf_engine::Config;
+use delf_engine::index_build::reducer;
 
 /// `delf index train`.
 pub fn train(args: &IndexTrainArgs, config: &Config) -> Result<()> {
-    let rt = crate::commands::io_runtime()?;
+    let rt = delf_engine::io_runtime()?;
     let stores = Arc::new(Stores::new());
     let options = args.params.options(PathBuf::new(), config)?;
     let reducer = reducer(config, args.params.device.as_deref());
@@ -34,7 +34,7 @@ pub fn train(args: &IndexTrainArgs, config: &Config) -> Result<()> {
 /// `delf index encode`.
 pub fn encode(args: &IndexEncodeArgs, config: &Config) -> Result<()> {
     delf_build::distributed::fail_points_from_env();
-    let rt = crate::commands::io_runtime()?;
+    let rt = delf_engine::io_runtime()?;
     let stores = Arc::new(Stores::new());
     let worker = EncodeWorker {
         worker: args.worker,
@@ -65,7 +65,7 @@ pub fn encode(args: &IndexEncodeArgs, config: &Config) -> Result<()> {
 
 /// `delf index finalize`.
 pub fn finalize(index: &str, wait_s: u64) -> Result<()> {
-    let rt = crate::commands::io_runtime()?;
+    let rt = delf_engine::io_runtime()?;
     let stores = Stores::new();
     let m = waiting(wait_s, || delf_build::distributed::finalize(&rt, &stores, index))?;
     println!(

@@ -7,8 +7,8 @@ use delf_verify::draw::{DrawOptions, draw_matches};
 use delf_verify::{FittedModel, ModelKind, verify_pair};
 
 use crate::cli::{MatchArgs, ModelArg};
-use crate::commands::model;
-use crate::config::Config;
+use delf_engine::Config;
+use delf_engine::model;
 
 /// Runs `delf match`.
 pub fn run(args: &MatchArgs, config: &Config) -> Result<()> {

@@ -1,45 +1,26 @@
 //! One module per implemented subcommand, and the model setup they share.
 
 pub mod batch_extract;
-pub mod bench;
-pub mod bench_build;
-pub mod bench_chaos;
-pub mod bench_cluster;
-pub mod bench_extract;
-pub mod bench_index;
-pub mod bench_vectors;
-pub mod chaos_cluster;
-pub mod chaos_schedule;
 pub mod cluster_admin;
 pub mod doctor;
 pub mod eval;
 pub mod eval_report;
-pub mod eval_views;
 pub mod extract;
 pub mod features;
 pub mod index_build;
 pub mod index_distributed;
-pub mod local_cluster;
 pub mod matching;
-pub mod model;
 pub mod pca;
 pub mod query;
 pub mod search;
 pub mod search_report;
 pub mod serve;
-pub mod serve_process;
 pub mod train;
 
 use anyhow::Result;
 
-/// The async runtime of a command's object-store I/O (two threads: the work is waiting on the network and disks;
-/// decoding runs on its own blocking threads).
-pub fn io_runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
-}
-
 use crate::cli::IndexCommand;
-use crate::config::Config;
+use delf_engine::Config;
 
 /// `delf index ...`.
 pub fn index(command: &IndexCommand, config: &Config) -> Result<()> {
@@ -82,7 +63,7 @@ fn push(dir: &std::path::Path, uri: &str) -> Result<()> {
         files.push(PCA_FILE.to_string());
     }
     files.push(MANIFEST_FILE.to_string());
-    let rt = io_runtime()?;
+    let rt = delf_engine::io_runtime()?;
     let stores = delf_storage::Stores::new();
     let location = stores.location(uri)?;
     let mut bytes_total = 0u64;

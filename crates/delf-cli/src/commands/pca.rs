@@ -4,8 +4,8 @@ use anyhow::{Result, bail};
 use delf_model::Pca;
 
 use crate::cli::PcaCommand;
-use crate::commands::model;
-use crate::config::Config;
+use delf_engine::Config;
+use delf_engine::model;
 
 /// Runs `delf pca fit`.
 pub fn run(command: &PcaCommand, config: &Config) -> Result<()> {

@@ -10,7 +10,7 @@ use delf_proto::v1 as pb;
 use delf_rpc::client;
 
 use crate::cli::{FailurePolicyArg, HealthArgs, QueryArgs};
-use crate::config::Config;
+use delf_engine::Config;
 
 /// A call the cluster refused or failed, with its gRPC status code.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use delf_search::{IndexManifest, Retrieval};
 use delf_verify::draw::{DrawOptions, draw_matches};
 use image::RgbImage;
 
-use crate::commands::model;
+use delf_engine::model;
 
 fn png_uri(img: &RgbImage) -> Result<String> {
     let mut buf = std::io::Cursor::new(Vec::new());

@@ -22,8 +22,8 @@ use delf_search::manifest::{MANIFEST_FILE, PCA_FILE};
 use tonic::service::Routes;
 
 use crate::cli::{Role, ServeArgs};
-use crate::commands::model;
-use crate::config::{Config, ExtractSettings};
+use delf_engine::config::{Config, ExtractSettings};
+use delf_engine::model;
 
 /// Runs the role.
 pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {

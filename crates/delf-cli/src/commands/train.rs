@@ -6,8 +6,8 @@ use delf_train::loader::ImageSource;
 use delf_train::{AugmentConfig, LabelSet, Stage, TrainConfig};
 
 use crate::cli::{TrainArgs, TrainCommand};
-use crate::commands::model;
-use crate::config::Config;
+use delf_engine::Config;
+use delf_engine::model;
 
 /// Decoded pixels kept in memory while training (a small corpus is decoded once).
 const DECODE_CACHE_BYTES: usize = 2 << 30;

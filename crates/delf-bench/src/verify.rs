@@ -1,4 +1,5 @@
-//! `delf bench ...`: benchmark tables, each beside its reference implementation in the same run.
+//! `delf bench verify`: RANSAC (affine) verifications per second on synthetic correspondences, beside OpenCV's
+//! estimateAffine2D in the same run.
 
 use std::io::Write;
 use std::path::Path;
@@ -9,24 +10,6 @@ use anyhow::{Context, Result, bail};
 use delf_verify::rng::SplitMix64;
 use delf_verify::synthetic::{Scene, scene};
 use delf_verify::{Affine, RansacConfig, ransac};
-
-use crate::cli::BenchCommand;
-use crate::config::Config;
-
-/// Runs a benchmark.
-pub fn run(command: &BenchCommand, config: &Config) -> Result<()> {
-    match command {
-        BenchCommand::Verify { matches, outliers, scenes, runs, python } => {
-            verify(*matches, *outliers, *scenes, *runs, python)
-        }
-        BenchCommand::Index(args) => crate::commands::bench_index::run(args, config),
-        BenchCommand::Vectors(args) => crate::commands::bench_vectors::run(args, config),
-        BenchCommand::Extract(args) => crate::commands::bench_extract::run(args, config),
-        BenchCommand::Cluster(args) => crate::commands::bench_cluster::run(args, config),
-        BenchCommand::Chaos(args) => crate::commands::bench_chaos::run(args, config),
-        BenchCommand::Build(args) => crate::commands::bench_build::run(args, config),
-    }
-}
 
 const THRESHOLD: f64 = 20.0;
 const MAX_TRIALS: u32 = 1000;
@@ -86,7 +69,9 @@ fn opencv(scenes: &[Scene], runs: usize, python: &str) -> Result<serde_json::Val
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-fn verify(matches: usize, outliers: f64, n_scenes: usize, runs: usize, python: &str) -> Result<()> {
+/// Prints the table: `matches` correspondences with `outliers` of them wrong, `n_scenes` scenes, `runs` passes;
+/// `python` with OpenCV for the baseline (`none` skips it).
+pub fn run(matches: usize, outliers: f64, n_scenes: usize, runs: usize, python: &str) -> Result<()> {
     if matches < 3 || n_scenes == 0 || runs == 0 || !(0.0..1.0).contains(&outliers) {
         bail!("need at least 3 matches, one scene, one run, and an outlier fraction in [0, 1)");
     }

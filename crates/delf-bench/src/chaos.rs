@@ -1,6 +1,6 @@
 //! `delf bench chaos`: a bounded chaos run. A local cluster of real processes (3 Raft coordinators, 4 index nodes
 //! serving 2 shards x 2 replicas, 2 verification workers) answers a steady stream of queries on real photos (sent
-//! as precomputed features) while a seeded schedule ([`crate::commands::chaos_schedule`]) SIGKILLs, SIGSTOPs and
+//! as precomputed features) while a seeded schedule ([`crate::chaos_schedule`]) SIGKILLs, SIGSTOPs and
 //! restarts processes, and a writer commits a metadata label twice a second. Version 1 starts on two of the index
 //! nodes; a third of the way in, version 2 (re-indexed without one photo) is registered and activated, and is placed
 //! on the two nodes that joined empty; two thirds in, a rebalance evens the nodes out. At the end every process is
@@ -27,13 +27,33 @@ use delf_rpc::{Security, client};
 use delf_search::IndexManifest;
 use serde::Serialize;
 
-use crate::cli::BenchChaosArgs;
-use crate::commands::bench_cluster::percentile;
-use crate::commands::chaos_cluster::ChaosCluster;
-use crate::commands::chaos_schedule::{self, Target};
-use crate::commands::local_cluster::free_addrs;
-use crate::commands::search::Searcher;
-use crate::config::Config;
+use crate::chaos_cluster::ChaosCluster;
+use crate::chaos_schedule::{self, Target};
+use crate::cluster::percentile;
+use crate::local_cluster::free_addrs;
+use delf_engine::Config;
+use delf_engine::Searcher;
+
+/// `delf bench chaos`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchChaosArgs {
+    /// Seconds of queries, writes and faults (the setup before and the checks after are not counted).
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// Seed of the fault schedule.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Queries in flight at once.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Folder for the indexes, configuration, Raft folders and every process's log (default: a temporary one,
+    /// removed at the end).
+    #[arg(long)]
+    pub work: Option<PathBuf>,
+    /// One JSON object on stdout instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Photos of the database (opencv-doc); version 2 leaves out [`DROPPED`].
 const DATABASE: [&str; 10] = [
@@ -148,7 +168,7 @@ pub fn run(args: &BenchChaosArgs, config: &Config) -> Result<()> {
     let searcher = Searcher::open(&v1, config, Some("cpu"))?;
     let features: Vec<FeatureSet> = queries
         .iter()
-        .map(|q| Ok(searcher.extractor.extract(&crate::commands::model::read_image(q)?.rgb)?))
+        .map(|q| Ok(searcher.extractor.extract(&delf_engine::model::read_image(q)?.rgb)?))
         .collect::<Result<_>>()?;
     drop(searcher);
     let mut oracle = Oracle::new(config, &[("v1", v1.clone()), ("v2", v2.clone())], &features)?;

@@ -11,12 +11,39 @@ use anyhow::{Context, Result, bail};
 use delf_eval::views::score::{Ranked, ViewsScore, score};
 use delf_eval::views::{self, PhotoList, ViewsSet};
 
-use crate::cli::EvalViewsArgs;
-use crate::commands::bench_cluster::percentile;
-use crate::commands::index_build::build_index_of;
-use crate::commands::model;
-use crate::commands::search::Searcher;
-use crate::config::Config;
+use delf_build::Progress;
+use delf_engine::index_build::build_index_of;
+use delf_engine::{Config, Searcher, model};
+
+use crate::cluster::percentile;
+
+/// `delf eval views`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalViewsArgs {
+    /// Photo list (roles and paths relative to DELF_HOME/data); default DELF_HOME/data/views-photos/list.tsv,
+    /// installed by scripts/setup.sh from tests/fixtures/views_photos.tsv.
+    #[arg(long)]
+    pub photos: Option<PathBuf>,
+    /// Seed of the views.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// A quarter of the photos (every 4th of each role), for development.
+    #[arg(long)]
+    pub quick: bool,
+    /// Working folder: the views, the index, the answers; default DELF_HOME/eval/views-sSEED[-quick]. Views and
+    /// the index's extraction are reused by later runs.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Python with OpenCV and FAISS for the RootSIFT baseline, or `none` to skip it.
+    #[arg(long, env = "DELFRS_PYTHON", default_value = ".cache/venv/bin/python")]
+    pub python: String,
+    /// Device for extraction.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// One JSON object per system instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Every 4th photo of each role in `--quick` runs.
 const QUICK_STEP: usize = 4;
@@ -30,8 +57,8 @@ struct Run {
     total_ms: Vec<f64>,
 }
 
-/// Runs the benchmark.
-pub fn run(args: &EvalViewsArgs, config: &Config) -> Result<()> {
+/// Runs the benchmark; `progress` draws its stages (rendering, the index build, the searches).
+pub fn run(args: &EvalViewsArgs, config: &Config, progress: &mut dyn Progress) -> Result<()> {
     let data = config.home.join("data");
     let photos = args.photos.clone().unwrap_or_else(|| data.join("views-photos/list.tsv"));
     let mut list = PhotoList::load(&photos).with_context(|| "the benchmark photos (run scripts/setup.sh)")?;
@@ -41,7 +68,7 @@ pub fn run(args: &EvalViewsArgs, config: &Config) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| {
         config.home.join("eval").join(format!("views-s{}{}", args.seed, if args.quick { "-quick" } else { "" }))
     });
-    let set = views_of(&list, &data, &out, args.seed)?;
+    let set = views_of(&list, &data, &out, args.seed, progress)?;
     let n_rendered = set.queries.iter().filter(|q| q.rendered).count();
     eprintln!(
         "{} queries ({n_rendered} hard views, {} real views, {} distractors), {} database photos, in {}",
@@ -55,8 +82,8 @@ pub fn run(args: &EvalViewsArgs, config: &Config) -> Result<()> {
     let index = out.join("index");
     let paths: Vec<PathBuf> =
         set.database.iter().map(|id| std::path::absolute(data.join(id))).collect::<std::io::Result<_>>()?;
-    build_index_of(&paths, &index, args.device.as_deref(), config)?;
-    let ours = search_all(&set, &data, &out, &index, args.device.as_deref(), config)?;
+    build_index_of(&paths, &index, args.device.as_deref(), config, progress)?;
+    let ours = search_all(&set, &data, &out, &index, args.device.as_deref(), config, progress)?;
     let mut runs = vec![ours];
     if args.python != "none" {
         runs.push(sift(&set, &data, &out, &args.python)?);
@@ -84,15 +111,15 @@ pub fn run(args: &EvalViewsArgs, config: &Config) -> Result<()> {
 
 /// The views of `seed` in `out`: read when `views.json` there was made from the same seed and photos, else
 /// rendered afresh.
-fn views_of(list: &PhotoList, data: &Path, out: &Path, seed: u64) -> Result<ViewsSet> {
+fn views_of(list: &PhotoList, data: &Path, out: &Path, seed: u64, progress: &mut dyn Progress) -> Result<ViewsSet> {
     if let Ok(set) = ViewsSet::load(out) {
         let same_db = set.database.iter().map(String::as_str).eq(list.all_database());
         if set.seed == seed && same_db {
             return Ok(set);
         }
     }
-    let mut progress = crate::progress::Progress::new("rendering views", views::plan(list, seed).len());
-    let set = views::generate(list, data, out, seed, |_, _| progress.inc())?;
+    progress.start("rendering views", views::plan(list, seed).len());
+    let set = views::generate(list, data, out, seed, |_, _| progress.advance())?;
     progress.finish();
     Ok(set)
 }
@@ -110,10 +137,11 @@ fn search_all(
     index: &Path,
     device: Option<&str>,
     config: &Config,
+    progress: &mut dyn Progress,
 ) -> Result<Run> {
     let searcher = Searcher::open_for_eval(index, config, device)?;
     let threshold = config.search.min_inliers as f64;
-    let mut progress = crate::progress::Progress::new("searching", set.queries.len());
+    progress.start("searching", set.queries.len());
     let answers = out.join("answers-delf.jsonl");
     let mut file = std::io::BufWriter::new(std::fs::File::create(&answers)?);
     let mut run =
@@ -135,7 +163,7 @@ fn search_all(
         run.ranked.push(Ranked { query: q.file.clone(), results });
         run.extract_ms.push(extract_ms);
         run.total_ms.push(total_ms);
-        progress.inc();
+        progress.advance();
     }
     progress.finish();
     Ok(run)

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use delf_cluster::convert;
 use delf_core::FeatureSet;
+use delf_index::{DEFAULT_K, DEFAULT_NPROBE};
 use delf_index::{ScanKernel, SearchParams, ShardedIndex};
 use delf_proto::v1 as pb;
 use delf_rpc::{Security, client};
@@ -18,9 +19,46 @@ use delf_search::synthetic::SyntheticIndex;
 use delf_search::{IndexManifest, RetrievalConfig};
 use serde::Serialize;
 
-use crate::cli::BenchClusterArgs;
-use crate::commands::local_cluster::{LocalCluster, Usage};
-use crate::config::Config;
+use crate::local_cluster::{LocalCluster, Usage};
+use delf_engine::Config;
+
+/// `delf bench cluster`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchClusterArgs {
+    /// Synthetic database images.
+    #[arg(long, default_value_t = 2000)]
+    pub images: u32,
+    /// Descriptors per image (and per query).
+    #[arg(long, default_value_t = 1000)]
+    pub per_image: usize,
+    /// Shard counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub shards: Vec<u32>,
+    /// Replicas per shard.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub replicas: Vec<u32>,
+    /// Workers (verification).
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    /// Timed queries per configuration (after 3 warm-up queries).
+    #[arg(long, default_value_t = 60)]
+    pub queries: usize,
+    /// Queries in flight at once.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Index structure.
+    #[arg(long, default_value = "IVF1024,PQ20x8r")]
+    pub spec: String,
+    /// Cells probed per query descriptor.
+    #[arg(long, default_value_t = DEFAULT_NPROBE)]
+    pub nprobe: usize,
+    /// Neighbours per query descriptor.
+    #[arg(long, default_value_t = DEFAULT_K)]
+    pub k: usize,
+    /// One JSON object per configuration and line on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// One configuration's figures, per timed query (the `--json` line).
 #[derive(Debug, Serialize)]
@@ -186,7 +224,7 @@ fn one_process(
     }
     let (mut lat, mut ann, mut verify, mut top) = (Vec::new(), 0.0, 0.0, Vec::new());
     let me = std::process::id();
-    let cpu_before = crate::commands::local_cluster::cpu_ms(me)?;
+    let cpu_before = crate::local_cluster::cpu_ms(me)?;
     let started = Instant::now();
     for q in queries {
         let t = Instant::now();
@@ -197,7 +235,7 @@ fn one_process(
         top.push(r.results.first().map(|v| v.id.clone()));
     }
     let secs = started.elapsed().as_secs_f64();
-    let cpu = crate::commands::local_cluster::cpu_ms(me)? - cpu_before;
+    let cpu = crate::local_cluster::cpu_ms(me)? - cpu_before;
     lat.sort_by(f64::total_cmp);
     let n = queries.len() as f64;
     let correct = top.iter().zip(expected).filter(|(t, e)| t.as_ref() == Some(*e)).count();

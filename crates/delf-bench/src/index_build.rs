@@ -17,8 +17,37 @@ use delf_build::{BuildOptions, ShardCommit};
 use delf_search::manifest::PCA_FILE;
 use delf_storage::Stores;
 
-use crate::cli::BenchBuildArgs;
-use crate::config::Config;
+use delf_engine::Config;
+
+/// `delf bench build`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchBuildArgs {
+    /// What `delf bench vectors` wrote (default `<home>/bench/vectors`).
+    #[arg(long)]
+    pub vectors: Option<PathBuf>,
+    /// Descriptors in the corpus: the real ones grown with their calibrated expansion (docs/benchmarks.md).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub descriptors: usize,
+    /// Pseudo-images (1000 descriptors each) per extraction unit.
+    #[arg(long, default_value_t = 25)]
+    pub unit_images: usize,
+    /// Shards of the index.
+    #[arg(long, default_value_t = 8)]
+    pub shards: u32,
+    /// Index structure (default: chosen from the number of descriptors).
+    #[arg(long)]
+    pub spec: Option<String>,
+    /// Encode worker counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub workers: Vec<u32>,
+    /// Threads per encode worker (its RAYON_NUM_THREADS): 1 shows how the build scales out with processes.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Folder for the features and the indexes (default: a temporary one, removed at the end); an earlier run's
+    /// features and trained prefix there are reused.
+    #[arg(long)]
+    pub work: Option<PathBuf>,
+}
 
 /// Descriptors per pseudo-image (about what a real photo gives).
 const PER_IMAGE: usize = 1000;
@@ -70,7 +99,7 @@ pub fn run(args: &BenchBuildArgs, config: &Config) -> Result<()> {
     if args.workers.is_empty() || args.workers.contains(&0) || args.shards == 0 || args.threads == 0 {
         bail!("need at least one worker count, each at least 1, at least one shard and one thread per worker");
     }
-    let rt = crate::commands::io_runtime()?;
+    let rt = delf_engine::io_runtime()?;
     let stores = Stores::new();
     let temp;
     let work: PathBuf = match &args.work {
@@ -84,13 +113,9 @@ pub fn run(args: &BenchBuildArgs, config: &Config) -> Result<()> {
 
     // The features: real descriptors as a completed job of pseudo-images.
     let t = Instant::now();
-    let (base, _, dim, label) = crate::commands::bench_index::load_vectors(
-        args.vectors.as_deref(),
-        args.descriptors,
-        CALIBRATION_QUERIES,
-        config,
-    )?;
-    let dir = args.vectors.clone().unwrap_or_else(|| crate::commands::bench_vectors::default_dir(config));
+    let (base, _, dim, label) =
+        crate::index::load_vectors(args.vectors.as_deref(), args.descriptors, CALIBRATION_QUERIES, config)?;
+    let dir = args.vectors.clone().unwrap_or_else(|| crate::vectors::default_dir(config));
     let pca = std::fs::read(dir.join(PCA_FILE)).with_context(|| format!("{}: the vectors' PCA", dir.display()))?;
     let n = base.len() / dim;
     let features = work.join("features");

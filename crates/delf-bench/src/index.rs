@@ -3,7 +3,7 @@
 //! the same vectors, parameters and threads, plus a
 //! projection to a larger index from the measured cost per scanned code.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,9 +13,50 @@ use delf_index::{
     Codebooks, Expansion, IndexSpec, Neighbor, NewImage, PowerLaw, ScanKernel, SearchParams, ShardedIndex, TrainConfig,
     exact_search, npy,
 };
+use delf_index::{DEFAULT_K, DEFAULT_NPROBE};
 
-use crate::cli::BenchIndexArgs;
-use crate::config::Config;
+use delf_engine::Config;
+
+/// `delf bench index`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchIndexArgs {
+    /// What `delf bench vectors` wrote (a folder; default `<home>/bench/vectors`), or one .npy float32 array whose
+    /// last --queries rows are held out as queries.
+    #[arg(long)]
+    pub vectors: Option<PathBuf>,
+    /// Grow the base to this many vectors with the expansion `delf bench vectors` calibrated (0 = as it is).
+    #[arg(long, default_value_t = 0)]
+    pub expand_to: usize,
+    /// Index structure, e.g. IVF4096,PQ20x8r or IVF4096,PQ20x4fsr; repeat for one row each (default: chosen from
+    /// the database size). FAISS IndexIVFPQ takes the first one's parameters.
+    #[arg(long)]
+    pub spec: Vec<String>,
+    /// Cells probed per query descriptor.
+    #[arg(long, default_value_t = DEFAULT_NPROBE)]
+    pub nprobe: usize,
+    /// Neighbours per query descriptor.
+    #[arg(long, default_value_t = DEFAULT_K)]
+    pub k: usize,
+    /// Query descriptors, searched as one batch (a query image has about 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub queries: usize,
+    /// Threads for every stage, ours and FAISS's.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Database size to project the measured per-code cost to.
+    #[arg(long, default_value_t = 100_000_000)]
+    pub project: usize,
+    /// k-means iterations of the coarse quantizer, for both libraries (default: each its own, 20 ours and 10
+    /// FAISS's): training time is compared at equal work only when this is set.
+    #[arg(long)]
+    pub coarse_iterations: Option<usize>,
+    /// Sub-quantizer counts of FAISS 4-bit fast-scan rows (IVFn,PQmx4fsr) beside IndexIVFPQ; empty = none.
+    #[arg(long, value_delimiter = ',', default_value = "20,10")]
+    pub fastscan: Vec<usize>,
+    /// Python with faiss-cpu for the baseline (scripts/setup.sh installs one); `none` skips it.
+    #[arg(long, env = "DELFRS_PYTHON", default_value = ".cache/venv/bin/python")]
+    pub python: String,
+}
 
 /// Vectors per pseudo-image when adding (feature numbers are u16).
 const PER_IMAGE: usize = delf_index::expand::FEATURES_PER_LABEL;
@@ -42,8 +83,7 @@ pub(crate) fn load_vectors(
     query_rows: usize,
     config: &Config,
 ) -> Result<(Vec<f32>, Vec<f32>, usize, String)> {
-    let path =
-        vectors.map_or_else(|| crate::commands::bench_vectors::default_dir(config), std::path::Path::to_path_buf);
+    let path = vectors.map_or_else(|| crate::vectors::default_dir(config), std::path::Path::to_path_buf);
     if path.is_file() {
         if expand_to > 0 {
             bail!("--expand-to needs what `delf bench vectors` wrote (a folder), not one array");
@@ -56,7 +96,7 @@ pub(crate) fn load_vectors(
         let split = (n - query_rows) * dim;
         return Ok((all[..split].to_vec(), all[split..].to_vec(), dim, path.display().to_string()));
     }
-    let (base, mut queries, dim, record) = crate::commands::bench_vectors::load(&path)?;
+    let (base, mut queries, dim, record) = crate::vectors::load(&path)?;
     queries.truncate(query_rows * dim);
     let n = base.len() / dim;
     let label = format!("real descriptors of {} photos and their views ({})", record["photos"], path.display());

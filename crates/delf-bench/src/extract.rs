@@ -8,9 +8,33 @@ use std::sync::mpsc;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli::BenchExtractArgs;
-use crate::commands::model;
-use crate::config::Config;
+use delf_engine::Config;
+use delf_engine::model;
+
+/// `delf bench extract`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchExtractArgs {
+    /// Photos to extract (default: the 12 largest opencv-doc photos in the data folder).
+    pub images: Vec<PathBuf>,
+    /// Maximum image sides to measure.
+    #[arg(long, value_delimiter = ',', default_value = "512,1024")]
+    pub sizes: Vec<u32>,
+    /// Passes over the photos per size (after one warm-up image).
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Device to run on: cpu, cuda, cuda:N or auto.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Network arithmetic: fp32, fp16 (CUDA autocast; CUDA only) or bf16 (default: extract.precision).
+    #[arg(long)]
+    pub precision: Option<delf_model::Precision>,
+    /// CPU threads decoding files for the "from files" column.
+    #[arg(long, default_value_t = 4)]
+    pub decode_threads: usize,
+    /// Also compare 1 against this many images per forward pass, on the photos resized to one size.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+}
 
 /// Peak resident memory of this process (VmHWM), in MiB.
 fn peak_rss_mib() -> Option<f64> {

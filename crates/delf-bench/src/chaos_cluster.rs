@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::commands::chaos_schedule::{FaultKind, Target};
-use crate::commands::serve_process::ServeProcess;
+use crate::chaos_schedule::{FaultKind, Target};
+use crate::serve_process::ServeProcess;
 
 /// The chaos cluster.
 pub struct ChaosCluster {

@@ -19,10 +19,41 @@ use delf_index::{Expansion, PowerLaw, median_nn_distance, npy};
 use delf_model::Pca;
 use delf_model::extractor::l2_normalize;
 
-use crate::cli::BenchVectorsArgs;
-use crate::commands::model;
-use crate::config::Config;
-use crate::progress::Progress;
+use delf_build::Progress;
+use delf_engine::Config;
+use delf_engine::model;
+
+/// `delf bench vectors`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchVectorsArgs {
+    /// Output folder (default `<home>/bench/vectors`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Seeded hard views per photo in the base, besides the photo itself.
+    #[arg(long, default_value_t = 1)]
+    pub views: usize,
+    /// Every this many photos gives one more view whose descriptors are queries (not in the base).
+    #[arg(long, default_value_t = 4)]
+    pub query_every: usize,
+    /// Query descriptors kept (a seeded sample of the query views' descriptors).
+    #[arg(long, default_value_t = 1000)]
+    pub queries: usize,
+    /// Dimensions after the PCA.
+    #[arg(long, default_value_t = 40)]
+    pub dim: usize,
+    /// Base descriptors the PCA is fitted on.
+    #[arg(long, default_value_t = 100_000)]
+    pub pca_sample: usize,
+    /// Size to extrapolate the distance curve to and calibrate the expansion for (0 = none).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub expand_to: usize,
+    /// Seed of the views, the PCA sample, the row order and the expansion.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Device to run on: cpu, cuda, cuda:N or auto.
+    #[arg(long)]
+    pub device: Option<String>,
+}
 
 /// The file `delf bench vectors` writes beside the arrays, read by `delf bench index`.
 pub const VECTORS_JSON: &str = "vectors.json";
@@ -64,7 +95,7 @@ fn view(i: usize, k: usize, seed: u64) -> Recipe {
 }
 
 /// Runs the command.
-pub fn run(args: &BenchVectorsArgs, config: &Config) -> Result<()> {
+pub fn run(args: &BenchVectorsArgs, config: &Config, progress: &mut dyn Progress) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| default_dir(config));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let data = config.home.join("data");
@@ -79,13 +110,14 @@ pub fn run(args: &BenchVectorsArgs, config: &Config) -> Result<()> {
     // Raw (pre-PCA) descriptors of the base images and of the query views.
     let (mut base_raw, mut query_raw) = (Vec::new(), Vec::new());
     let (mut base_images, mut query_images, mut skipped) = (0usize, 0usize, Vec::new());
-    let mut progress = Progress::new("extract", photos.len());
+    let extract_started = Instant::now();
+    progress.start("extract", photos.len());
     for (i, path) in photos.iter().enumerate() {
         let rgb = match model::read_image(path) {
             Ok(img) => img.rgb,
             Err(e) => {
                 skipped.push(format!("{}: {e:#}", path.display()));
-                progress.inc();
+                progress.advance();
                 continue;
             }
         };
@@ -106,9 +138,10 @@ pub fn run(args: &BenchVectorsArgs, config: &Config) -> Result<()> {
                 base_images += 1;
             }
         }
-        progress.inc();
+        progress.advance();
     }
-    let extract_s = progress.finish();
+    progress.finish();
+    let extract_s = extract_started.elapsed().as_secs_f64();
     let raw_dim = extractor.backbone().channels() as usize;
 
     // The PCA an index build would fit (a seeded sample of the base), then every descriptor reduced and normalised.

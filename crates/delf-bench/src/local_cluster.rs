@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use delf_cluster::config::{ClusterConfig, ShardReplicas};
 
-use crate::commands::serve_process::ServeProcess;
+use crate::serve_process::ServeProcess;
 
 /// The coordinator's counter of protobuf bytes per peer and direction (`delf_cluster::coordinator`).
 const BYTES_METRIC: &str = "delf_coordinator_message_bytes_total";
