@@ -12,6 +12,7 @@ pub mod extract;
 pub mod index;
 pub mod index_build;
 mod local_cluster;
+pub mod protocols;
 mod serve_process;
 pub mod vectors;
 pub mod verify;
