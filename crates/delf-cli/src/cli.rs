@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use delf_build::options::{DEFAULT_PCA_DIM, DEFAULT_PCA_SAMPLE};
+use delf_build::options::DEFAULT_PCA_SAMPLE;
 use delf_engine::LogFormat;
 use delf_index::DEFAULT_NPROBE;
 
@@ -305,9 +305,9 @@ pub struct IndexParamsArgs {
     /// Images sampled evenly to fit the PCA.
     #[arg(long, default_value_t = DEFAULT_PCA_SAMPLE)]
     pub pca_sample: usize,
-    /// Descriptor dimensions after PCA.
-    #[arg(long, default_value_t = DEFAULT_PCA_DIM)]
-    pub dim: i64,
+    /// Descriptor dimensions after PCA (default: index.pca_dim, else 40).
+    #[arg(long)]
+    pub dim: Option<i64>,
     /// Cells probed per query descriptor, stored as the index's default.
     #[arg(long, default_value_t = DEFAULT_NPROBE)]
     pub nprobe: usize,

@@ -60,6 +60,9 @@ pub struct IndexSettings {
     /// `IVF4096,PQ20x4fsr` (env `DELF_INDEX__SPEC`); empty = chosen from the descriptor count
     /// (`IndexSpec::auto`, `PQ20x8r`).
     pub spec: Option<String>,
+    /// Descriptor dimensions after the PCA of new indexes when `--dim` is not given (env `DELF_INDEX__PCA_DIM`);
+    /// unset = 40, the reference's.
+    pub pca_dim: Option<i64>,
 }
 
 /// `[search]` section (docs/search.md).

@@ -42,7 +42,7 @@ pub enum BuildInput {
 
 impl Config {
     /// `options` with the configuration's defaults where they leave a choice open: `index.spec` when no structure
-    /// is given, `model.pca` when no PCA is; checked.
+    /// is given, `model.pca` when no PCA is; checked. The PCA's dimensions are [`Config::pca_dim`]'s.
     pub fn build_options(&self, mut options: BuildOptions) -> Result<BuildOptions> {
         if options.spec.is_none() {
             options.spec = self.index.spec.as_deref().filter(|s| !s.is_empty()).map(str::parse).transpose()?;
@@ -52,6 +52,11 @@ impl Config {
         }
         options.validate()?;
         Ok(options)
+    }
+
+    /// Descriptor dimensions after the PCA: `flag` when given, else `index.pca_dim`, else 40.
+    pub fn pca_dim(&self, flag: Option<i64>) -> i64 {
+        flag.or(self.index.pca_dim).unwrap_or(delf_build::options::DEFAULT_PCA_DIM)
     }
 }
 
@@ -189,7 +194,7 @@ pub fn build_index_of(
     let list = dir.join("database-images.txt");
     let text: String = paths.iter().map(|p| format!("{}\n", p.display())).collect();
     std::fs::write(&list, text).with_context(|| format!("writing {}", list.display()))?;
-    let options = config.build_options(BuildOptions::new(dir))?;
+    let options = config.build_options(BuildOptions { dim: config.pca_dim(None), ..BuildOptions::new(dir) })?;
     let input = BuildInput::Images(list.display().to_string());
     build_index(&input, &options, device, config, progress, &mut std::io::stderr())
 }

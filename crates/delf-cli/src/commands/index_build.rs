@@ -21,7 +21,7 @@ impl IndexParamsArgs {
             spec: self.spec.as_deref().map(str::parse).transpose()?,
             pca: self.pca.clone(),
             pca_sample: self.pca_sample,
-            dim: self.dim,
+            dim: config.pca_dim(self.dim),
             nprobe: self.nprobe,
         })
     }
