@@ -1,8 +1,11 @@
 //! `delf bench ...`: the benchmarks of delf-rs, each printing a table beside its reference implementation in the
 //! same run (OpenCV, FAISS, one-process search), with the options the `delf` binary parses for them.
 //!
-//! They drive real components: real photos and descriptors ([`vectors`], [`index`], [`extract`]), real processes on
-//! loopback ([`cluster`], [`chaos`], [`index_build`]). Figures go to docs/benchmarks.md, never into timed tests.
+//! They drive real components: real photos and descriptors ([`vectors`], [`index`], [`extract`], the robustness
+//! benchmark [`views`]), real processes on loopback ([`cluster`], [`chaos`], [`index_build`]). The processes are the
+//! running executable started as `delf serve ...` (or `delf index encode ...`): these benchmarks run from the
+//! `delf` binary. [`protocols`] runs the published evaluations' searches. Figures go to docs/benchmarks.md, never
+//! into timed tests.
 
 pub mod chaos;
 mod chaos_cluster;

@@ -154,7 +154,7 @@ fn stem(id: &str) -> String {
 }
 
 /// The rankings of a Revisited Oxford/Paris evaluation: the ground truth in `gnd`, its queries (cropped to their
-/// boxes) searched in `index` (built from `images` first when it holds none, [`revisitop_index`]), each ranking as
+/// boxes) searched in `index` (built from `images` first when it holds no index), each ranking as
 /// dataset image numbers.
 pub fn revisitop_rankings(
     gnd: &Path,

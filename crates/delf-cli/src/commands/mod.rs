@@ -1,4 +1,4 @@
-//! One module per implemented subcommand, and the model setup they share.
+//! One module per implemented subcommand: each turns its flags into library calls and prints what they return.
 
 pub mod batch_extract;
 pub mod cluster_admin;
