@@ -1,13 +1,11 @@
 //! `delf bench extract`: extraction speed and peak memory per maximum image side.
 
 use std::path::PathBuf;
-use std::time::Instant;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-
 use delf_engine::Config;
 use delf_engine::model;
 

@@ -9,13 +9,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use delf_engine::Config;
 use delf_index::{
     Codebooks, Expansion, IndexSpec, Neighbor, NewImage, PowerLaw, ScanKernel, SearchParams, ShardedIndex, TrainConfig,
     exact_search, npy,
 };
 use delf_index::{DEFAULT_K, DEFAULT_NPROBE};
-
-use delf_engine::Config;
 
 /// `delf bench index`.
 #[derive(Debug, Clone, clap::Args)]

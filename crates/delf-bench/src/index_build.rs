@@ -14,10 +14,9 @@ use bytes::Bytes;
 use delf_build::distributed::{CODEBOOKS_FILE, PLAN_FILE};
 use delf_build::vectors_job::{VectorsJob, pseudo_images, write_vectors_job};
 use delf_build::{BuildOptions, ShardCommit};
+use delf_engine::Config;
 use delf_search::manifest::PCA_FILE;
 use delf_storage::Stores;
-
-use delf_engine::Config;
 
 /// `delf bench build`.
 #[derive(Debug, Clone, clap::Args)]

@@ -12,16 +12,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use delf_build::Progress;
 use delf_core::rng::SplitMix64;
+use delf_engine::Config;
+use delf_engine::model;
 use delf_eval::views::recipe::{Bin, ROTATIONS, Recipe};
 use delf_eval::views::render::render;
 use delf_index::{Expansion, PowerLaw, median_nn_distance, npy};
 use delf_model::Pca;
 use delf_model::extractor::l2_normalize;
-
-use delf_build::Progress;
-use delf_engine::Config;
-use delf_engine::model;
 
 /// `delf bench vectors`.
 #[derive(Debug, Clone, clap::Args)]

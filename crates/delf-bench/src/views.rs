@@ -8,12 +8,11 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use delf_eval::views::score::{Ranked, ViewsScore, score};
-use delf_eval::views::{self, PhotoList, ViewsSet};
-
 use delf_build::Progress;
 use delf_engine::index_build::build_index_of;
 use delf_engine::{Config, Searcher, model};
+use delf_eval::views::score::{Ranked, ViewsScore, score};
+use delf_eval::views::{self, PhotoList, ViewsSet};
 
 use crate::cluster::percentile;
 

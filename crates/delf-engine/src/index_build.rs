@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use delf_build::Progress;
 use delf_build::{BuildOptions, Built, ExtractionJob, JobSettings, MakeReducer};
 use delf_features::{Assignment, StoreError};
 use delf_search::manifest::EXTRACTION_DIR;
 use delf_storage::Stores;
-
-use delf_build::Progress;
 
 use crate::config::{Config, ExtractSettings};
 use crate::model;

@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use delf_build::ExtractionJob;
+use delf_engine::config::{Config, ExtractSettings};
+use delf_engine::model;
 use delf_features::{Assignment, ImageList};
 use delf_storage::Stores;
 
 use crate::cli::ExtractArgs;
 use crate::progress::StageBars;
-use delf_engine::config::{Config, ExtractSettings};
-use delf_engine::model;
 
 /// Runs one worker of the job (`delf extract --list`).
 pub fn run(list_uri: &str, args: &ExtractArgs, config: &Config) -> Result<()> {

@@ -4,18 +4,17 @@
 
 use std::time::{Duration, Instant};
 
-use delf_proto::v1 as pb;
-use delf_rpc::client;
-
 use anyhow::{Context, Result, bail};
+use delf_engine::Config;
 use delf_meta::client::Coordinators;
 use delf_meta::{Applied, Command};
+use delf_proto::v1 as pb;
+use delf_rpc::client;
 use delf_search::IndexManifest;
 use delf_search::manifest::MANIFEST_FILE;
 
 use crate::cli::{ClusterCommand, MembersCommand};
 use crate::commands::query::{RemoteError, connect};
-use delf_engine::Config;
 
 /// How long an administrative command keeps retrying while no coordinator can take it (a leader election after the
 /// leader died, a coordinator restarting): many election timeouts, so that an operator's command issued during a

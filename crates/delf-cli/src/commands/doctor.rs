@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
+use delf_engine::Config;
+use delf_engine::model;
 use delf_model::imagenet::ImagenetClasses;
 use delf_model::preprocess::{Normalization, center_crop_resize, to_tensor};
 use delf_model::{EfficientNetLite, device};
 
 use crate::cli::DoctorArgs;
-use delf_engine::Config;
-use delf_engine::model;
 
 /// Timed forward passes after one warm-up run.
 const TIMED_RUNS: u32 = 5;

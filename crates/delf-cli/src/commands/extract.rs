@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use delf_core::FeatureSet;
-
-use crate::cli::ExtractArgs;
 use delf_engine::Config;
 use delf_engine::model;
+
+use crate::cli::ExtractArgs;
 
 /// Extracts every image; a failing image is reported and skipped, and the command then exits with code 3.
 pub fn run(args: &ExtractArgs, config: &Config) -> Result<()> {

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use delf_build::{BuildError, EncodeWorker, MakeReducer};
+use delf_engine::Config;
+use delf_engine::index_build::reducer;
 use delf_storage::Stores;
 
 use crate::cli::{IndexEncodeArgs, IndexTrainArgs};
 use crate::progress::StageBars;
-use delf_engine::Config;
-use delf_engine::index_build::reducer;
 
 /// `delf index train`.
 pub fn train(args: &IndexTrainArgs, config: &Config) -> Result<()> {

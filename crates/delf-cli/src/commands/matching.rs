@@ -3,12 +3,12 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use delf_engine::Config;
+use delf_engine::model;
 use delf_verify::draw::{DrawOptions, draw_matches};
 use delf_verify::{FittedModel, ModelKind, verify_pair};
 
 use crate::cli::{MatchArgs, ModelArg};
-use delf_engine::Config;
-use delf_engine::model;
 
 /// Runs `delf match`.
 pub fn run(args: &MatchArgs, config: &Config) -> Result<()> {

@@ -18,9 +18,9 @@ pub mod serve;
 pub mod train;
 
 use anyhow::Result;
+use delf_engine::Config;
 
 use crate::cli::IndexCommand;
-use delf_engine::Config;
 
 /// `delf index ...`.
 pub fn index(command: &IndexCommand, config: &Config) -> Result<()> {

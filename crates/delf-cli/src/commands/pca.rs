@@ -1,11 +1,11 @@
 //! `delf pca fit IMAGE... --out FILE`: fits the descriptor PCA on the raw top-N descriptors of sample images.
 
 use anyhow::{Result, bail};
+use delf_engine::Config;
+use delf_engine::model;
 use delf_model::Pca;
 
 use crate::cli::PcaCommand;
-use delf_engine::Config;
-use delf_engine::model;
 
 /// Runs `delf pca fit`.
 pub fn run(command: &PcaCommand, config: &Config) -> Result<()> {

@@ -6,11 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use delf_engine::Config;
 use delf_proto::v1 as pb;
 use delf_rpc::client;
 
 use crate::cli::{FailurePolicyArg, HealthArgs, QueryArgs};
-use delf_engine::Config;
 
 /// A call the cluster refused or failed, with its gRPC status code.
 #[derive(Debug, thiserror::Error)]

@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use base64::Engine as _;
+use delf_engine::model;
 use delf_search::{IndexManifest, Retrieval};
 use delf_verify::draw::{DrawOptions, draw_matches};
 use image::RgbImage;
-
-use delf_engine::model;
 
 fn png_uri(img: &RgbImage) -> Result<String> {
     let mut buf = std::io::Cursor::new(Vec::new());

@@ -10,6 +10,8 @@ use delf_cluster::coordinator::CoordinatorService;
 use delf_cluster::index_node::{IndexNodeOptions, IndexNodeService};
 use delf_cluster::worker::{ExtractFailure, QueryExtractor};
 use delf_core::FeatureSet;
+use delf_engine::config::{Config, ExtractSettings};
+use delf_engine::model;
 use delf_image::DecodeLimits;
 use delf_meta::NodeRole;
 use delf_meta::agent::{Agent, ShardHost};
@@ -18,12 +20,9 @@ use delf_meta::service::MetaService;
 use delf_meta::transport::Transport;
 use delf_search::IndexManifest;
 use delf_search::manifest::{MANIFEST_FILE, PCA_FILE};
-
 use tonic::service::Routes;
 
 use crate::cli::{Role, ServeArgs};
-use delf_engine::config::{Config, ExtractSettings};
-use delf_engine::model;
 
 /// Runs the role.
 pub fn run(args: &ServeArgs, config: &Config) -> Result<()> {

@@ -1,13 +1,13 @@
 //! `delf train descriptor|attention`: the paper's two training stages from image-level labels (docs/training.md).
 
 use anyhow::{Result, bail};
+use delf_engine::Config;
+use delf_engine::model;
 use delf_storage::Stores;
 use delf_train::loader::ImageSource;
 use delf_train::{AugmentConfig, LabelSet, Stage, TrainConfig};
 
 use crate::cli::{TrainArgs, TrainCommand};
-use delf_engine::Config;
-use delf_engine::model;
 
 /// Decoded pixels kept in memory while training (a small corpus is decoded once).
 const DECODE_CACHE_BYTES: usize = 2 << 30;
